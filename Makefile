@@ -1,0 +1,35 @@
+# Every entry point builds the stubs first; the virtual environment is made on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+STUBS := coupons/.stubs-built
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: all install stubs run test bench clean
+
+all: stubs
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+stubs: $(STUBS)
+
+$(STUBS): $(INSTALLED) $(PROTOS) tools/build_stubs.py
+	$(PY) -m tools.build_stubs
+	touch $@
+
+run: stubs
+	$(PY) -m kernel.suite
+
+test: stubs
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .run
+	find coupons -mindepth 1 ! -name __init__.py -delete

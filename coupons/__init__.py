@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (``make stubs``); only this file is kept in git."""

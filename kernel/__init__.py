@@ -1,0 +1,1 @@
+"""The shared service kernel: settings, database, errors, tokens, interceptors, server bootstrap."""

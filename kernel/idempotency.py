@@ -1,0 +1,64 @@
+"""Idempotent mutations (AIP-155): a request_id is claimed inside the mutation's own transaction.
+
+The first call stores its answer beside its changes, atomically; a retry with the same id gets that
+answer back and changes nothing; the same id with different arguments is refused. A concurrent retry
+waits on the unique key until the first transaction ends. Each schema has its own table (see
+`create_table`), so services stay independent.
+"""
+
+import hashlib
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kernel.errors import InvalidArgument
+
+
+def fingerprint(*parts: bytes | str) -> bytes:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.digest()
+
+
+def create_table(schema: str) -> None:
+    """For a service's first migration."""
+    from alembic import op
+
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.Text, primary_key=True),
+        sa.Column("request_id", sa.Text, primary_key=True),
+        sa.Column("request_hash", sa.LargeBinary, nullable=False),
+        sa.Column("response", sa.LargeBinary),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        schema=schema,
+    )
+
+
+class IdempotencyStore:
+    def __init__(self, schema: str):
+        self._claim = sa.text(
+            f"INSERT INTO {schema}.idempotency_keys (scope, request_id, request_hash) "
+            "VALUES (:scope, :request_id, :request_hash) ON CONFLICT DO NOTHING RETURNING 1")
+        self._read = sa.text(
+            f"SELECT request_hash, response FROM {schema}.idempotency_keys "
+            "WHERE scope = :scope AND request_id = :request_id")
+        self._record = sa.text(
+            f"UPDATE {schema}.idempotency_keys SET response = :response "
+            "WHERE scope = :scope AND request_id = :request_id")
+
+    async def claim(self, conn: AsyncConnection, scope: str, request_id: str, request_hash: bytes) -> bytes | None:
+        """Claims the id; returns the stored answer when this same request was already answered."""
+        key = {"scope": scope, "request_id": request_id}
+        if (await conn.execute(self._claim, {**key, "request_hash": request_hash})).first():
+            return None
+        stored = (await conn.execute(self._read, key)).one()
+        if stored.request_hash != request_hash:
+            raise InvalidArgument.field("request_id", "was already used for a request with different arguments",
+                                        reason="REQUEST_ID_REUSED")
+        return stored.response
+
+    async def record(self, conn: AsyncConnection, scope: str, request_id: str, response: bytes) -> None:
+        await conn.execute(self._record, {"scope": scope, "request_id": request_id, "response": response})

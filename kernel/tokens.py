@@ -1,0 +1,155 @@
+"""Access tokens: EdDSA (Ed25519) JWTs with a key id, verified locally by every service."""
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from kernel.context import Principal
+from kernel.errors import Unauthenticated
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "iat", "exp", "jti"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw), "kid": key_id(key), "alg": ALGORITHM, "use": "sig"}
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """RFC 7638 thumbprint, so the same key always has the same id."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())[:16]
+
+
+def public_key_from_jwk(jwk: dict[str, str]) -> Ed25519PublicKey:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError("only Ed25519 keys are accepted")
+    padded = jwk["x"] + "=" * (-len(jwk["x"]) % 4)
+    return Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(padded))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.public_key)
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> "SigningKey":
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the JWT signing key must be an Ed25519 private key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    key: SigningKey
+    issuer: str
+    audience: str
+    ttl_seconds: int
+
+    def issue(self, user_id: str, role: str, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "role": role,
+            "iat": issued,
+            "exp": issued + self.ttl_seconds,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self.key.private_key, algorithm=ALGORITHM, headers={"kid": self.key.kid})
+
+
+KeyLoader = Callable[[], Awaitable[dict[str, Ed25519PublicKey]]]
+
+
+class TokenVerifier:
+    """Verifies access tokens against the auth service's public keys, refreshing them on an unknown key id."""
+
+    REFRESH_INTERVAL_SECONDS = 30.0
+
+    def __init__(self, load_keys: KeyLoader, issuer: str, audience: str):
+        self._load_keys = load_keys
+        self._issuer = issuer
+        self._audience = audience
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def with_keys(cls, keys: list[Ed25519PublicKey], issuer: str, audience: str) -> "TokenVerifier":
+        fixed = {key_id(k): k for k in keys}
+
+        async def load() -> dict[str, Ed25519PublicKey]:
+            return fixed
+
+        return cls(load, issuer, audience)
+
+    async def _key(self, kid: str) -> Ed25519PublicKey:
+        if kid not in self._keys:
+            async with self._lock:
+                stale = time.monotonic() - self._loaded_at > self.REFRESH_INTERVAL_SECONDS
+                if kid not in self._keys and stale:
+                    try:
+                        self._keys = await self._load_keys()
+                    finally:
+                        self._loaded_at = time.monotonic()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise Unauthenticated("The token was signed with an unknown key.", reason="UNKNOWN_SIGNING_KEY") from None
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("The bearer token is malformed.", reason="MALFORMED_TOKEN") from None
+        # Refuse anything but our one asymmetric algorithm before touching a key (alg none, HS/RS confusion).
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("The token's signing algorithm is not accepted.", reason="BAD_TOKEN_ALGORITHM")
+        key = await self._key(str(header.get("kid", "")))
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[ALGORITHM], audience=self._audience, issuer=self._issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("The token has expired; sign in again.", reason="TOKEN_EXPIRED") from None
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
+            raise Unauthenticated("The token was not issued for this service.", reason="TOKEN_WRONG_AUDIENCE") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("The token's signature or claims are invalid.", reason="INVALID_TOKEN") from None
+        return Principal(user_id=str(claims["sub"]), role=str(claims["role"]), token=token)

@@ -1,0 +1,298 @@
+"""The rules of accounts and sessions, in plain Python over the repository."""
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from kernel import paging
+from kernel.context import ADMIN, USER, Principal
+from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
+                           ResourceExhausted, Unauthenticated)
+from kernel.idempotency import fingerprint
+from kernel.tokens import TokenIssuer
+from services.auth.passwords import PasswordHasher, violations as password_violations
+from services.auth.repository import AuthRepository, UserExists, UserRow
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 200
+MAX_BATCH = 1000
+ROLES = (USER, ADMIN)
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    user: UserRow
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    query: str
+    user: UserRow | None
+    error_reason: str
+
+
+def _email_violations(email: str, field: str = "email") -> list[FieldViolation]:
+    if not email:
+        return [FieldViolation(field, "is required")]
+    if len(email) > MAX_EMAIL_LENGTH or not EMAIL.match(email):
+        return [FieldViolation(field, "must be an email address like name@example.com")]
+    return []
+
+
+def _name_violations(name: str) -> list[FieldViolation]:
+    if len(name) > MAX_NAME_LENGTH:
+        return [FieldViolation("name", f"must be at most {MAX_NAME_LENGTH} characters")]
+    return []
+
+
+def _check(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class AuthDomain:
+    def __init__(self, repository: AuthRepository, hasher: PasswordHasher, issuer: TokenIssuer,
+                 refresh_ttl_seconds: int, max_failures: int, lockout_seconds: int):
+        self.repo = repository
+        self.hasher = hasher
+        self.issuer = issuer
+        self.refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
+        self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+
+    async def _new_session(self, conn, user: UserRow, family_id: str | None = None) -> Session:
+        refresh_token = secrets.token_urlsafe(32)
+        await self.repo.insert_refresh_token(
+            conn, _hash_refresh_token(refresh_token), user.id, family_id or str(uuid.uuid4()),
+            dt.datetime.now(dt.timezone.utc) + self.refresh_ttl)
+        return Session(self.issuer.issue(user.id, user.role), self.issuer.ttl_seconds, refresh_token, user)
+
+    async def _create(self, conn, email: str, password: str, name: str, role: str) -> UserRow:
+        password_hash = await self.hasher.hash(password)
+        try:
+            return await self.repo.insert_user(conn, email.strip(), name.strip(), role, password_hash)
+        except UserExists:
+            raise AlreadyExists("user", email, reason="EMAIL_TAKEN", field="email",
+                                message=f"An account with email {email} already exists.") from None
+
+    async def _idempotent_user(self, conn, scope: str, request_id: str, parts: tuple,
+                               make) -> UserRow:
+        """Runs make(conn) once per request_id; a retry returns the same user."""
+        if not request_id:
+            return await make(conn)
+        stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*parts))
+        if stored is not None:
+            return await self.repo.user_by_id(conn, stored.decode())
+        user = await make(conn)
+        await self.repo.idempotency.record(conn, scope, request_id, user.id.encode())
+        return user
+
+    # public
+
+    async def register(self, email: str, password: str, name: str, request_id: str = "") -> Session:
+        _check(_email_violations(email) + password_violations(password, "password") + _name_violations(name))
+        async with self.repo.transaction() as conn:
+            user = await self._idempotent_user(
+                conn, "Register", request_id, (email.lower(), hashlib.sha256(password.encode()).digest(), name),
+                lambda c: self._create(c, email, password, name, USER))
+            return await self._new_session(conn, user)
+
+    async def login(self, email: str, password: str) -> Session:
+        _check(([] if email else [FieldViolation("email", "is required")])
+               + ([] if password else [FieldViolation("password", "is required")]))
+        email_key = email.strip().lower()
+        async with self.repo.transaction() as conn:
+            locked_until = await self.repo.locked_until(conn, email_key)
+        if locked_until is not None:
+            raise self._throttled(locked_until)
+        async with self.repo.transaction() as conn:
+            user = await self.repo.user_by_email(conn, email_key)
+        # The same work and the same answer whether the email is unknown or the password wrong.
+        valid = await self.hasher.check(password, user.password_hash if user else None)
+        async with self.repo.transaction() as conn:
+            if not valid:
+                locked_until = await self.repo.record_failure(conn, email_key, self.max_failures,
+                                                              self.lockout_seconds)
+            else:
+                await self.repo.clear_failures(conn, email_key)
+                if not user.active:
+                    raise PermissionDenied("This account is deactivated; contact an administrator.",
+                                           reason="ACCOUNT_DISABLED")
+                return await self._new_session(conn, user)
+        if locked_until is not None:
+            raise self._throttled(locked_until)
+        raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
+
+    def _throttled(self, locked_until: dt.datetime) -> ResourceExhausted:
+        wait = max(1.0, (locked_until - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        return ResourceExhausted(
+            f"Too many failed sign-ins for this email; try again in {int(wait)} seconds.",
+            reason="LOGIN_RATE_LIMITED", retry_after_seconds=wait, metadata={"retry_after_seconds": int(wait)})
+
+    async def refresh(self, refresh_token: str) -> Session:
+        if not refresh_token:
+            raise InvalidArgument.field("refresh_token", "is required")
+        token_hash = _hash_refresh_token(refresh_token)
+        async with self.repo.transaction() as conn:
+            row = await self.repo.lock_refresh_token(conn, token_hash)
+            if row is None:
+                raise Unauthenticated("The refresh token is not valid; sign in again.", reason="INVALID_REFRESH_TOKEN")
+            if row.used_at is not None or row.revoked_at is not None:
+                # A spent token came back: someone holds a copy. Revoke the whole family, then refuse.
+                await self.repo.revoke_family(conn, row.family_id)
+                reused = True
+            else:
+                reused = False
+                if row.expires_at <= dt.datetime.now(dt.timezone.utc):
+                    raise Unauthenticated("The refresh token has expired; sign in again.",
+                                          reason="REFRESH_TOKEN_EXPIRED")
+                user = await self.repo.user_by_id(conn, row.user_id)
+                if user is None or not user.active:
+                    raise PermissionDenied("This account is deactivated; contact an administrator.",
+                                           reason="ACCOUNT_DISABLED")
+                await self.repo.mark_refresh_token_used(conn, token_hash)
+                return await self._new_session(conn, user, row.family_id)
+        if reused:
+            raise Unauthenticated("This refresh token was already used; every session from it is revoked. "
+                                  "Sign in again.", reason="REFRESH_TOKEN_REUSED")
+
+    async def me(self, caller: Principal) -> UserRow:
+        async with self.repo.transaction() as conn:
+            user = await self.repo.user_by_id(conn, caller.user_id)
+        if user is None:
+            raise NotFound("user", caller.user_id)
+        return user
+
+    async def change_password(self, caller: Principal, current: str, new: str, request_id: str = "") -> None:
+        _check(([] if current else [FieldViolation("current_password", "is required")])
+               + password_violations(new, "new_password"))
+        user = await self.me(caller)
+        if not await self.hasher.check(current, user.password_hash):
+            raise InvalidArgument.field("current_password", "does not match the account's password",
+                                        reason="WRONG_PASSWORD")
+        new_hash = await self.hasher.hash(new)
+        async with self.repo.transaction() as conn:
+            await self._idempotent_user(
+                conn, f"ChangePassword:{caller.user_id}", request_id, (hashlib.sha256(new.encode()).digest(),),
+                lambda c: self.repo.update_user(c, user.id, password_hash=new_hash))
+            await self.repo.revoke_user_tokens(conn, user.id)
+
+    # admin
+
+    async def create_user(self, email: str, password: str, name: str, role: str, request_id: str = "") -> UserRow:
+        role = role or USER
+        _check(_email_violations(email) + password_violations(password, "password") + _name_violations(name)
+               + ([] if role in ROLES else [FieldViolation("role", "must be USER or ADMIN")]))
+        async with self.repo.transaction() as conn:
+            return await self._idempotent_user(
+                conn, "CreateUser", request_id,
+                (email.lower(), hashlib.sha256(password.encode()).digest(), name, role),
+                lambda c: self._create(c, email, password, name, role))
+
+    async def list_users(self, page_size: int, page_token: str, email_contains: str) -> tuple[list[UserRow], str, int]:
+        size = paging.page_size(page_size)
+        cursor = paging.decode_token(page_token)
+        after = None
+        if cursor is not None:
+            try:
+                after = (dt.datetime.fromisoformat(cursor["t"]), str(uuid.UUID(cursor["id"])))
+            except (KeyError, TypeError, ValueError):
+                raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
+                                            reason="INVALID_PAGE_TOKEN") from None
+        async with self.repo.transaction() as conn:
+            rows, total = await self.repo.list_users(conn, size + 1, after, email_contains)
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            next_token = paging.encode_token({"t": rows[-1].created_at.isoformat(), "id": rows[-1].id})
+        return rows, next_token, total
+
+    async def get_user(self, user_id: str) -> UserRow:
+        _check_uuid(user_id, "id")
+        async with self.repo.transaction() as conn:
+            user = await self.repo.user_by_id(conn, user_id)
+        if user is None:
+            raise NotFound("user", user_id)
+        return user
+
+    async def update_user(self, caller: Principal, user_id: str, name: str | None, role: str | None,
+                          active: bool | None, request_id: str = "") -> UserRow:
+        _check_uuid(user_id, "id")
+        violations = _name_violations(name or "")
+        if role is not None and role not in ROLES:
+            violations.append(FieldViolation("role", "must be USER or ADMIN"))
+        _check(violations)
+        if user_id == caller.user_id and (role == USER or active is False):
+            raise InvalidArgument.field("role" if role == USER else "active",
+                                        "an administrator cannot demote or deactivate their own account",
+                                        reason="SELF_LOCKOUT")
+        changes = {k: v for k, v in (("name", name), ("role", role), ("active", active)) if v is not None}
+        async with self.repo.transaction() as conn:
+            async def apply(c):
+                updated = (await self.repo.update_user(c, user_id, **changes) if changes
+                           else await self.repo.user_by_id(c, user_id))
+                if updated is None:
+                    raise NotFound("user", user_id)
+                if active is False:
+                    await self.repo.revoke_user_tokens(c, user_id)
+                return updated
+            return await self._idempotent_user(conn, f"UpdateUser:{caller.user_id}", request_id,
+                                               (user_id, repr(sorted(changes.items()))), apply)
+
+    async def lookup_by_email(self, email: str) -> UserRow:
+        _check(_email_violations(email))
+        async with self.repo.transaction() as conn:
+            user = await self.repo.user_by_email(conn, email.strip())
+        if user is None:
+            raise NotFound("user", email, reason="USER_NOT_FOUND", message=f"No user has the email {email}.")
+        return user
+
+    async def batch_lookup(self, emails: list[str], user_ids: list[str]) -> list[LookupResult]:
+        if len(emails) + len(user_ids) > MAX_BATCH:
+            raise InvalidArgument.field("emails", f"at most {MAX_BATCH} entries in all per call",
+                                        reason="BATCH_TOO_LARGE")
+        valid_ids = [i for i in user_ids if _is_uuid(i)]
+        async with self.repo.transaction() as conn:
+            by_email = await self.repo.users_by_emails(conn, [e.strip() for e in emails if not _email_violations(e.strip())])
+            by_id = await self.repo.users_by_ids(conn, valid_ids) if valid_ids else {}
+        results, seen = [], set()
+        for query, key, found, valid in (
+            [(e, e.strip().lower(), by_email.get(e.strip().lower()), not _email_violations(e.strip())) for e in emails]
+            + [(i, i.lower(), by_id.get(i.lower()), _is_uuid(i)) for i in user_ids]
+        ):
+            if not valid:
+                results.append(LookupResult(query, None, "INVALID"))
+            elif key in seen:
+                results.append(LookupResult(query, None, "DUPLICATE"))
+            elif found is None:
+                results.append(LookupResult(query, None, "NOT_FOUND"))
+            else:
+                results.append(LookupResult(query, found, ""))
+            seen.add(key)
+        return results
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+        return True
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+def _check_uuid(value: str, field: str) -> None:
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    if not _is_uuid(value):
+        raise InvalidArgument.field(field, "must be a user id (a UUID)", reason="INVALID_USER_ID")

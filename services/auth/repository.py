@@ -1,0 +1,176 @@
+"""Data access for the auth schema. All SQL of the auth service lives here."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kernel.idempotency import IdempotencyStore
+
+SCHEMA = "auth"
+metadata = sa.MetaData(schema=SCHEMA)
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("email", sa.Text), sa.Column("name", sa.Text), sa.Column("role", sa.Text),
+    sa.Column("active", sa.Boolean), sa.Column("password_hash", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True)), sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+refresh_tokens = sa.Table(
+    "refresh_tokens", metadata,
+    sa.Column("token_hash", sa.LargeBinary, primary_key=True), sa.Column("user_id", sa.Uuid(as_uuid=False)),
+    sa.Column("family_id", sa.Uuid(as_uuid=False)), sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("used_at", sa.DateTime(timezone=True)), sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+login_throttle = sa.Table(
+    "login_throttle", metadata,
+    sa.Column("email_key", sa.Text, primary_key=True), sa.Column("failures", sa.Integer),
+    sa.Column("window_started_at", sa.DateTime(timezone=True)), sa.Column("locked_until", sa.DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: str
+    email: str
+    name: str
+    role: str
+    active: bool
+    password_hash: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RefreshTokenRow:
+    user_id: str
+    family_id: str
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class UserExists(Exception):
+    """The email is taken (unique index on lower(email))."""
+
+
+class AuthRepository:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.idempotency = IdempotencyStore(SCHEMA)
+
+    def transaction(self):
+        return self.engine.begin()
+
+    # users
+
+    async def insert_user(self, conn: AsyncConnection, email: str, name: str, role: str, password_hash: str) -> UserRow:
+        statement = (sa.insert(users).values(email=email, name=name, role=role, password_hash=password_hash)
+                     .returning(*users.c))
+        try:
+            async with conn.begin_nested():
+                row = (await conn.execute(statement)).one()
+        except sa.exc.IntegrityError as error:
+            raise UserExists(email) from error
+        return UserRow(**row._mapping)
+
+    async def user_by_id(self, conn: AsyncConnection, user_id: str) -> UserRow | None:
+        row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        return UserRow(**row._mapping) if row else None
+
+    async def user_by_email(self, conn: AsyncConnection, email: str) -> UserRow | None:
+        statement = sa.select(users).where(sa.func.lower(users.c.email) == email.lower())
+        row = (await conn.execute(statement)).first()
+        return UserRow(**row._mapping) if row else None
+
+    async def users_by_emails(self, conn: AsyncConnection, emails: list[str]) -> dict[str, UserRow]:
+        keys = sorted({e.lower() for e in emails})
+        rows = await conn.execute(sa.select(users).where(sa.func.lower(users.c.email).in_(keys)))
+        return {row.email.lower(): UserRow(**row._mapping) for row in rows}
+
+    async def users_by_ids(self, conn: AsyncConnection, ids: list[str]) -> dict[str, UserRow]:
+        rows = await conn.execute(sa.select(users).where(users.c.id.in_(sorted(set(ids)))))
+        return {row.id: UserRow(**row._mapping) for row in rows}
+
+    async def list_users(self, conn: AsyncConnection, limit: int, after: tuple[dt.datetime, str] | None,
+                         email_contains: str) -> tuple[list[UserRow], int]:
+        condition = sa.true()
+        if email_contains:
+            condition = users.c.email.ilike(f"%{_escape_like(email_contains)}%", escape="\\")
+        statement = sa.select(users).where(condition)
+        if after is not None:
+            statement = statement.where(sa.tuple_(users.c.created_at, users.c.id) > sa.tuple_(
+                sa.literal(after[0], users.c.created_at.type), sa.literal(after[1], users.c.id.type)))
+        rows = await conn.execute(statement.order_by(users.c.created_at, users.c.id).limit(limit))
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(users).where(condition))).scalar_one()
+        return [UserRow(**row._mapping) for row in rows], total
+
+    async def update_user(self, conn: AsyncConnection, user_id: str, **changes) -> UserRow | None:
+        statement = (sa.update(users).where(users.c.id == user_id)
+                     .values(**changes, updated_at=sa.func.now()).returning(*users.c))
+        row = (await conn.execute(statement)).first()
+        return UserRow(**row._mapping) if row else None
+
+    # refresh tokens
+
+    async def insert_refresh_token(self, conn: AsyncConnection, token_hash: bytes, user_id: str, family_id: str,
+                                   expires_at: dt.datetime) -> None:
+        await conn.execute(sa.insert(refresh_tokens).values(
+            token_hash=token_hash, user_id=user_id, family_id=family_id, expires_at=expires_at))
+
+    async def lock_refresh_token(self, conn: AsyncConnection, token_hash: bytes) -> RefreshTokenRow | None:
+        statement = (sa.select(refresh_tokens.c.user_id, refresh_tokens.c.family_id, refresh_tokens.c.expires_at,
+                               refresh_tokens.c.used_at, refresh_tokens.c.revoked_at)
+                     .where(refresh_tokens.c.token_hash == token_hash).with_for_update())
+        row = (await conn.execute(statement)).first()
+        return RefreshTokenRow(**row._mapping) if row else None
+
+    async def mark_refresh_token_used(self, conn: AsyncConnection, token_hash: bytes) -> None:
+        await conn.execute(sa.update(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+                           .values(used_at=sa.func.now()))
+
+    async def revoke_family(self, conn: AsyncConnection, family_id: str) -> None:
+        await conn.execute(sa.update(refresh_tokens)
+                           .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+                           .values(revoked_at=sa.func.now()))
+
+    async def revoke_user_tokens(self, conn: AsyncConnection, user_id: str) -> None:
+        await conn.execute(sa.update(refresh_tokens)
+                           .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+                           .values(revoked_at=sa.func.now()))
+
+    # login throttle
+
+    async def locked_until(self, conn: AsyncConnection, email_key: str) -> dt.datetime | None:
+        statement = sa.select(login_throttle.c.locked_until).where(
+            login_throttle.c.email_key == email_key, login_throttle.c.locked_until > sa.func.now())
+        return (await conn.execute(statement)).scalar_one_or_none()
+
+    async def record_failure(self, conn: AsyncConnection, email_key: str, max_failures: int,
+                             window_seconds: int) -> dt.datetime | None:
+        """Counts a failed login atomically; returns the lock's end when this failure crossed the limit."""
+        statement = sa.text(f"""
+            INSERT INTO {SCHEMA}.login_throttle AS t (email_key, failures, window_started_at)
+            VALUES (:key, 1, now())
+            ON CONFLICT (email_key) DO UPDATE SET
+              failures = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
+                              THEN 1 ELSE t.failures + 1 END,
+              window_started_at = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
+                                       THEN now() ELSE t.window_started_at END
+            RETURNING failures""")
+        failures = (await conn.execute(statement, {"key": email_key, "window": window_seconds})).scalar_one()
+        if failures < max_failures:
+            return None
+        lock = sa.text(f"""
+            UPDATE {SCHEMA}.login_throttle
+            SET locked_until = now() + make_interval(secs => :window), failures = 0, window_started_at = now()
+            WHERE email_key = :key RETURNING locked_until""")
+        return (await conn.execute(lock, {"key": email_key, "window": window_seconds})).scalar_one()
+
+    async def clear_failures(self, conn: AsyncConnection, email_key: str) -> None:
+        await conn.execute(sa.delete(login_throttle).where(login_throttle.c.email_key == email_key))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

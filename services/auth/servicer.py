@@ -1,0 +1,99 @@
+"""AuthService over gRPC: protobuf in, domain call, protobuf out."""
+
+from google.protobuf import timestamp_pb2
+
+from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
+from kernel.context import current_principal, require_admin
+from kernel.tokens import SigningKey, public_jwk
+from services.auth.domain import AuthDomain, Session
+from services.auth.repository import UserRow
+
+SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+PUBLIC_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "RefreshSession", "GetSigningKeys"))
+
+
+def _timestamp(value) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def user_message(user: UserRow) -> auth_pb2.User:
+    return auth_pb2.User(id=user.id, email=user.email, name=user.name, role=auth_pb2.Role.Value(user.role),
+                         active=user.active, create_time=_timestamp(user.created_at),
+                         update_time=_timestamp(user.updated_at))
+
+
+def _session(session: Session) -> auth_pb2.Session:
+    return auth_pb2.Session(access_token=session.access_token, token_type="bearer", expires_in=session.expires_in,
+                            refresh_token=session.refresh_token, user=user_message(session.user))
+
+
+def _role(value: int) -> str:
+    return "" if value == auth_pb2.ROLE_UNSPECIFIED else auth_pb2.Role.Name(value)
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, domain: AuthDomain, signing_key: SigningKey, issuer: str, audience: str):
+        self.domain = domain
+        self.keys = auth_pb2.GetSigningKeysResponse(
+            keys=[auth_pb2.JsonWebKey(**public_jwk(signing_key.public_key))], issuer=issuer, audience=audience)
+
+    async def Register(self, request, context):
+        return _session(await self.domain.register(request.email, request.password, request.name, request.request_id))
+
+    async def Login(self, request, context):
+        return _session(await self.domain.login(request.email, request.password))
+
+    async def RefreshSession(self, request, context):
+        return _session(await self.domain.refresh(request.refresh_token))
+
+    async def GetMe(self, request, context):
+        return user_message(await self.domain.me(current_principal()))
+
+    async def ChangePassword(self, request, context):
+        await self.domain.change_password(current_principal(), request.current_password, request.new_password,
+                                          request.request_id)
+        return auth_pb2.ChangePasswordResponse()
+
+    async def CreateUser(self, request, context):
+        require_admin()
+        user = await self.domain.create_user(request.email, request.password, request.name, _role(request.role),
+                                             request.request_id)
+        return user_message(user)
+
+    async def ListUsers(self, request, context):
+        require_admin()
+        users, next_token, total = await self.domain.list_users(request.page_size, request.page_token,
+                                                                 request.email_contains)
+        return auth_pb2.ListUsersResponse(users=[user_message(u) for u in users], next_page_token=next_token,
+                                          total_size=total)
+
+    async def GetUser(self, request, context):
+        require_admin()
+        return user_message(await self.domain.get_user(request.id))
+
+    async def UpdateUser(self, request, context):
+        caller = require_admin()
+        user = await self.domain.update_user(
+            caller, request.id,
+            name=request.name if request.HasField("name") else None,
+            role=(_role(request.role) or "ROLE_UNSPECIFIED") if request.HasField("role") else None,
+            active=request.active if request.HasField("active") else None,
+            request_id=request.request_id)
+        return user_message(user)
+
+    async def LookupUserByEmail(self, request, context):
+        require_admin()
+        return user_message(await self.domain.lookup_by_email(request.email))
+
+    async def BatchLookupUsers(self, request, context):
+        require_admin()
+        results = await self.domain.batch_lookup(list(request.emails), list(request.user_ids))
+        return auth_pb2.BatchLookupUsersResponse(results=[
+            auth_pb2.UserLookupResult(query=r.query, user=user_message(r.user) if r.user else None,
+                                      error_reason=r.error_reason)
+            for r in results])
+
+    async def GetSigningKeys(self, request, context):
+        return self.keys

@@ -1,0 +1,72 @@
+"""Helpers for tests: settings for in-process servers, rich status parsing."""
+
+import dataclasses
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from kernel.settings import Settings
+
+
+def settings_for(component: str, database_url: str, **overrides) -> Settings:
+    base = Settings.from_env(component)
+    return dataclasses.replace(base, database_url=database_url, host="127.0.0.1", port=0, db_pool_size=20,
+                               db_max_overflow=20, **overrides)
+
+
+def bearer(session) -> tuple[tuple[str, str]]:
+    """Call metadata carrying a session's access token."""
+    return (("authorization", f"Bearer {session.access_token}"),)
+
+
+@dataclasses.dataclass
+class RichError:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict
+    field_violations: dict[str, str]
+    details: list
+
+    def detail(self, kind):
+        for packed in self.details:
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                return message
+        return None
+
+
+def rich_error(error: grpc.RpcError) -> RichError:
+    """Unpacks the google.rpc.Status a service put in the trailers."""
+    status: status_pb2.Status | None = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+    if status is None:
+        for key, value in error.trailing_metadata() or ():
+            if key == "grpc-status-details-bin":
+                status = status_pb2.Status.FromString(value)
+    reason, metadata, violations = "", {}, {}
+    for packed in status.details if status else []:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            violations.update({v.field: v.description for v in bad.field_violations})
+    return RichError(error.code(), error.details(), reason, metadata, violations,
+                     list(status.details) if status else [])
+
+
+async def expect_error(call, code: grpc.StatusCode, reason: str | None = None) -> RichError:
+    """Awaits a call that must fail with this code (and reason); returns the unpacked error."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        rich = rich_error(error)
+        assert rich.code == code, f"expected {code.name}, got {rich.code.name}: {rich.message}"
+        if reason is not None:
+            assert rich.reason == reason, f"expected reason {reason}, got {rich.reason}: {rich.message}"
+        return rich
+    raise AssertionError(f"the call succeeded; expected {code.name}")
