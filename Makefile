@@ -25,7 +25,7 @@ $(STUBS): $(INSTALLED) $(PROTOS) tools/build_stubs.py
 	touch $@
 
 run: stubs
-	$(PY) -m kernel.suite
+	$(PY) -m suite
 
 test: stubs
 	$(PY) -m pytest $(PYTEST_ARGS)

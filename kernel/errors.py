@@ -76,6 +76,15 @@ class Aborted(DomainError):
     """A concurrency conflict: the caller may retry."""
 
 
+class Unavailable(DomainError):
+    """A service this one depends on did not answer; the caller may retry after a short wait."""
+
+    def __init__(self, message: str, *, reason: str, retry_after_seconds: float = 1.0,
+                 metadata: dict[str, object] | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unauthenticated(DomainError):
     def __init__(self, message: str = "A valid bearer token is required.", *, reason: str = "UNAUTHENTICATED"):
         super().__init__(message, reason=reason)

@@ -5,6 +5,7 @@ streaming methods alike. Order on the server: RequestContext (outermost), ErrorM
 """
 
 import contextlib
+import inspect
 import logging
 import time
 import uuid
@@ -53,11 +54,15 @@ def _wrap(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandler:
                 return await handler.stream_unary(requests, context)
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     behavior = handler.unary_stream or handler.stream_stream
-
-    async def streaming(request_or_iterator, context) -> AsyncIterator:
-        async with scope(context):
-            async for response in behavior(request_or_iterator, context):
-                yield response
+    if inspect.isasyncgenfunction(behavior):
+        async def streaming(request_or_iterator, context) -> AsyncIterator:
+            async with scope(context):
+                async for response in behavior(request_or_iterator, context):
+                    yield response
+    else:  # a coroutine that writes its responses with context.write (e.g. the health service's Watch)
+        async def streaming(request_or_iterator, context) -> None:
+            async with scope(context):
+                await behavior(request_or_iterator, context)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(streaming, **codec)
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)
@@ -72,6 +77,9 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
 
 class RequestContext(ScopedInterceptor):
     """Takes the caller's x-request-id (or makes one), echoes it, and writes one access log line per call."""
+
+    def applies_to(self, method: str) -> bool:
+        return not method.startswith(OPEN_SERVICES)  # probes and reflection would drown the log
 
     @contextlib.asynccontextmanager
     async def scope(self, method, context):

@@ -16,6 +16,7 @@ _CODES: list[tuple[type[errors.DomainError], int]] = [
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (errors.ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, code_pb2.UNAVAILABLE),
 ]
 
 
@@ -53,6 +54,10 @@ def _details(error: errors.DomainError) -> list:
             delay = duration_pb2.Duration()
             delay.FromMilliseconds(int(error.retry_after_seconds * 1000))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if isinstance(error, errors.Unavailable):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(error.retry_after_seconds * 1000))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if isinstance(error, errors.Aborted):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(50)

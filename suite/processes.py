@@ -1,0 +1,124 @@
+"""Starts each component as its own process and waits until it reports SERVING."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kernel.settings import DEFAULT_PORTS, ROOT
+
+SERVICES = ("auth", "books", "redemption", "pools")
+
+
+def available_services() -> list[str]:
+    return [name for name in SERVICES if (ROOT / "services" / name / "app.py").exists()]
+
+
+def gateway_available() -> bool:
+    return (ROOT / "gateway" / "__main__.py").exists()
+
+
+@dataclass
+class Component:
+    name: str
+    port: int
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Suite:
+    database_url: str
+    run_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    components: list[Component] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "RUN_DIR": str(self.run_dir),
+            "PYTHONUNBUFFERED": "1",
+            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            **{f"{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in self.ports.items() if name != "gateway"},
+            **self.extra_env,
+        })
+        return env
+
+    def start(self, name: str, module: str) -> Component:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        component = Component(name, self.ports[name], log_path=logs / f"{name}.log")
+        with open(component.log_path, "ab") as log:
+            component.process = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=ROOT, env=self.environment(), stdout=log, stderr=log)
+        self.components.append(component)
+        return component
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to every component (they finish in-flight calls), SIGKILL for any that hangs."""
+        for component in self.components:
+            if component.process and component.process.poll() is None:
+                component.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for component in self.components:
+            if component.process is None:
+                continue
+            try:
+                component.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                component.process.kill()
+                component.process.wait()
+
+
+async def wait_serving(component: Component, timeout: float = 60.0) -> None:
+    """Polls the standard health service until the component reports SERVING."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(component.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if component.process and component.process.poll() is not None:
+                raise RuntimeError(f"{component.name} exited with {component.process.returncode}; "
+                                   f"see {component.log_path}")
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{component.name} did not report SERVING within {timeout:.0f} s; "
+                                   f"see {component.log_path}")
+            await asyncio.sleep(0.2)
+
+
+async def wait_http(component: Component, path: str = "/healthz", timeout: float = 60.0) -> None:
+    """Waits until an HTTP component answers at all (its health may be 503 while backends warm up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if component.process and component.process.poll() is not None:
+            raise RuntimeError(f"{component.name} exited; see {component.log_path}")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", component.port)
+            writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+            await writer.drain()
+            if await reader.readline():
+                writer.close()
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{component.name} did not answer within {timeout:.0f} s; see {component.log_path}")
+        await asyncio.sleep(0.2)
