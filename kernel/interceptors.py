@@ -13,7 +13,7 @@ from typing import AsyncIterator
 
 import grpc
 
-from kernel import status
+from kernel import metrics, status
 from kernel.context import principal_var, request_id_var
 from kernel.errors import DomainError, Unauthenticated
 from kernel.tokens import TokenVerifier
@@ -76,7 +76,10 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
 
 
 class RequestContext(ScopedInterceptor):
-    """Takes the caller's x-request-id (or makes one), echoes it, and writes one access log line per call."""
+    """Takes the caller's x-request-id (or makes one), echoes it, logs and measures every call."""
+
+    def __init__(self, component: str):
+        self.component = component
 
     def applies_to(self, method: str) -> bool:
         return not method.startswith(OPEN_SERVICES)  # probes and reflection would drown the log
@@ -91,9 +94,11 @@ class RequestContext(ScopedInterceptor):
             yield
         finally:
             code = context.code() or grpc.StatusCode.OK
+            code_name = getattr(code, "name", str(code))
+            seconds = time.perf_counter() - started
+            metrics.record_rpc(self.component, method, code_name, seconds)
             principal = principal_var.get()
-            fields = {"method": method, "code": getattr(code, "name", str(code)),
-                      "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+            fields = {"method": method, "code": code_name, "duration_ms": round(seconds * 1000, 2)}
             if principal is not None:
                 fields["user_id"] = principal.user_id
             log.info("rpc", extra={"fields": fields})

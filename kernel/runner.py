@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Awaitable, Callable
 
-from kernel import logs, migrations
+from kernel import logs, metrics, migrations
 from kernel.localdb import shared_local_postgres
 from kernel.server import GrpcServer
 from kernel.settings import Settings
@@ -25,6 +25,7 @@ Builder = Callable[[Settings], Awaitable[tuple[GrpcServer, Callable[[], Awaitabl
 async def serve(settings: Settings, build: Builder) -> None:
     server, cleanup = await build(settings)
     await server.start(settings.listen_address)
+    metrics.serve(settings.metrics_port)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -58,7 +58,7 @@ class GrpcServer:
         self.drain_seconds = drain_seconds
         self.server = grpc.aio.server(
             interceptors=[
-                RequestContext(),
+                RequestContext(spec.component),
                 ErrorMapping(domain=f"{spec.component}.coupons"),
                 Authentication(verifier, spec.public_methods),
             ],

@@ -35,6 +35,7 @@ class Settings:
     environment: str  # ENVIRONMENT: "local" (default) or "production"
     host: str  # HOST
     port: int  # <COMPONENT>_PORT, e.g. AUTH_PORT
+    metrics_port: int  # METRICS_PORT: Prometheus /metrics; the component's port + 1000 by default, 0 = off
     database_url: str  # DATABASE_URL; empty locally means the embedded PostgreSQL
     db_pool_size: int  # DB_POOL_SIZE
     db_max_overflow: int  # DB_MAX_OVERFLOW
@@ -71,6 +72,7 @@ class Settings:
             environment=_env("ENVIRONMENT", "local"),
             host=_env("HOST", "127.0.0.1"),
             port=_int(f"{component.upper()}_PORT", DEFAULT_PORTS[component]),
+            metrics_port=_int("METRICS_PORT", DEFAULT_PORTS[component] + 1000),
             database_url=os.environ.get("DATABASE_URL", "").strip(),
             db_pool_size=_int("DB_POOL_SIZE", 10),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),

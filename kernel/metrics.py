@@ -1,0 +1,27 @@
+"""Prometheus metrics shared by every component, served on each process's METRICS_PORT."""
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RPCS = Counter("coupons_rpcs_total", "RPCs handled, by method and status code", ["component", "method", "code"])
+RPC_SECONDS = Histogram(
+    "coupons_rpc_duration_seconds", "RPC latency", ["component", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LOCK_CONFLICTS = Counter(
+    "coupons_lock_conflicts_total", "Calls refused with ABORTED because another operation held the code", ["method"])
+REDEMPTIONS = Counter("coupons_redemptions_total", "Successful redemptions", ["book_id"])
+AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
+
+
+def record_rpc(component: str, method: str, code: str, seconds: float) -> None:
+    short = method.rsplit("/", 1)[-1]
+    RPCS.labels(component, short, code).inc()
+    RPC_SECONDS.labels(component, short).observe(seconds)
+    if code == "ABORTED":
+        LOCK_CONFLICTS.labels(short).inc()
+
+
+def serve(port: int) -> None:
+    """Starts the /metrics endpoint in a background thread; port 0 turns it off."""
+    if port:
+        start_http_server(port, addr="0.0.0.0")

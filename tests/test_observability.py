@@ -1,0 +1,38 @@
+"""Metrics and structured logs carry what operators need: codes, latency, and the caller's request id."""
+
+import json
+import logging
+import uuid
+
+import grpc
+from prometheus_client import REGISTRY
+
+from coupons.auth.v1 import auth_pb2
+from kernel.logs import JsonFormatter
+from tests.support import expect_error
+
+
+def _count(method: str, code: str) -> float:
+    return REGISTRY.get_sample_value("coupons_rpcs_total", {"component": "auth", "method": method, "code": code}) or 0
+
+
+async def test_rpc_metrics_count_by_method_and_code(auth_stub):
+    ok_before, refused_before = _count("GetSigningKeys", "OK"), _count("GetMe", "UNAUTHENTICATED")
+    await auth_stub.GetSigningKeys(auth_pb2.GetSigningKeysRequest())
+    await expect_error(auth_stub.GetMe(auth_pb2.GetMeRequest()), grpc.StatusCode.UNAUTHENTICATED)
+    assert _count("GetSigningKeys", "OK") == ok_before + 1
+    assert _count("GetMe", "UNAUTHENTICATED") == refused_before + 1
+    assert REGISTRY.get_sample_value("coupons_rpc_duration_seconds_count",
+                                     {"component": "auth", "method": "GetSigningKeys"}) >= 1
+
+
+async def test_access_log_carries_the_callers_request_id(auth_stub, caplog):
+    request_id = f"test-{uuid.uuid4().hex}"
+    with caplog.at_level(logging.INFO, logger="kernel.rpc"):
+        call = auth_stub.GetSigningKeys(auth_pb2.GetSigningKeysRequest(), metadata=(("x-request-id", request_id),))
+        await call
+        assert dict(await call.initial_metadata())["x-request-id"] == request_id
+    records = [r for r in caplog.records if r.name == "kernel.rpc"]
+    lines = [json.loads(JsonFormatter("auth").format(r)) for r in records]
+    assert any(line.get("request_id") == request_id and line["method"].endswith("/GetSigningKeys")
+               and line["code"] == "OK" for line in lines)
