@@ -1,0 +1,1 @@
+"""The operator CLI (`python -m cli` or `coupons-cli`), on the generated gRPC stubs."""
