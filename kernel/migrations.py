@@ -41,7 +41,11 @@ def run_env() -> None:
     engine = sa.create_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"migrate:{schema}"})
-        connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists,
+        # and in production each service's role only owns its schema.
+        exists = connection.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).first()
+        if not exists:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         context.configure(connection=connection, version_table="alembic_version",
                           version_table_schema=schema, transactional_ddl=True)
         with context.begin_transaction():

@@ -102,7 +102,7 @@ class Settings:
             raise SystemExit(f"ENVIRONMENT must be 'local' or 'production', got {self.environment!r}")
         if not self.production:
             return
-        if not self.database_url:
+        if not self.database_url and self.component != "gateway":  # the gateway has no database
             raise SystemExit("DATABASE_URL is required when ENVIRONMENT=production")
         if self.bcrypt_rounds < 12:
             raise SystemExit("BCRYPT_ROUNDS below 12 is refused when ENVIRONMENT=production")

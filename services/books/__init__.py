@@ -1,0 +1,1 @@
+"""Coupon books: configuration, rules, code generation and upload (the control plane)."""

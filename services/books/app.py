@@ -1,0 +1,29 @@
+"""Wires the books service: repository, ledger client, domain, servicer and the shared server."""
+
+from coupons.books.v1 import books_pb2_grpc
+from kernel import grpc_clients
+from kernel.db import create_engine
+from kernel.server import GrpcServer, ServiceSpec
+from kernel.settings import Settings
+from kernel.tokens import TokenVerifier
+from services.books.domain import BooksDomain
+from services.books.ledger_client import LedgerClient
+from services.books.repository import BooksRepository
+from services.books.servicer import SERVICE_NAME, BookServicer
+
+
+async def build(settings: Settings, verifier: TokenVerifier | None = None):
+    engine = create_engine(settings)
+    ledger = LedgerClient(settings.redemption_addr)
+    servicer = BookServicer(BooksDomain(BooksRepository(engine), ledger))
+    spec = ServiceSpec(
+        component="books",
+        service_names=(SERVICE_NAME,),
+        register=lambda server: books_pb2_grpc.add_BookServiceServicer_to_server(servicer, server),
+    )
+
+    async def cleanup() -> None:
+        await ledger.close()
+        await engine.dispose()
+
+    return GrpcServer(spec, verifier or grpc_clients.remote_verifier(settings)), cleanup

@@ -1,0 +1,456 @@
+"""The rules of coupon books, in plain Python over the repository and the ledger (the redemption service).
+
+Rules reach the ledger inside the change's own transaction. Create, update and archive write the book
+with a new rules version (from a sequence, so never reused), push the rules with PutBookRules while the
+row is still locked, and commit only when the push succeeded. When the ledger does not answer, the
+transaction rolls back and the caller gets UNAVAILABLE (reason LEDGER_UNAVAILABLE) saying nothing was
+changed, so a plain retry converges. The one gap left is a commit failing after a successful push: the
+ledger then holds rules books does not; the retry pushes them again under a higher version, which
+replaces them. A request_id is released by the rollback too, so a retry with the same id does the work.
+
+Code generation and upload store codes batch by batch (a million codes cannot be one ledger call); what
+was stored is always reported: progress messages during generation, per-code answers for uploads, and
+the count of stored codes in the message of any error that interrupts either.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import json
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterable, AsyncIterator
+
+from kernel import paging
+from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from kernel.idempotency import fingerprint
+from services.books import codes
+from services.books.ledger_client import ADD_CODES_BATCH, BookCounts, LedgerClient
+from services.books.repository import BookRow, BooksRepository
+
+ACTIVE, ARCHIVED = "ACTIVE", "ARCHIVED"
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+DEFAULT_LOCK_TTL_SECONDS = 300
+MIN_LOCK_TTL_SECONDS, MAX_LOCK_TTL_SECONDS = 1, 3600
+# A multi-redemption book without a stated limit: the smallest limit that still allows a second
+# redemption. A leaked code of such a book is worth little; larger allowances must be stated.
+DEFAULT_MULTI_REDEMPTIONS = 2
+MAX_GENERATE = 5_000_000
+# Rounds of replacing generated codes that already exist; below MAX_FILL_PERCENT each round keeps at
+# most a quarter of the codes, so twenty rounds only run out when the space is fuller than books knows.
+MAX_REPLACEMENT_ROUNDS = 20
+# Batches stored at once: the ledger's inserts dominate the time, and concurrent ones use more database
+# cores (1,000,000 codes: 23 s one at a time, 13.5 s four at a time on a 2-core test machine).
+GENERATION_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class BookSettings:
+    """What an admin configures; zero values mean the defaults (see `validated`)."""
+
+    name: str = ""
+    description: str = ""
+    code_pattern: str = ""
+    code_length: int = 0
+    code_alphabet: str = ""
+    allow_multi_redemption: bool = False
+    max_redemptions_per_user: int = 0
+    max_assignments_per_user: int = 0
+    lock_ttl_seconds: int = 0
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+
+
+MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
+OUTPUT_ONLY_FIELDS = ("id", "status", "code_count", "create_time", "update_time")
+CODE_SHAPE_FIELDS = ("code_pattern", "code_length", "code_alphabet")
+
+
+@dataclass(frozen=True)
+class GenerationProgress:
+    generated: int
+    requested: int
+    done: bool
+    code_space: int
+
+
+@dataclass(frozen=True)
+class UploadReport:
+    received: int
+    accepted: int
+    rejected: list[codes.RejectedCode]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"received": self.received, "accepted": self.accepted,
+                           "rejected": [dataclasses.astuple(r) for r in self.rejected]}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "UploadReport":
+        stored = json.loads(data)
+        return cls(stored["received"], stored["accepted"], [codes.RejectedCode(*r) for r in stored["rejected"]])
+
+
+def validated(settings: BookSettings) -> BookSettings:
+    """The settings with defaults in place of zero values; INVALID_BOOK naming every wrong field otherwise."""
+    multi = settings.allow_multi_redemption
+    book = dataclasses.replace(
+        settings,
+        name=settings.name.strip(),
+        code_pattern=settings.code_pattern or codes.DEFAULT_PATTERN,
+        code_length=settings.code_length or codes.DEFAULT_LENGTH,
+        code_alphabet=settings.code_alphabet or codes.DEFAULT_ALPHABET,
+        lock_ttl_seconds=settings.lock_ttl_seconds or DEFAULT_LOCK_TTL_SECONDS,
+        max_redemptions_per_user=settings.max_redemptions_per_user or (DEFAULT_MULTI_REDEMPTIONS if multi else 1),
+    )
+    violations: list[FieldViolation] = []
+    if not book.name:
+        violations.append(FieldViolation("name", "is required"))
+    elif len(book.name) > MAX_NAME_LENGTH:
+        violations.append(FieldViolation("name", f"must be at most {MAX_NAME_LENGTH} characters"))
+    if len(book.description) > MAX_DESCRIPTION_LENGTH:
+        violations.append(FieldViolation("description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"))
+    violations += codes.pattern_violations(book.code_pattern)
+    violations += codes.length_violations(book.code_length)
+    violations += codes.alphabet_violations(book.code_alphabet)
+    if not MIN_LOCK_TTL_SECONDS <= book.lock_ttl_seconds <= MAX_LOCK_TTL_SECONDS:
+        violations.append(FieldViolation(
+            "lock_ttl_seconds", f"must be between {MIN_LOCK_TTL_SECONDS} and {MAX_LOCK_TTL_SECONDS} "
+                                f"(0 means {DEFAULT_LOCK_TTL_SECONDS}), got {book.lock_ttl_seconds}"))
+    if book.max_redemptions_per_user < 1:
+        violations.append(FieldViolation(
+            "max_redemptions_per_user", f"must be at least 1 (0 means 1, or {DEFAULT_MULTI_REDEMPTIONS} for a "
+                                        f"multi-redemption book), got {book.max_redemptions_per_user}"))
+    elif book.max_redemptions_per_user > 1 and not multi:
+        violations.append(FieldViolation("max_redemptions_per_user",
+                                         "may be above 1 only when allow_multi_redemption is true"))
+    if book.max_assignments_per_user < 0:
+        violations.append(FieldViolation("max_assignments_per_user", "must not be negative (0 means no limit)"))
+    if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
+        violations.append(FieldViolation("valid_until", "must be later than valid_from"))
+    if violations:
+        raise InvalidArgument(violations, reason="INVALID_BOOK")
+    return book
+
+
+def settings_of(book: BookRow) -> BookSettings:
+    return BookSettings(**{name: getattr(book, name) for name in MUTABLE_FIELDS})
+
+
+def pattern_of(book: BookRow) -> codes.CodePattern:
+    return codes.parse_pattern(book.code_pattern, book.code_length, book.code_alphabet)
+
+
+def _settings_key(settings: BookSettings, names=MUTABLE_FIELDS) -> str:
+    return repr([(name, getattr(settings, name)) for name in names])
+
+
+def _check_book_id(book_id: str, field: str = "id") -> None:
+    if not book_id:
+        raise InvalidArgument.field(field, "is required")
+    try:
+        uuid.UUID(book_id)
+    except ValueError:
+        raise InvalidArgument.field(field, "must be a book id (a UUID)", reason="INVALID_BOOK_ID") from None
+
+
+def _check_update_mask(paths: list[str]) -> None:
+    violations = []
+    for path in paths:
+        if path in OUTPUT_ONLY_FIELDS:
+            violations.append(FieldViolation("update_mask", f"names {path}, which is output only"))
+        elif path not in MUTABLE_FIELDS:
+            violations.append(FieldViolation("update_mask", f"names {path}, which is not a field of Book"))
+    if violations:
+        raise InvalidArgument(violations, reason="INVALID_UPDATE_MASK")
+
+
+def _require_active(book: BookRow) -> None:
+    if book.status == ARCHIVED:
+        raise FailedPrecondition(f"Book {book.name!r} is archived; an archived book cannot be changed.",
+                                 reason="BOOK_ARCHIVED", metadata={"book_id": book.id})
+
+
+class _RequestDigest:
+    """The fingerprint of a streamed request, built as it arrives (same encoding as kernel fingerprint)."""
+
+    def __init__(self, *parts: str):
+        self._hash = hashlib.sha256()
+        for part in parts:
+            self.add(part)
+
+    def add(self, part: str) -> None:
+        data = part.encode()
+        self._hash.update(len(data).to_bytes(8, "big") + data)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+class BooksDomain:
+    def __init__(self, repository: BooksRepository, ledger: LedgerClient):
+        self.repo = repository
+        self.ledger = ledger
+
+    async def _book(self, conn, book_id: str, *, for_update: bool = False) -> BookRow:
+        book = await self.repo.book(conn, book_id, for_update=for_update)
+        if book is None:
+            raise NotFound("book", book_id, reason="BOOK_NOT_FOUND")
+        return book
+
+    async def _idempotent_book(self, conn, scope: str, request_id: str, parts: tuple, make) -> BookRow:
+        """Runs make(conn) once per request_id; a retry returns the same book as it is now."""
+        if not request_id:
+            return await make(conn)
+        stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*parts))
+        if stored is not None:
+            return await self._book(conn, stored.decode())
+        book = await make(conn)
+        await self.repo.idempotency.record(conn, scope, request_id, book.id.encode())
+        return book
+
+    async def _published(self, book: BookRow) -> BookRow:
+        """Pushes the book's rules to the ledger; called inside the transaction that wrote them."""
+        await self.ledger.put_rules(book)
+        return book
+
+    # books
+
+    async def create_book(self, settings: BookSettings, request_id: str = "") -> BookRow:
+        book = validated(settings)
+
+        async def insert(conn) -> BookRow:
+            return await self._published(await self.repo.insert_book(conn, **dataclasses.asdict(book)))
+
+        async with self.repo.transaction() as conn:
+            return await self._idempotent_book(conn, "CreateBook", request_id, (_settings_key(book),), insert)
+
+    async def get_book(self, book_id: str) -> BookRow:
+        _check_book_id(book_id)
+        async with self.repo.transaction() as conn:
+            return await self._book(conn, book_id)
+
+    async def list_books(self, page_size: int, page_token: str, status: str,
+                         name_contains: str) -> tuple[list[BookRow], str, int]:
+        size = paging.page_size(page_size)
+        cursor = paging.decode_token(page_token)
+        before = None
+        if cursor is not None:
+            try:
+                before = (dt.datetime.fromisoformat(cursor["t"]), str(uuid.UUID(cursor["id"])))
+            except (KeyError, TypeError, ValueError):
+                raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
+                                            reason="INVALID_PAGE_TOKEN") from None
+        async with self.repo.transaction() as conn:
+            books, total = await self.repo.list_books(conn, size + 1, before, status, name_contains.strip())
+        next_token = ""
+        if len(books) > size:
+            books = books[:size]
+            next_token = paging.encode_token({"t": books[-1].created_at.isoformat(), "id": books[-1].id})
+        return books, next_token, total
+
+    async def update_book(self, book_id: str, proposed: BookSettings, paths: list[str],
+                          request_id: str = "") -> BookRow:
+        """Changes the fields named in paths to their values in proposed (zero values mean the defaults)."""
+        _check_book_id(book_id, "book.id")
+        _check_update_mask(paths)
+
+        async def apply(conn) -> BookRow:
+            book = await self._book(conn, book_id, for_update=True)
+            _require_active(book)
+            current = settings_of(book)
+            changed = validated(dataclasses.replace(current, **{path: getattr(proposed, path) for path in paths}))
+            if book.code_count and any(getattr(changed, f) != getattr(current, f) for f in CODE_SHAPE_FIELDS):
+                raise FailedPrecondition(
+                    f"Book {book.name!r} already has {book.code_count:,} codes; its code pattern, length and "
+                    "alphabet can no longer change.", reason="BOOK_HAS_CODES",
+                    metadata={"book_id": book.id, "code_count": book.code_count})
+            return await self._published(await self.repo.update_book(conn, book_id, **dataclasses.asdict(changed)))
+
+        async with self.repo.transaction() as conn:
+            return await self._idempotent_book(conn, f"UpdateBook:{book_id}", request_id,
+                                               (_settings_key(proposed, sorted(set(paths))),), apply)
+
+    async def archive_book(self, book_id: str, request_id: str = "") -> BookRow:
+        """Archives the book; archiving an archived book pushes its rules again and changes nothing else."""
+        _check_book_id(book_id)
+
+        async def archive(conn) -> BookRow:
+            await self._book(conn, book_id, for_update=True)
+            return await self._published(await self.repo.update_book(conn, book_id, status=ARCHIVED))
+
+        async with self.repo.transaction() as conn:
+            return await self._idempotent_book(conn, "ArchiveBook", request_id, (book_id,), archive)
+
+    async def book_stats(self, book_id: str) -> BookCounts:
+        await self.get_book(book_id)
+        return await self.ledger.book_counts(book_id)
+
+    # generation
+
+    async def generate_codes(self, book_id: str, count: int, request_id: str = "") -> AsyncIterator[GenerationProgress]:
+        """Generates `count` new codes in batches, yielding the progress after each batch.
+
+        With a request_id the progress is recorded after every batch: a retry with the same id after an
+        interruption generates only the codes still missing, and after completion changes nothing.
+        """
+        _check_book_id(book_id, "book_id")
+        if not 1 <= count <= MAX_GENERATE:
+            raise InvalidArgument.field("count", f"must be between 1 and {MAX_GENERATE:,}, got {count:,}",
+                                        reason="INVALID_COUNT")
+        async with self.repo.transaction() as conn:
+            book = await self._book(conn, book_id)
+            _require_active(book)
+            pattern = pattern_of(book)
+            generated = await self._claim_generation(conn, book_id, count, request_id)
+            if generated < count:
+                used = await self.repo.codes_in_space(conn, book.code_pattern, book.code_length, book.code_alphabet)
+                codes.check_capacity(pattern, used, count - generated)
+        if generated >= count:
+            yield GenerationProgress(generated, count, True, pattern.space)
+            return
+        sizes = [min(ADD_CODES_BATCH, count - start) for start in range(generated, count, ADD_CODES_BATCH)]
+        async with contextlib.aclosing(self._stored_batches(book_id, codes.CodeGenerator(pattern), sizes)) as batches:
+            async for progress in self._record_batches(book_id, pattern, count, generated, request_id, batches):
+                yield progress
+
+    async def _record_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
+                              request_id: str, batches: AsyncIterator[tuple[int, bool]]
+                              ) -> AsyncIterator[GenerationProgress]:
+        """Counts each stored batch in the book (and the request's progress) and reports the progress."""
+        while generated < count:
+            try:
+                inserted, complete = await anext(batches)
+            except Unavailable as error:
+                raise Unavailable(f"{error.message} {generated:,} of {count:,} codes were generated and stored "
+                                  "before that; retry with the same request_id to generate only the rest.",
+                                  reason=error.reason, metadata={**error.metadata, "generated": generated}) from error
+            generated += inserted
+            async with self.repo.transaction() as conn:
+                await self.repo.add_code_count(conn, book_id, inserted)
+                if request_id:
+                    await self.repo.idempotency.record(conn, "GenerateCodes", request_id,
+                                                       json.dumps({"generated": generated}).encode())
+            if not complete:
+                raise FailedPrecondition(
+                    f"Only {generated:,} of {count:,} codes were generated and stored: new random codes of pattern "
+                    f"{pattern.text} keep colliding with existing codes (other books or uploads use the same space).",
+                    reason="CODE_SPACE_CROWDED", metadata={"generated": generated, "requested": count})
+            yield GenerationProgress(generated, count, generated >= count, pattern.space)
+
+    async def _claim_generation(self, conn, book_id: str, count: int, request_id: str) -> int:
+        """How many codes this request already generated (0 for a new request)."""
+        if not request_id:
+            return 0
+        stored = await self.repo.idempotency.claim(conn, "GenerateCodes", request_id, fingerprint(book_id, str(count)))
+        if stored is None:
+            # Recorded in the claiming transaction, so a retry always finds a progress record.
+            await self.repo.idempotency.record(conn, "GenerateCodes", request_id, json.dumps({"generated": 0}).encode())
+            return 0
+        return json.loads(stored)["generated"]
+
+    async def _stored_batches(self, book_id: str, generator: codes.CodeGenerator,
+                              sizes: list[int]) -> AsyncIterator[tuple[int, bool]]:
+        """Stores batches of the given sizes, GENERATION_CONCURRENCY at a time; yields each one's result
+        as it finishes. Concurrent batches may draw the same code: the ledger keeps one, the other is replaced.
+
+        After a failure no batch starts, but those running finish and are yielded before the failure is
+        raised, so every stored code is counted.
+        """
+        waiting = iter(sizes)
+        running: set[asyncio.Task] = set()
+        failure: BaseException | None = None
+        try:
+            while True:
+                if failure is None:
+                    running.update(asyncio.create_task(self._generate_batch(book_id, generator, size))
+                                   for size in itertools.islice(waiting, GENERATION_CONCURRENCY - len(running)))
+                if not running:
+                    break
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    if task.exception() is None:
+                        yield task.result()
+                    else:
+                        failure = failure or task.exception()
+            if failure is not None:
+                raise failure
+        finally:
+            for task in running:  # the caller went away
+                task.cancel()
+
+    async def _generate_batch(self, book_id: str, generator: codes.CodeGenerator, size: int) -> tuple[int, bool]:
+        """Stores `size` new codes, replacing those that already exist; returns (stored, all stored)."""
+        pending = generator.unique_codes(size)
+        stored = 0
+        for _ in range(MAX_REPLACEMENT_ROUNDS):
+            added = await self.ledger.add_codes(book_id, pending)
+            stored += added.inserted
+            if not added.existing:
+                return stored, True
+            pending = generator.unique_codes(len(added.existing))
+        return stored, False
+
+    # upload
+
+    async def upload_codes(self, book_id: str, request_id: str, chunks: AsyncIterable[list[str]]) -> UploadReport:
+        """Stores the valid codes of an upload and reports every refused one with its index and reason.
+
+        Codes are normalized first (see codes.normalize). A request_id is claimed once the whole upload is
+        read (its fingerprint covers every code); a retry of a finished upload reads the upload again, only
+        to compare it, and returns the first answer.
+        """
+        _check_book_id(book_id, "book_id")
+        async with self.repo.transaction() as conn:
+            _require_active(await self._book(conn, book_id))
+            stored = await self.repo.stored_answer(conn, "UploadCodes", request_id) if request_id else None
+        digest = _RequestDigest(book_id)
+        screen = codes.UploadScreen()
+        rejected: list[codes.RejectedCode] = []
+        pending: list[tuple[int, str]] = []
+        received = accepted = 0
+        async for chunk in chunks:
+            for raw in chunk:
+                digest.add(raw)
+                received += 1
+                if stored is not None:
+                    continue  # a retry: the upload is only read to compare it with the first
+                code, rejection = screen.check(received - 1, raw)
+                if rejection is not None:
+                    rejected.append(rejection)
+                    continue
+                pending.append((received - 1, code))
+                if len(pending) == ADD_CODES_BATCH:
+                    accepted += await self._store_uploaded(book_id, pending, rejected, accepted)
+                    pending = []
+        if pending:
+            accepted += await self._store_uploaded(book_id, pending, rejected, accepted)
+        report = UploadReport(received, accepted, sorted(rejected, key=lambda r: r.index))
+        async with self.repo.transaction() as conn:
+            if request_id:
+                first = await self.repo.idempotency.claim(conn, "UploadCodes", request_id, digest.digest())
+                if first is not None:
+                    return UploadReport.from_json(first)
+                await self.repo.idempotency.record(conn, "UploadCodes", request_id, report.to_json())
+        return report
+
+    async def _store_uploaded(self, book_id: str, pending: list[tuple[int, str]], rejected: list[codes.RejectedCode],
+                              accepted_before: int) -> int:
+        """Adds one batch of valid codes to the ledger; existing ones join `rejected`. Returns how many were stored."""
+        try:
+            added = await self.ledger.add_codes(book_id, [code for _, code in pending])
+        except Unavailable as error:
+            raise Unavailable(
+                f"{error.message} Codes before index {pending[0][0]:,} of the upload were handled ({accepted_before:,} "
+                "stored); the rest were not. Sending the same upload again is safe: codes stored before are then "
+                "reported as ALREADY_EXISTS.", reason=error.reason,
+                metadata={**error.metadata, "handled_before_index": pending[0][0], "stored": accepted_before},
+            ) from error
+        existing = set(added.existing)
+        rejected.extend(codes.already_exists(index, code) for index, code in pending if code in existing)
+        async with self.repo.transaction() as conn:
+            await self.repo.add_code_count(conn, book_id, added.inserted)
+        return added.inserted

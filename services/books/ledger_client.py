@@ -1,0 +1,96 @@
+"""The redemption service's ledger as the books domain sees it: rules, codes and counts over gRPC.
+
+Every call forwards the caller's credentials and request id. A ledger that does not answer becomes
+kernel.errors.Unavailable (retryable); its own refusals keep their meaning for the caller.
+"""
+
+import contextlib
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
+from kernel import context, grpc_clients
+from kernel.errors import PermissionDenied, Unauthenticated, Unavailable
+from services.books.repository import BookRow
+
+CALL_TIMEOUT_SECONDS = 10.0
+# Codes per AddCodes call: about 1 MB on the wire, one ledger transaction.
+ADD_CODES_BATCH = 50_000
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.ABORTED)
+
+
+@dataclass(frozen=True)
+class AddedCodes:
+    inserted: int
+    existing: list[str]
+
+
+@dataclass(frozen=True)
+class BookCounts:
+    total: int
+    available: int
+    assigned: int
+    locked: int
+    redeemed: int
+    redemptions: int
+
+
+def _timestamp(value) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+@contextlib.contextmanager
+def _ledger_call(what: str):
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        code = error.code()
+        if code in RETRYABLE:
+            raise Unavailable(f"The redemption service did not answer while {what} ({code.name}); retry shortly.",
+                              reason="LEDGER_UNAVAILABLE", metadata={"operation": what, "ledger_code": code.name}
+                              ) from error
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            raise PermissionDenied(f"The redemption service refused {what}: {error.details()}") from error
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated(f"The redemption service refused the token while {what}.") from error
+        raise
+
+
+class LedgerClient:
+    def __init__(self, address: str):
+        self.channel = grpc_clients.channel(address)
+        self.stub = redemption_pb2_grpc.RedemptionServiceStub(self.channel)
+
+    async def put_rules(self, book: BookRow) -> None:
+        rules = redemption_pb2.BookRules(
+            book_id=book.id, allow_multi_redemption=book.allow_multi_redemption,
+            max_redemptions_per_user=book.max_redemptions_per_user,
+            max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
+            valid_from=_timestamp(book.valid_from), valid_until=_timestamp(book.valid_until),
+            archived=book.status == "ARCHIVED", version=book.rules_version)
+        with _ledger_call("storing the book's rules"):
+            await self.stub.PutBookRules(redemption_pb2.PutBookRulesRequest(rules=rules),
+                                         metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS)
+
+    async def add_codes(self, book_id: str, codes: list[str]) -> AddedCodes:
+        with _ledger_call("adding codes"):
+            response = await self.stub.AddCodes(redemption_pb2.AddCodesRequest(book_id=book_id, codes=codes),
+                                                metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS * 6)
+        return AddedCodes(response.inserted, list(response.existing))
+
+    async def book_counts(self, book_id: str) -> BookCounts:
+        with _ledger_call("counting the book's codes"):
+            counts = await self.stub.GetBookCounts(redemption_pb2.GetBookCountsRequest(book_id=book_id),
+                                                   metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS)
+        return BookCounts(counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed,
+                          counts.redemptions)
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,131 @@
+"""BookService over gRPC: protobuf in, domain call, protobuf out."""
+
+import datetime as dt
+
+from google.protobuf import timestamp_pb2
+
+from coupons.books.v1 import books_pb2, books_pb2_grpc
+from kernel.context import require_admin
+from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, GenerationProgress, UploadReport
+from services.books.ledger_client import BookCounts
+from services.books.repository import BookRow
+
+SERVICE_NAME = books_pb2.DESCRIPTOR.services_by_name["BookService"].full_name
+
+
+def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _datetime(message, field: str) -> dt.datetime | None:
+    return getattr(message, field).ToDatetime(tzinfo=dt.timezone.utc) if message.HasField(field) else None
+
+
+def book_message(book: BookRow) -> books_pb2.Book:
+    return books_pb2.Book(
+        id=book.id, name=book.name, description=book.description, code_pattern=book.code_pattern,
+        code_length=book.code_length, code_alphabet=book.code_alphabet,
+        allow_multi_redemption=book.allow_multi_redemption, max_redemptions_per_user=book.max_redemptions_per_user,
+        max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
+        valid_from=_timestamp(book.valid_from), valid_until=_timestamp(book.valid_until),
+        status=books_pb2.BookStatus.Value(book.status), code_count=book.code_count,
+        create_time=_timestamp(book.created_at), update_time=_timestamp(book.updated_at))
+
+
+def _settings(book: books_pb2.Book) -> BookSettings:
+    return BookSettings(
+        name=book.name, description=book.description, code_pattern=book.code_pattern, code_length=book.code_length,
+        code_alphabet=book.code_alphabet, allow_multi_redemption=book.allow_multi_redemption,
+        max_redemptions_per_user=book.max_redemptions_per_user,
+        max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
+        valid_from=_datetime(book, "valid_from"), valid_until=_datetime(book, "valid_until"))
+
+
+def _update_paths(request: books_pb2.UpdateBookRequest) -> list[str]:
+    """The update_mask, or when it is empty every mutable field the request sets (AIP-134)."""
+    if request.update_mask.paths:
+        return list(request.update_mask.paths)
+    return [field.name for field, _ in request.book.ListFields() if field.name in MUTABLE_FIELDS]
+
+
+def _progress(progress: GenerationProgress) -> books_pb2.GenerateCodesProgress:
+    return books_pb2.GenerateCodesProgress(generated=progress.generated, requested=progress.requested,
+                                           done=progress.done, code_space=float(progress.code_space))
+
+
+def _upload_response(report: UploadReport) -> books_pb2.UploadCodesResponse:
+    return books_pb2.UploadCodesResponse(received=report.received, accepted=report.accepted, rejected=[
+        books_pb2.RejectedCode(index=r.index, code=r.code, reason=r.reason, message=r.message)
+        for r in report.rejected])
+
+
+def _stats(book_id: str, counts: BookCounts) -> books_pb2.BookStats:
+    return books_pb2.BookStats(book_id=book_id, total=counts.total, available=counts.available,
+                               assigned=counts.assigned, locked=counts.locked, redeemed=counts.redeemed,
+                               redemptions=counts.redemptions)
+
+
+async def _single(codes: list[str]):
+    yield codes
+
+
+class BookServicer(books_pb2_grpc.BookServiceServicer):
+    def __init__(self, domain: BooksDomain):
+        self.domain = domain
+
+    async def CreateBook(self, request, context):
+        require_admin()
+        return book_message(await self.domain.create_book(_settings(request.book), request.request_id))
+
+    # Reads are for every signed-in caller; the Authentication interceptor already requires a token.
+
+    async def GetBook(self, request, context):
+        return book_message(await self.domain.get_book(request.id))
+
+    async def ListBooks(self, request, context):
+        status = "" if request.status == books_pb2.BOOK_STATUS_UNSPECIFIED else books_pb2.BookStatus.Name(request.status)
+        books, next_token, total = await self.domain.list_books(request.page_size, request.page_token, status,
+                                                                request.name_contains)
+        return books_pb2.ListBooksResponse(books=[book_message(b) for b in books], next_page_token=next_token,
+                                           total_size=total)
+
+    async def UpdateBook(self, request, context):
+        require_admin()
+        book = await self.domain.update_book(request.book.id, _settings(request.book), _update_paths(request),
+                                             request.request_id)
+        return book_message(book)
+
+    async def ArchiveBook(self, request, context):
+        require_admin()
+        return book_message(await self.domain.archive_book(request.id, request.request_id))
+
+    async def GenerateCodes(self, request, context):
+        require_admin()
+        async for progress in self.domain.generate_codes(request.book_id, request.count, request.request_id):
+            yield _progress(progress)
+
+    async def ImportCodes(self, request, context):
+        require_admin()
+        report = await self.domain.upload_codes(request.book_id, request.request_id, _single(list(request.codes)))
+        return _upload_response(report)
+
+    async def UploadCodes(self, request_iterator, context):
+        require_admin()
+        chunks = aiter(request_iterator)
+        first = await anext(chunks, books_pb2.UploadCodesChunk())
+
+        async def code_lists():
+            yield list(first.codes)
+            async for chunk in chunks:
+                yield list(chunk.codes)
+
+        return _upload_response(await self.domain.upload_codes(first.book_id, first.request_id, code_lists()))
+
+    async def GetBookStats(self, request, context):
+        # Admin only: the counts come from the ledger's internal (admin) method.
+        require_admin()
+        return _stats(request.id, await self.domain.book_stats(request.id))
