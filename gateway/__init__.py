@@ -1,0 +1,1 @@
+"""HTTP/JSON gateway: discovers the gRPC backends by reflection and transcodes by their google.api.http rules."""

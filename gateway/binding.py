@@ -1,0 +1,182 @@
+"""Builds a request message from an HTTP request: body, then query parameters, then path variables.
+
+As in grpc-gateway: `body: "*"` maps the whole JSON body and leaves nothing to the query string;
+`body: "<field>"` maps the body to that top-level field; every field neither in the path nor in the
+body may come as a query parameter, named by its dotted path (proto or JSON names), repeated fields by
+repeating the parameter, enums by name (or number). An unknown or doubly-bound parameter is refused.
+"""
+
+import json
+from typing import Mapping
+
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
+from google.rpc import code_pb2
+
+from gateway.errors import GatewayError
+
+FieldPath = tuple[str, ...]
+
+# Well-known message types whose JSON form is a plain string or number: usable as one query value.
+SCALAR_LIKE = {
+    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
+    "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
+}
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def _field_named(message: descriptor.Descriptor, name: str) -> descriptor.FieldDescriptor | None:
+    field = message.fields_by_name.get(name)
+    if field is None:
+        field = next((f for f in message.fields if f.json_name == name), None)
+    return field
+
+
+def resolve_field_path(message: descriptor.Descriptor, names: list[str] | tuple[str, ...]) -> list:
+    """The fields along a dotted path (proto or JSON names); raises KeyError naming the bad part."""
+    fields = []
+    current = message
+    for position, name in enumerate(names):
+        if current is None:
+            raise KeyError(".".join(names[:position]) + " is not a message")
+        field = _field_named(current, name)
+        if field is None:
+            raise KeyError(".".join(names[:position + 1]))
+        fields.append(field)
+        current = field.message_type
+    return fields
+
+
+def _is_message(field: descriptor.FieldDescriptor) -> bool:
+    return field.type == descriptor.FieldDescriptor.TYPE_MESSAGE
+
+
+def _is_bool(field: descriptor.FieldDescriptor) -> bool:
+    return field.type == descriptor.FieldDescriptor.TYPE_BOOL or (
+        _is_message(field) and field.message_type.full_name == "google.protobuf.BoolValue")
+
+
+def _json_value(field: descriptor.FieldDescriptor, text: str):
+    """A query or path string as the JSON value json_format expects for this field."""
+    if _is_bool(field):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{text!r} is not a boolean (true or false)")
+    return text  # json_format accepts numbers, enum names and well-known types as strings
+
+
+def _nest(tree: dict, path: FieldPath, value) -> None:
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1]] = value
+
+
+def _bad_request(reason: str, violations: dict[str, str], message: str = "") -> GatewayError:
+    summary = message or "; ".join(f"{name}: {text}" for name, text in violations.items())
+    return GatewayError(code_pb2.INVALID_ARGUMENT, summary, reason, violations=violations)
+
+
+class RequestBinder:
+    """Per-route, precomputed: which fields the path and the body own, and how query names resolve."""
+
+    def __init__(self, request_class: type[Message], path_fields: list[FieldPath], body: str):
+        self.request_class = request_class
+        self.message = request_class.DESCRIPTOR
+        self.body = body  # "", "*" or a top-level field name
+        self._path_setters = {path: self._path_setter(path) for path in path_fields}
+        self._bound = [tuple(path) for path in path_fields] + ([(body,)] if body and body != "*" else [])
+        self._query_fields: dict[str, tuple[FieldPath, descriptor.FieldDescriptor]] = {}
+        if body and body != "*":
+            self._body_key = resolve_field_path(self.message, [body])[0].name
+
+    def _path_setter(self, path: FieldPath):
+        fields = resolve_field_path(self.message, path)  # raises KeyError: the route is refused at build
+        leaf = fields[-1]
+        if leaf.is_repeated or (_is_message(leaf) and leaf.message_type.full_name not in SCALAR_LIKE):
+            raise KeyError(f"{'.'.join(path)} cannot be set from one path segment")
+        if leaf.type == descriptor.FieldDescriptor.TYPE_STRING:
+            names = [f.name for f in fields]
+
+            def set_string(message: Message, value: str) -> None:  # the common case, without json_format
+                for name in names[:-1]:
+                    message = getattr(message, name)
+                setattr(message, names[-1], value)
+            return set_string
+        proto_path = tuple(f.name for f in fields)
+
+        def set_by_json(message: Message, value: str) -> None:
+            tree: dict = {}
+            _nest(tree, proto_path, _json_value(leaf, value))
+            json_format.ParseDict(tree, message)
+        return set_by_json
+
+    def bind(self, body: bytes, query: Mapping, path_values: dict[FieldPath, str]) -> Message:
+        message = self.request_class()
+        if self.body and body.strip():
+            self._bind_body(message, body)
+        if query:
+            self._bind_query(message, query)
+        for path, value in path_values.items():
+            try:
+                self._path_setters[path](message, value)
+            except (ValueError, json_format.ParseError) as error:
+                raise _bad_request("INVALID_PATH_PARAMETER", {".".join(path): str(error)}) from error
+        return message
+
+    def _bind_body(self, message: Message, body: bytes) -> None:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise GatewayError(code_pb2.INVALID_ARGUMENT, f"The body is not valid JSON: {error}",
+                               "MALFORMED_JSON") from error
+        try:
+            if self.body == "*":
+                json_format.ParseDict(document, message)
+            else:
+                json_format.ParseDict({self._body_key: document}, message)
+        except json_format.ParseError as error:
+            raise GatewayError(code_pb2.INVALID_ARGUMENT, f"The body does not fit {self.message.full_name}: {error}",
+                               "INVALID_BODY") from error
+
+    def _bind_query(self, message: Message, query: Mapping) -> None:
+        tree: dict = {}
+        for name in set(query.keys()):
+            path, leaf = self._query_field(name)
+            values = query.getall(name)
+            try:
+                if leaf.is_repeated:
+                    _nest(tree, path, [_json_value(leaf, v) for v in values])
+                elif len(values) > 1:
+                    raise ValueError("given more than once for a field that is not repeated")
+                else:
+                    _nest(tree, path, _json_value(leaf, values[0]))
+            except ValueError as error:
+                raise _bad_request("INVALID_QUERY_PARAMETER", {name: str(error)}) from error
+        try:
+            json_format.ParseDict(tree, message)
+        except json_format.ParseError as error:
+            raise _bad_request("INVALID_QUERY_PARAMETER", {"query": str(error)}) from error
+
+    def _query_field(self, name: str) -> tuple[FieldPath, descriptor.FieldDescriptor]:
+        cached = self._query_fields.get(name)
+        if cached is not None:
+            return cached
+        if self.body == "*":
+            raise _bad_request("UNKNOWN_QUERY_PARAMETER",
+                               {name: "this method takes its whole request from the body"})
+        try:
+            fields = resolve_field_path(self.message, name.split("."))
+        except KeyError:
+            raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: f"not a field of {self.message.full_name}"}) from None
+        path = tuple(f.name for f in fields)
+        leaf = fields[-1]
+        if any(path[:len(bound)] == bound or bound[:len(path)] == path for bound in self._bound):
+            raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: "this field is set by the path or the body"})
+        if leaf.message_type is not None and leaf.message_type.full_name not in SCALAR_LIKE:
+            raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: "names a message or map; give its fields instead"})
+        self._query_fields[name] = (path, leaf)  # only valid names are cached, so the cache stays bounded
+        return path, leaf
