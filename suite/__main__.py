@@ -4,45 +4,47 @@ Ctrl-C (or SIGTERM) stops the components gracefully and then the database.
 """
 
 import asyncio
-import dataclasses
 import logging
 import signal
 from pathlib import Path
 
-from kernel import logs, migrations
+from kernel import logs
 from kernel.localdb import shared_local_postgres
 from kernel.settings import ROOT, Settings
-from services.auth.demo import load_demo_users
-from suite import demo
-from suite.processes import Suite, available_services, gateway_available, wait_http, wait_serving
+from suite.launch import start_suite
+from suite.processes import Suite
 
 
-def _banner(suite: Suite, token_hint: str) -> str:
+def _banner(suite: Suite, demo_summary: str) -> str:
     grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
     grpcurl = str(grpcurl) if grpcurl.exists() else "grpcurl"
     lines = ["", "Coupon Book Service is running. Ctrl-C stops everything.", ""]
     for component in suite.components:
         kind = "http" if component.name == "gateway" else "grpc"
         lines.append(f"  {component.name:<11} {kind}://{component.address}    log: {component.log_path}")
-    auth = suite.ports["auth"]
+    lines.append(demo_summary)
+    auth, redemption = suite.ports["auth"], suite.ports["redemption"]
+    login = "'{\"email\":\"alice@example.com\",\"password\":\"demo123\"}'"
     lines += [
         "",
-        "Try it (demo users: admin@example.com / admin123, alice@example.com / demo123):",
+        "Try it with grpcurl (demo users: admin@example.com / admin123, alice@example.com / demo123):",
         f"  {grpcurl} -plaintext 127.0.0.1:{auth} list",
-        f"  {grpcurl} -plaintext -d '{{\"email\":\"alice@example.com\",\"password\":\"demo123\"}}' "
-        f"127.0.0.1:{auth} coupons.auth.v1.AuthService/Login",
-        f"  TOKEN=$({grpcurl} -plaintext -d '{{\"email\":\"alice@example.com\",\"password\":\"demo123\"}}' "
-        f"127.0.0.1:{auth} coupons.auth.v1.AuthService/Login | python3 -c 'import json,sys; "
-        f"print(json.load(sys.stdin)[\"access_token\"])')",
-        f"  {grpcurl} -plaintext -H \"authorization: Bearer $TOKEN\" 127.0.0.1:{auth} coupons.auth.v1.AuthService/GetMe",
+        f"  TOKEN=$({grpcurl} -plaintext -d {login} 127.0.0.1:{auth} coupons.auth.v1.AuthService/Login"
+        " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+        f"  {grpcurl} -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"user_id\":\"me\"}}' "
+        f"127.0.0.1:{redemption} coupons.redemption.v1.RedemptionService/ListUserCoupons",
     ]
-    lines += token_hint.splitlines()
     if any(c.name == "gateway" for c in suite.components):
         port = suite.ports["gateway"]
         lines += [
-            f"  curl -s -X POST http://127.0.0.1:{port}/api/v1/auth/login -H 'content-type: application/json' "
-            "-d '{\"email\":\"alice@example.com\",\"password\":\"demo123\"}'",
+            "",
+            "And with curl through the gateway:",
+            f"  TOKEN=$(curl -s -X POST http://127.0.0.1:{port}/api/v1/auth/login -d {login}"
+            " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+            f"  curl -s http://127.0.0.1:{port}/api/v1/users/me/coupons -H \"authorization: Bearer $TOKEN\"",
+            f"  curl -s http://127.0.0.1:{port}/openapi.json | head -c 300",
         ]
+    lines += ["", "A full walk-through (create a book, generate, assign, lock, redeem, history): docs/try-it.md"]
     return "\n".join(lines) + "\n"
 
 
@@ -55,23 +57,10 @@ async def run() -> None:
     if not database_url:
         database = shared_local_postgres(settings.run_dir)
         database_url = database.url
-    suite = Suite(database_url=database_url, run_dir=Path(settings.run_dir))
+    suite = None
     try:
-        services = available_services()
-        for name in services:
-            migrations.upgrade(name, database_url)
-        await load_demo_users(dataclasses.replace(settings, database_url=database_url))
-        for name in services:
-            suite.start(name, f"services.{name}")
-        if gateway_available():
-            suite.start("gateway", "gateway")
-        for component in suite.components:
-            if component.name == "gateway":
-                await wait_http(component)
-            else:
-                await wait_serving(component)
-        hint = await demo.load(suite)
-        print(_banner(suite, hint), flush=True)
+        suite, summary = await start_suite(database_url, Path(settings.run_dir))
+        print(_banner(suite, summary), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -79,7 +68,8 @@ async def run() -> None:
         await stop.wait()
         print("Stopping...", flush=True)
     finally:
-        suite.stop()
+        if suite is not None:
+            suite.stop()
         if database is not None and database.started_here:
             database.stop()
         print("Stopped.", flush=True)

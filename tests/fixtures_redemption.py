@@ -1,1 +1,107 @@
-"""Fixtures for the redemption tests."""
+"""Fixtures for the redemption tests: the service in-process on loopback, callers, books and the database."""
+
+import itertools
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import psycopg
+import pytest
+
+from coupons.redemption.v1 import redemption_pb2 as pb
+from coupons.redemption.v1 import redemption_pb2_grpc
+from kernel.context import USER
+from kernel.tokens import TokenIssuer, TokenVerifier
+from tests.support import bearer, settings_for
+
+CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    metadata: tuple
+
+
+class Ledger:
+    """Test helpers over the redemption service: callers with tokens, books with codes, parallel stubs."""
+
+    def __init__(self, stubs: list, issuer: TokenIssuer, admin: Caller):
+        self.stubs = stubs
+        self.stub = stubs[0]
+        self.issuer = issuer
+        self.admin = admin
+        self._round_robin = itertools.cycle(stubs)
+
+    def next_stub(self):
+        """Stubs over different channels in turn, so parallel calls really travel in parallel."""
+        return next(self._round_robin)
+
+    def caller(self, role: str = USER) -> Caller:
+        """A caller with a fresh user id and a token minted with the auth service's signing key."""
+        user_id = str(uuid.uuid4())
+        return Caller(user_id, (("authorization", f"Bearer {self.issuer.issue(user_id, role)}"),))
+
+    async def book(self, codes: int = 0, **rules) -> tuple[str, list[str]]:
+        """A book with these rules (PutBookRules) and `codes` fresh codes (AddCodes)."""
+        book_id = str(uuid.uuid4())
+        await self.stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(book_id=book_id, version=1, **rules)),
+                                     metadata=self.admin.metadata)
+        # Codes sort in insertion order, so a bias towards either shows in the same place.
+        prefix = uuid.uuid4().hex[:12].upper()
+        new_codes = [f"T-{prefix}-{index:07d}" for index in range(codes)]
+        if new_codes:
+            await self.stub.AddCodes(pb.AddCodesRequest(book_id=book_id, codes=new_codes), metadata=self.admin.metadata)
+        return book_id, new_codes
+
+    async def assign(self, code: str, user: Caller) -> pb.Coupon:
+        return await self.stub.AssignCoupon(pb.AssignCouponRequest(code=code, user_id=user.user_id),
+                                            metadata=self.admin.metadata)
+
+    async def held_coupon(self, **rules) -> tuple[str, str, Caller]:
+        """(book_id, code, holder): a one-code book whose code is assigned to a fresh user."""
+        book_id, (code,) = await self.book(1, **rules)
+        holder = self.caller()
+        await self.assign(code, holder)
+        return book_id, code, holder
+
+
+@pytest.fixture(scope="session")
+async def redemption_server(database_url, signing_key):
+    from services.redemption.app import build
+
+    settings = settings_for("redemption", database_url)
+    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
+    server, cleanup = await build(settings, verifier)
+    port = await server.start("127.0.0.1:0")
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+    await cleanup()
+
+
+@pytest.fixture(scope="session")
+async def redemption_stubs(redemption_server):
+    channels = [grpc.aio.insecure_channel(redemption_server, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(CHANNELS)]
+    yield [redemption_pb2_grpc.RedemptionServiceStub(channel) for channel in channels]
+    for channel in channels:
+        await channel.close()
+
+
+@pytest.fixture(scope="session")
+async def redemption_stub(redemption_stubs):
+    return redemption_stubs[0]
+
+
+@pytest.fixture(scope="session")
+async def ledger(redemption_stubs, signing_key, admin_session):
+    settings = settings_for("redemption", "")
+    issuer = TokenIssuer(signing_key, settings.jwt_issuer, settings.jwt_audience, ttl_seconds=3600)
+    return Ledger(redemption_stubs, issuer, Caller(admin_session.user.id, bearer(admin_session)))
+
+
+@pytest.fixture
+async def ledger_db(database_url):
+    """A direct connection to the database, to check the ledger against what the service reports."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        yield conn

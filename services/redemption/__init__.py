@@ -1,0 +1,1 @@
+"""The redemption service: the coupon ledger (assignment, lock, unlock, redeem, history)."""

@@ -1,0 +1,113 @@
+"""Reads of the ledger: a coupon, a user's or a book's coupons, history, counts. Keyset-paged."""
+
+from typing import Callable
+
+from kernel import paging
+from kernel.context import Principal
+from kernel.errors import InvalidArgument, PermissionDenied
+from services.redemption import rules
+from services.redemption.repository import BookCounts, BookRules, HistoryRow, RedemptionRepository
+from services.redemption.results import Coupon
+
+MAX_USERS_PER_CALL = 10_000
+
+
+def _page_cursor(page_token: str, keys: dict[str, type]) -> dict | None:
+    """The keyset cursor of a page token, its keys in `keys` order and of their types, or None for page one."""
+    cursor = paging.decode_token(page_token)
+    if cursor is None:
+        return None
+    if set(cursor) != set(keys) or not all(type(cursor[key]) is kind for key, kind in keys.items()):
+        raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
+                                    reason="INVALID_PAGE_TOKEN")
+    return {key: cursor[key] for key in keys}
+
+
+def _next_token(items: list, size: int, cursor_of: Callable[[object], dict]) -> tuple[list, str]:
+    if len(items) <= size:
+        return items, ""
+    items = items[:size]
+    return items, paging.encode_token(cursor_of(items[-1]))
+
+
+class LedgerQueries:
+    def __init__(self, repository: RedemptionRepository):
+        self.repo = repository
+
+    async def get(self, caller: Principal, code: str) -> Coupon:
+        rules.check_code(code)
+        async with self.repo.transaction() as conn:
+            row = await self.repo.coupon(conn, code)
+        if row is None or not (caller.is_admin or row.user_id == caller.user_id):
+            raise rules.coupon_not_found(code)
+        return Coupon.of(row)
+
+    async def list_user_coupons(self, caller: Principal, user_id: str, state: str | None, book_id: str,
+                                page_size: int, page_token: str) -> tuple[list[Coupon], str]:
+        if user_id in ("", "me"):
+            user_id = caller.user_id
+        user_id = rules.check_uuid(user_id, "user_id", 'a user id or "me"')
+        if not caller.is_admin and user_id != caller.user_id:
+            raise PermissionDenied("A user may only list their own coupons.", reason="NOT_YOUR_ACCOUNT")
+        book_id = rules.check_uuid(book_id, "book_id", "a book id") if book_id else None
+        size = paging.page_size(page_size)
+        after = _page_cursor(page_token, {"code": str})
+        async with self.repo.transaction() as conn:
+            rows = await self.repo.list_coupons(conn, size + 1, user_id=user_id, book_id=book_id, state=state,
+                                                after=after)
+        rows, token = _next_token(rows, size, lambda row: {"code": row.code})
+        return [Coupon.of(row) for row in rows], token
+
+    async def list_book_coupons(self, book_id: str, state: str | None, page_size: int,
+                                page_token: str) -> tuple[list[Coupon], str]:
+        book_id = rules.check_uuid(book_id, "book_id", "a book id")
+        size = paging.page_size(page_size)
+        after = _page_cursor(page_token, {"state": str, "code": str})
+        async with self.repo.transaction() as conn:
+            if await self.repo.rules(conn, book_id) is None:
+                raise rules.book_not_found(book_id)
+            rows = await self.repo.list_coupons(conn, size + 1, book_id=book_id, state=state, after=after)
+        rows, token = _next_token(rows, size, lambda row: {"state": row.state, "code": row.code})
+        return [Coupon.of(row) for row in rows], token
+
+    async def coupon_history(self, code: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
+        rules.check_code(code)
+        size = paging.page_size(page_size)
+        after = _page_cursor(page_token, {"id": int})
+        async with self.repo.transaction() as conn:
+            if await self.repo.coupon(conn, code) is None:
+                raise rules.coupon_not_found(code)
+            entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, code=code)
+        return _next_token(entries, size, lambda entry: {"id": entry.id})
+
+    async def book_history(self, book_id: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
+        book_id = rules.check_uuid(book_id, "book_id", "a book id")
+        size = paging.page_size(page_size)
+        after = _page_cursor(page_token, {"id": int})
+        async with self.repo.transaction() as conn:
+            if await self.repo.rules(conn, book_id) is None:
+                raise rules.book_not_found(book_id)
+            entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, book_id=book_id)
+        return _next_token(entries, size, lambda entry: {"id": entry.id})
+
+    # internal (books, pools)
+
+    async def book_counts(self, book_id: str) -> BookCounts:
+        book_id = rules.check_uuid(book_id, "book_id", "a book id")
+        async with self.repo.transaction() as conn:
+            if await self.repo.rules(conn, book_id) is None:
+                raise rules.book_not_found(book_id)
+            return await self.repo.book_counts(conn, book_id)
+
+    async def assignment_counts(self, book_id: str, user_ids: list[str]) -> tuple[dict[str, int], int, BookRules]:
+        book_id = rules.check_uuid(book_id, "book_id", "a book id")
+        if len(user_ids) > MAX_USERS_PER_CALL:
+            raise InvalidArgument.field("user_ids", f"at most {MAX_USERS_PER_CALL} per call", reason="BATCH_TOO_LARGE")
+        users = [rules.check_uuid(u, f"user_ids[{i}]", "a user id") for i, u in enumerate(user_ids)]
+        async with self.repo.transaction() as conn:
+            book = await self.repo.rules(conn, book_id)
+            if book is None:
+                raise rules.book_not_found(book_id)
+            held = await self.repo.holdings(conn, book_id, users)
+            available = await self.repo.count_available(conn, book_id)
+        return {user: held.get(user, 0) for user in users}, available, book

@@ -1,0 +1,82 @@
+"""What the ledger's operations answer, and their JSON form for idempotent replay."""
+
+import dataclasses
+import datetime as dt
+import json
+import typing
+from dataclasses import dataclass
+
+from services.redemption.repository import CouponRow
+
+
+@dataclass(frozen=True)
+class Coupon:
+    """A coupon as callers see it: a live lock reads as LOCKED, an expired one as no lock."""
+
+    code: str
+    book_id: str
+    state: str
+    user_id: str | None
+    lock_expires_at: dt.datetime | None
+    redemption_count: int
+    max_redemptions: int
+    assigned_at: dt.datetime | None
+    last_redeemed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: CouponRow) -> "Coupon":
+        return cls(code=row.code, book_id=row.book_id, state="LOCKED" if row.locked else row.state,
+                   user_id=row.user_id, lock_expires_at=row.lock_expires_at if row.locked else None,
+                   redemption_count=row.redemption_count, max_redemptions=row.max_redemptions,
+                   assigned_at=row.assigned_at, last_redeemed_at=row.last_redeemed_at)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    coupon: Coupon
+    lock_id: str
+    lock_expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RedeemResult:
+    coupon: Coupon
+    remaining_redemptions: int
+
+
+@dataclass(frozen=True)
+class AddCodesResult:
+    inserted: int
+    existing: list[str]
+
+
+@dataclass(frozen=True)
+class UserCodes:
+    user_id: str
+    codes: list[str]
+
+
+@dataclass(frozen=True)
+class BulkAssignResult:
+    assignments: list[UserCodes]
+    assigned: int
+
+
+def encode(result) -> bytes:
+    return json.dumps(dataclasses.asdict(result), default=dt.datetime.isoformat).encode()
+
+
+def decode(kind: type, data: bytes):
+    return _build(kind, json.loads(data))
+
+
+def _build(kind, value):
+    """Rebuilds a value of `kind` (a dataclass, list, optional datetime or plain JSON value) from JSON."""
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{name: _build(hints[name], item) for name, item in value.items()})
+    if typing.get_origin(kind) is list:
+        return [_build(typing.get_args(kind)[0], item) for item in value]
+    if value is not None and dt.datetime in (kind, *typing.get_args(kind)):
+        return dt.datetime.fromisoformat(value)
+    return value

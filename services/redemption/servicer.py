@@ -1,0 +1,148 @@
+"""RedemptionService over gRPC: protobuf in, domain call, protobuf out."""
+
+import datetime as dt
+
+from google.protobuf import timestamp_pb2
+
+from coupons.redemption.v1 import redemption_pb2 as pb
+from coupons.redemption.v1 import redemption_pb2_grpc
+from kernel.context import current_principal, require_admin
+from services.redemption.domain import RedemptionDomain
+from services.redemption.queries import LedgerQueries
+from services.redemption.repository import BookCounts, BookRules, HistoryRow
+from services.redemption.results import Coupon
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
+
+
+def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _datetime(message, field: str) -> dt.datetime | None:
+    return getattr(message, field).ToDatetime(dt.timezone.utc) if message.HasField(field) else None
+
+
+def _state(value: int) -> str | None:
+    return None if value == pb.COUPON_STATE_UNSPECIFIED else pb.CouponState.Name(value)
+
+
+def coupon_message(coupon: Coupon) -> pb.Coupon:
+    return pb.Coupon(code=coupon.code, book_id=coupon.book_id, state=pb.CouponState.Value(coupon.state),
+                     user_id=coupon.user_id or "", lock_expire_time=_timestamp(coupon.lock_expires_at),
+                     redemption_count=coupon.redemption_count, max_redemptions=coupon.max_redemptions,
+                     assign_time=_timestamp(coupon.assigned_at), last_redeem_time=_timestamp(coupon.last_redeemed_at))
+
+
+def _rules_message(rules: BookRules) -> pb.BookRules:
+    return pb.BookRules(book_id=rules.book_id, allow_multi_redemption=rules.allow_multi_redemption,
+                        max_redemptions_per_user=rules.max_redemptions,
+                        max_assignments_per_user=rules.max_assignments_per_user,
+                        lock_ttl_seconds=rules.lock_ttl_seconds, valid_from=_timestamp(rules.valid_from),
+                        valid_until=_timestamp(rules.valid_until), archived=rules.archived, version=rules.version)
+
+
+def _rules(message: pb.BookRules) -> BookRules:
+    return BookRules(book_id=message.book_id, allow_multi_redemption=message.allow_multi_redemption,
+                     max_redemptions=message.max_redemptions_per_user,
+                     max_assignments_per_user=message.max_assignments_per_user,
+                     lock_ttl_seconds=message.lock_ttl_seconds, valid_from=_datetime(message, "valid_from"),
+                     valid_until=_datetime(message, "valid_until"), archived=message.archived,
+                     version=message.version)
+
+
+def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryResponse:
+    return pb.ListHistoryResponse(next_page_token=next_token, entries=[
+        pb.HistoryEntry(id=e.id, code=e.code, book_id=e.book_id, event=pb.HistoryEvent.Value(e.event),
+                        user_id=e.user_id or "", actor_id=e.actor_id, request_id=e.request_id,
+                        distribution_id=e.distribution_id, time=_timestamp(e.created_at))
+        for e in entries])
+
+
+def _counts(book_id: str, counts: BookCounts) -> pb.BookCounts:
+    return pb.BookCounts(book_id=book_id, total=counts.total, available=counts.available, assigned=counts.assigned,
+                         locked=counts.locked, redeemed=counts.redeemed, redemptions=counts.redemptions)
+
+
+class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
+    def __init__(self, domain: RedemptionDomain, queries: LedgerQueries):
+        self.domain = domain
+        self.queries = queries
+
+    async def AssignRandomCoupon(self, request, context):
+        coupon = await self.domain.assign_random(current_principal(), request.book_id, request.user_id,
+                                                 request.request_id)
+        return coupon_message(coupon)
+
+    async def AssignCoupon(self, request, context):
+        coupon = await self.domain.assign(require_admin(), request.code, request.user_id, request.request_id)
+        return coupon_message(coupon)
+
+    async def LockCoupon(self, request, context):
+        result = await self.domain.lock(current_principal(), request.code, request.request_id)
+        return pb.LockCouponResponse(coupon=coupon_message(result.coupon), lock_id=result.lock_id,
+                                     lock_expire_time=_timestamp(result.lock_expires_at))
+
+    async def UnlockCoupon(self, request, context):
+        return coupon_message(await self.domain.unlock(current_principal(), request.code, request.request_id))
+
+    async def RedeemCoupon(self, request, context):
+        result = await self.domain.redeem(current_principal(), request.code, request.lock_id, request.request_id)
+        return pb.RedeemCouponResponse(coupon=coupon_message(result.coupon),
+                                       remaining_redemptions=result.remaining_redemptions)
+
+    async def GetCoupon(self, request, context):
+        return coupon_message(await self.queries.get(current_principal(), request.code))
+
+    async def ListUserCoupons(self, request, context):
+        coupons, token = await self.queries.list_user_coupons(
+            current_principal(), request.user_id, _state(request.state), request.book_id, request.page_size,
+            request.page_token)
+        return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
+
+    async def ListBookCoupons(self, request, context):
+        require_admin()
+        coupons, token = await self.queries.list_book_coupons(request.book_id, _state(request.state),
+                                                             request.page_size, request.page_token)
+        return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
+
+    async def ListCouponHistory(self, request, context):
+        require_admin()
+        return _history(*await self.queries.coupon_history(request.code, request.page_size, request.page_token))
+
+    async def ListBookHistory(self, request, context):
+        require_admin()
+        return _history(*await self.queries.book_history(request.book_id, request.page_size, request.page_token))
+
+    # internal: ADMIN role required, called by books and pools with the admin's forwarded token
+
+    async def PutBookRules(self, request, context):
+        require_admin()
+        return _rules_message(await self.domain.put_rules(_rules(request.rules)))
+
+    async def AddCodes(self, request, context):
+        result = await self.domain.add_codes(require_admin(), request.book_id, list(request.codes),
+                                             request.request_id)
+        return pb.AddCodesResponse(inserted=result.inserted, existing=result.existing)
+
+    async def GetBookCounts(self, request, context):
+        require_admin()
+        return _counts(request.book_id, await self.queries.book_counts(request.book_id))
+
+    async def GetAssignmentCounts(self, request, context):
+        require_admin()
+        held, available, rules = await self.queries.assignment_counts(request.book_id, list(request.user_ids))
+        return pb.GetAssignmentCountsResponse(
+            counts=[pb.UserAssignmentCount(user_id=u, held=n) for u, n in held.items()], available=available,
+            rules=_rules_message(rules))
+
+    async def BulkAssign(self, request, context):
+        result = await self.domain.bulk_assign(
+            require_admin(), request.book_id, [(a.user_id, a.count) for a in request.assignments],
+            request.distribution_id, request.request_id)
+        return pb.BulkAssignResponse(assigned=result.assigned, assignments=[
+            pb.UserCodes(user_id=a.user_id, codes=a.codes) for a in result.assignments])
