@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
+from kernel import metrics
 from kernel.context import current_principal, require_admin
 from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
@@ -92,6 +93,7 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
 
     async def RedeemCoupon(self, request, context):
         result = await self.domain.redeem(current_principal(), request.code, request.lock_id, request.request_id)
+        metrics.REDEMPTIONS.labels(result.coupon.book_id).inc()
         return pb.RedeemCouponResponse(coupon=coupon_message(result.coupon),
                                        remaining_redemptions=result.remaining_redemptions)
 
@@ -131,7 +133,10 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
 
     async def GetBookCounts(self, request, context):
         require_admin()
-        return _counts(request.book_id, await self.queries.book_counts(request.book_id))
+        counts = await self.queries.book_counts(request.book_id)
+        message = _counts(request.book_id, counts)
+        metrics.AVAILABLE_CODES.labels(request.book_id).set(message.available)
+        return message
 
     async def GetAssignmentCounts(self, request, context):
         require_admin()

@@ -1,0 +1,1 @@
+"""User pools and bulk distribution of a book's codes to them."""

@@ -1,0 +1,31 @@
+"""Wires the pools service: repository, clients to auth and redemption, domain, servicer and the shared server."""
+
+from coupons.pools.v1 import pools_pb2_grpc
+from kernel.db import create_engine
+from kernel.grpc_clients import remote_verifier
+from kernel.server import GrpcServer, ServiceSpec
+from kernel.settings import Settings
+from kernel.tokens import TokenVerifier
+from services.pools.clients import Directory, Ledger
+from services.pools.domain import PoolsDomain
+from services.pools.repository import PoolsRepository
+from services.pools.servicer import SERVICE_NAME, PoolsServicer
+
+
+async def build(settings: Settings, verifier: TokenVerifier | None = None):
+    engine = create_engine(settings)
+    directory = Directory(settings.auth_addr)
+    ledger = Ledger(settings.redemption_addr)
+    servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), directory, ledger))
+    spec = ServiceSpec(
+        component="pools",
+        service_names=(SERVICE_NAME,),
+        register=lambda server: pools_pb2_grpc.add_PoolServiceServicer_to_server(servicer, server),
+    )
+
+    async def cleanup() -> None:
+        await directory.close()
+        await ledger.close()
+        await engine.dispose()
+
+    return GrpcServer(spec, verifier or remote_verifier(settings)), cleanup
