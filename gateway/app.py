@@ -149,7 +149,7 @@ async def _stream(request: web.Request, route: Route, message, metadata, timeout
 
 async def _healthz(request: web.Request) -> web.Response:
     report = await request.app[BACKENDS].health()
-    serving = bool(report) and all(b["status"] == "SERVING" for b in report.values())
+    serving = bool(report) and all(b["status"] == "SERVING" and b["routed"] for b in report.values())
     return _json_response({"status": "SERVING" if serving else "NOT_SERVING", "backends": report},
                           200 if serving else 503)
 

@@ -53,9 +53,14 @@ class Backends:
         log.info("routes built", extra={"fields": {"backends": sorted(schemas), "routes": len(routes)}})
         return True
 
+    @property
+    def undiscovered(self) -> list[str]:
+        return [name for name in self.channels if name not in self.schemas]
+
     async def keep_refreshing(self, every_seconds: float) -> None:
         while True:
-            await asyncio.sleep(every_seconds)
+            # A backend not yet seen (started after the gateway) is asked again within a second.
+            await asyncio.sleep(min(every_seconds, 1.0) if self.undiscovered else every_seconds)
             try:
                 await self.refresh()
             except Exception:  # a bad descriptor must not stop later refreshes
@@ -70,7 +75,8 @@ class Backends:
             except grpc.aio.AioRpcError as error:
                 return name, f"UNREACHABLE ({error.code().name})"
         results = await asyncio.gather(*(check(name) for name in self.channels))
-        return {name: {"address": self.addresses[name], "status": status} for name, status in results}
+        return {name: {"address": self.addresses[name], "status": status, "routed": name in self.schemas}
+                for name, status in results}
 
     async def close(self) -> None:
         for channel in self.channels.values():

@@ -27,13 +27,10 @@ async def start_suite(database_url: str, run_dir: Path, ports: dict[str, int] | 
         await load_demo_users(settings)
         for name in services:
             suite.start(name, f"services.{name}")
-        if gateway_available():
-            suite.start("gateway", "gateway")
         for component in suite.components:
-            if component.name == "gateway":
-                await wait_http(component)
-            else:
-                await wait_serving(component)
+            await wait_serving(component)
+        if gateway_available():
+            await wait_http(suite.start("gateway", "gateway"))
         summary = await demo.load(suite)
     except BaseException:
         suite.stop()

@@ -36,6 +36,10 @@ class Component:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def metrics_port(self) -> int:
+        return self.port + 1000
+
 
 @dataclass
 class Suite:
@@ -61,9 +65,11 @@ class Suite:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         component = Component(name, self.ports[name], log_path=logs / f"{name}.log")
+        # Each process serves Prometheus metrics on its own port + 1000.
+        env = {**self.environment(), "METRICS_PORT": str(component.metrics_port)}
         with open(component.log_path, "ab") as log:
             component.process = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=ROOT, env=self.environment(), stdout=log, stderr=log)
+                [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log)
         self.components.append(component)
         return component
 
@@ -105,7 +111,7 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
 
 
 async def wait_http(component: Component, path: str = "/healthz", timeout: float = 60.0) -> None:
-    """Waits until an HTTP component answers at all (its health may be 503 while backends warm up)."""
+    """Waits until an HTTP component answers 200 at path (the gateway: every backend serving and routed)."""
     deadline = time.monotonic() + timeout
     while True:
         if component.process and component.process.poll() is not None:
@@ -114,8 +120,9 @@ async def wait_http(component: Component, path: str = "/healthz", timeout: float
             reader, writer = await asyncio.open_connection("127.0.0.1", component.port)
             writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
             await writer.drain()
-            if await reader.readline():
-                writer.close()
+            status_line = await reader.readline()
+            writer.close()
+            if status_line.split()[1:2] == [b"200"]:
                 return
         except OSError:
             pass
