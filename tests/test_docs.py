@@ -1,7 +1,6 @@
 """The operations guide documents every environment variable the code reads."""
 
 import re
-from pathlib import Path
 
 from kernel.settings import ROOT
 

@@ -1,27 +1,21 @@
 """AuthService over gRPC: protobuf in, domain call, protobuf out."""
 
-from google.protobuf import timestamp_pb2
 
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
 from kernel.context import current_principal, require_admin
 from kernel.tokens import SigningKey, public_jwk
 from services.auth.domain import AuthDomain, Session
 from services.auth.repository import UserRow
+from kernel.timestamps import to_timestamp
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 PUBLIC_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "RefreshSession", "GetSigningKeys"))
 
 
-def _timestamp(value) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def user_message(user: UserRow) -> auth_pb2.User:
     return auth_pb2.User(id=user.id, email=user.email, name=user.name, role=auth_pb2.Role.Value(user.role),
-                         active=user.active, create_time=_timestamp(user.created_at),
-                         update_time=_timestamp(user.updated_at))
+                         active=user.active, create_time=to_timestamp(user.created_at),
+                         update_time=to_timestamp(user.updated_at))
 
 
 def _session(session: Session) -> auth_pb2.Session:

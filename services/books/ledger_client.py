@@ -8,12 +8,12 @@ import contextlib
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel import context, grpc_clients
 from kernel.errors import PermissionDenied, Unauthenticated, Unavailable
 from services.books.repository import BookRow
+from kernel.timestamps import to_timestamp
 
 CALL_TIMEOUT_SECONDS = 10.0
 # Codes per AddCodes call: about 1 MB on the wire, one ledger transaction.
@@ -36,14 +36,6 @@ class BookCounts:
     locked: int
     redeemed: int
     redemptions: int
-
-
-def _timestamp(value) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 @contextlib.contextmanager
@@ -73,7 +65,7 @@ class LedgerClient:
             book_id=book.id, allow_multi_redemption=book.allow_multi_redemption,
             max_redemptions_per_user=book.max_redemptions_per_user,
             max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-            valid_from=_timestamp(book.valid_from), valid_until=_timestamp(book.valid_until),
+            valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
             archived=book.status == "ARCHIVED", version=book.rules_version)
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(redemption_pb2.PutBookRulesRequest(rules=rules),

@@ -1,28 +1,15 @@
 """BookService over gRPC: protobuf in, domain call, protobuf out."""
 
-import datetime as dt
 
-from google.protobuf import timestamp_pb2
 
 from coupons.books.v1 import books_pb2, books_pb2_grpc
 from kernel.context import require_admin
 from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, GenerationProgress, UploadReport
 from services.books.ledger_client import BookCounts
 from services.books.repository import BookRow
+from kernel.timestamps import from_timestamp, to_timestamp
 
 SERVICE_NAME = books_pb2.DESCRIPTOR.services_by_name["BookService"].full_name
-
-
-def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _datetime(message, field: str) -> dt.datetime | None:
-    return getattr(message, field).ToDatetime(tzinfo=dt.timezone.utc) if message.HasField(field) else None
 
 
 def book_message(book: BookRow) -> books_pb2.Book:
@@ -31,9 +18,9 @@ def book_message(book: BookRow) -> books_pb2.Book:
         code_length=book.code_length, code_alphabet=book.code_alphabet,
         allow_multi_redemption=book.allow_multi_redemption, max_redemptions_per_user=book.max_redemptions_per_user,
         max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-        valid_from=_timestamp(book.valid_from), valid_until=_timestamp(book.valid_until),
+        valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
         status=books_pb2.BookStatus.Value(book.status), code_count=book.code_count,
-        create_time=_timestamp(book.created_at), update_time=_timestamp(book.updated_at))
+        create_time=to_timestamp(book.created_at), update_time=to_timestamp(book.updated_at))
 
 
 def _settings(book: books_pb2.Book) -> BookSettings:
@@ -42,7 +29,7 @@ def _settings(book: books_pb2.Book) -> BookSettings:
         code_alphabet=book.code_alphabet, allow_multi_redemption=book.allow_multi_redemption,
         max_redemptions_per_user=book.max_redemptions_per_user,
         max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-        valid_from=_datetime(book, "valid_from"), valid_until=_datetime(book, "valid_until"))
+        valid_from=from_timestamp(book, "valid_from"), valid_until=from_timestamp(book, "valid_until"))
 
 
 def _update_paths(request: books_pb2.UpdateBookRequest) -> list[str]:

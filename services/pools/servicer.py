@@ -1,29 +1,24 @@
 """PoolService over gRPC: protobuf in, domain call, protobuf out. Every method needs the ADMIN role."""
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from kernel.context import require_admin
 from services.pools.distribution import Plan
 from services.pools.domain import DistributionRequest, MembershipChange, PoolsDomain
 from services.pools.repository import DistributionRow, MemberRow, PoolRow
+from kernel.timestamps import to_timestamp
 
 SERVICE_NAME = pools_pb2.DESCRIPTOR.services_by_name["PoolService"].full_name
 
 
-def _timestamp(value) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _pool(pool: PoolRow) -> pools_pb2.Pool:
     return pools_pb2.Pool(id=pool.id, name=pool.name, description=pool.description, member_count=pool.member_count,
-                          create_time=_timestamp(pool.created_at), update_time=_timestamp(pool.updated_at))
+                          create_time=to_timestamp(pool.created_at), update_time=to_timestamp(pool.updated_at))
 
 
 def _member(member: MemberRow) -> pools_pb2.PoolMember:
-    return pools_pb2.PoolMember(user_id=member.user_id, email=member.email, add_time=_timestamp(member.added_at))
+    return pools_pb2.PoolMember(user_id=member.user_id, email=member.email, add_time=to_timestamp(member.added_at))
 
 
 def _results(change: MembershipChange) -> list[pools_pb2.MemberResult]:
@@ -50,7 +45,7 @@ def _plan(request: pools_pb2.DistributeRequest, plan: Plan) -> pools_pb2.Distrib
 def _distribution(row: DistributionRow) -> pools_pb2.Distribution:
     return pools_pb2.Distribution(
         id=row.id, pool_id=row.pool_id, book_id=row.book_id, mode=pools_pb2.DistributionMode.Value(row.mode),
-        assigned=row.assigned, create_time=_timestamp(row.created_at),
+        assigned=row.assigned, create_time=to_timestamp(row.created_at),
         members=[pools_pb2.MemberPlan(user_id=u, codes=n, held=h) for u, n, h in row.result["members"]])
 
 

@@ -1,8 +1,6 @@
 """RedemptionService over gRPC: protobuf in, domain call, protobuf out."""
 
-import datetime as dt
 
-from google.protobuf import timestamp_pb2
 
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
@@ -12,20 +10,9 @@ from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
 from services.redemption.repository import BookCounts, BookRules, HistoryRow
 from services.redemption.results import Coupon
+from kernel.timestamps import from_timestamp, to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
-
-
-def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _datetime(message, field: str) -> dt.datetime | None:
-    return getattr(message, field).ToDatetime(dt.timezone.utc) if message.HasField(field) else None
 
 
 def _state(value: int) -> str | None:
@@ -34,25 +21,25 @@ def _state(value: int) -> str | None:
 
 def coupon_message(coupon: Coupon) -> pb.Coupon:
     return pb.Coupon(code=coupon.code, book_id=coupon.book_id, state=pb.CouponState.Value(coupon.state),
-                     user_id=coupon.user_id or "", lock_expire_time=_timestamp(coupon.lock_expires_at),
+                     user_id=coupon.user_id or "", lock_expire_time=to_timestamp(coupon.lock_expires_at),
                      redemption_count=coupon.redemption_count, max_redemptions=coupon.max_redemptions,
-                     assign_time=_timestamp(coupon.assigned_at), last_redeem_time=_timestamp(coupon.last_redeemed_at))
+                     assign_time=to_timestamp(coupon.assigned_at), last_redeem_time=to_timestamp(coupon.last_redeemed_at))
 
 
 def _rules_message(rules: BookRules) -> pb.BookRules:
     return pb.BookRules(book_id=rules.book_id, allow_multi_redemption=rules.allow_multi_redemption,
                         max_redemptions_per_user=rules.max_redemptions,
                         max_assignments_per_user=rules.max_assignments_per_user,
-                        lock_ttl_seconds=rules.lock_ttl_seconds, valid_from=_timestamp(rules.valid_from),
-                        valid_until=_timestamp(rules.valid_until), archived=rules.archived, version=rules.version)
+                        lock_ttl_seconds=rules.lock_ttl_seconds, valid_from=to_timestamp(rules.valid_from),
+                        valid_until=to_timestamp(rules.valid_until), archived=rules.archived, version=rules.version)
 
 
 def _rules(message: pb.BookRules) -> BookRules:
     return BookRules(book_id=message.book_id, allow_multi_redemption=message.allow_multi_redemption,
                      max_redemptions=message.max_redemptions_per_user,
                      max_assignments_per_user=message.max_assignments_per_user,
-                     lock_ttl_seconds=message.lock_ttl_seconds, valid_from=_datetime(message, "valid_from"),
-                     valid_until=_datetime(message, "valid_until"), archived=message.archived,
+                     lock_ttl_seconds=message.lock_ttl_seconds, valid_from=from_timestamp(message, "valid_from"),
+                     valid_until=from_timestamp(message, "valid_until"), archived=message.archived,
                      version=message.version)
 
 
@@ -60,7 +47,7 @@ def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryRespon
     return pb.ListHistoryResponse(next_page_token=next_token, entries=[
         pb.HistoryEntry(id=e.id, code=e.code, book_id=e.book_id, event=pb.HistoryEvent.Value(e.event),
                         user_id=e.user_id or "", actor_id=e.actor_id, request_id=e.request_id,
-                        distribution_id=e.distribution_id, time=_timestamp(e.created_at))
+                        distribution_id=e.distribution_id, time=to_timestamp(e.created_at))
         for e in entries])
 
 
@@ -86,7 +73,7 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
     async def LockCoupon(self, request, context):
         result = await self.domain.lock(current_principal(), request.code, request.request_id)
         return pb.LockCouponResponse(coupon=coupon_message(result.coupon), lock_id=result.lock_id,
-                                     lock_expire_time=_timestamp(result.lock_expires_at))
+                                     lock_expire_time=to_timestamp(result.lock_expires_at))
 
     async def UnlockCoupon(self, request, context):
         return coupon_message(await self.domain.unlock(current_principal(), request.code, request.request_id))
