@@ -22,36 +22,49 @@ log = logging.getLogger("kernel.runner")
 Builder = Callable[[Settings], Awaitable[tuple[GrpcServer, Callable[[], Awaitable[None]]]]]
 
 
-async def serve(settings: Settings, build: Builder) -> None:
-    server, cleanup = await build(settings)
-    await server.start(settings.listen_address)
-    metrics.serve(settings.metrics_port)
+async def serve(components: list[tuple[Settings, Builder]]) -> None:
+    """Serves one or more components in this process until SIGTERM or SIGINT, then stops them gracefully."""
+    running = []
+    for settings, build in components:
+        server, cleanup = await build(settings)
+        await server.start(settings.listen_address)
+        running.append((settings, server, cleanup))
+    metrics.serve(components[0][0].metrics_port)  # one registry per process, so one endpoint
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    log.info("shutting down", extra={"fields": {"grace_seconds": settings.shutdown_grace_seconds}})
-    await server.stop(settings.shutdown_grace_seconds)
-    await cleanup()
+    log.info("shutting down", extra={"fields": {"grace_seconds": components[0][0].shutdown_grace_seconds}})
+    await asyncio.gather(*(server.stop(settings.shutdown_grace_seconds) for settings, server, _ in running))
+    for _, _, cleanup in running:
+        await cleanup()
 
 
 def main(component: str, build: Builder, argv: list[str] | None = None) -> None:
+    """`python -m services.<component> [serve|migrate]`."""
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "serve"
-    settings = Settings.from_env(component)
-    logs.configure(component, settings.log_level)
+    if command not in ("serve", "migrate"):
+        raise SystemExit(f"usage: python -m services.{component} [serve|migrate]")
+    run_components([component], {component: build}, migrate_only=command == "migrate")
+
+
+def run_components(names: list[str], builders: dict[str, Builder], migrate_only: bool = False) -> None:
+    """Runs the named components in this process, on the embedded PostgreSQL when DATABASE_URL is unset."""
+    settings = {name: Settings.from_env(name) for name in names}
+    first = settings[names[0]]
+    logs.configure("+".join(names), first.log_level)
     local_db = None
-    if not settings.database_url:
-        local_db = shared_local_postgres(settings.run_dir)
-        settings = dataclasses.replace(settings, database_url=local_db.url)
+    if not first.database_url:
+        local_db = shared_local_postgres(first.run_dir)
+        settings = {name: dataclasses.replace(s, database_url=local_db.url) for name, s in settings.items()}
     try:
-        if command == "migrate":
-            migrations.upgrade(component, settings.database_url)
-        elif command == "serve":
-            asyncio.run(serve(settings, build))
+        if migrate_only:
+            for name in names:
+                migrations.upgrade(name, settings[name].database_url)
         else:
-            raise SystemExit(f"usage: python -m services.{component} [serve|migrate]")
+            asyncio.run(serve([(settings[name], builders[name]) for name in names]))
     finally:
         if local_db is not None and local_db.started_here:
             local_db.stop()

@@ -173,3 +173,32 @@ def _beta_testers(running_suite, tmp_path) -> str:
                 pools_pb2.ListPoolsRequest(), metadata=(("authorization", f"Bearer {token}"),))
         return next(p.id for p in listing.pools if p.name == "Beta Testers")
     return asyncio.run(find())
+
+
+async def test_all_four_services_in_one_process(running_suite, tmp_path):
+    """`python -m services all`: one process, four servers, the same behaviour across them."""
+    ports = free_suite_ports()
+    env = {**running_suite.environment(), "RUN_DIR": str(tmp_path), "METRICS_PORT": "0",
+           **{f"{name.upper()}_PORT": str(ports[name]) for name in SERVICE_NAMES},
+           **{f"{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICE_NAMES}}
+    log_path = tmp_path / "all.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "services", "all"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        from suite.processes import Component
+        for name in SERVICE_NAMES:
+            await wait_serving(Component(name, ports[name], process, log_path))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['auth']}") as auth_channel:
+            admin = await auth_pb2_grpc.AuthServiceStub(auth_channel).Login(
+                auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))
+        metadata = (("authorization", f"Bearer {admin.access_token}"),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['books']}") as channel:
+            books = books_pb2_grpc.BookServiceStub(channel)
+            listing = await books.ListBooks(books_pb2.ListBooksRequest(name_contains="Summer"), metadata=metadata)
+            stats = await books.GetBookStats(books_pb2.GetBookStatsRequest(id=listing.books[0].id), metadata=metadata)
+            assert stats.total > 0  # books -> redemption inside the same process, over gRPC
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
