@@ -265,7 +265,11 @@ def test_ports_of_containers_probes_and_services_equal_the_code_defaults():
         assert _component(pod) == name
         port = DEFAULT_PORTS[name]
         container = pod["containers"][0]
-        assert [p["containerPort"] for p in container["ports"]] == [port]
+        metrics = [] if name == "gateway" else [port + 1000]  # METRICS_PORT default: the service port + 1000
+        assert [p["containerPort"] for p in container["ports"]] == [port, *metrics]
+        if metrics:
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == str(port + 1000)
         port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             action = container[probe].get("grpc") or container[probe].get("httpGet")
@@ -273,7 +277,7 @@ def test_ports_of_containers_probes_and_services_equal_the_code_defaults():
         services = [s for s in _kind("Service") if s["spec"]["selector"] == {"app.kubernetes.io/name": name}]
         assert services, f"no Service for {name}"
         for service in services:
-            for service_port in service["spec"]["ports"]:
+            for service_port in service["spec"]["ports"]:  # metrics are scraped per pod, not through Services
                 assert service_port["port"] == port
                 target = service_port["targetPort"]
                 assert port_names.get(target, target) == port
@@ -533,6 +537,8 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_call_graph():
         callers = set().union(*(names for names, ports in _peers(policy["spec"]["ingress"], "from")
                                 if ports == {DEFAULT_PORTS[name]}))
         assert callers == CALLERS[name], f"{name} accepts calls from {callers}"
+        scrapes = [rule for rule in policy["spec"]["ingress"] if any("namespaceSelector" in peer for peer in rule["from"])]
+        assert [{p["port"] for p in rule["ports"]} for rule in scrapes] == [{DEFAULT_PORTS[name] + 1000}]
         targets = {target for targets, ports in _peers(policy["spec"]["egress"], "to") for target in targets}
         assert targets == {s for s, callers in CALLERS.items() if name in callers}, f"{name} may call {targets}"
         for targets, ports in _peers(policy["spec"]["egress"], "to"):
