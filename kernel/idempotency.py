@@ -1,12 +1,14 @@
 """Idempotent mutations (AIP-155): a request_id is claimed inside the mutation's own transaction.
 
 The first call stores its answer beside its changes, atomically; a retry with the same id gets that
-answer back and changes nothing; the same id with different arguments is refused. A concurrent retry
+answer back and changes nothing; the same id with different arguments is refused. Ids are kept for
+a day (RETENTION), after which the same id counts as a new request. A concurrent retry
 waits on the unique key until the first transaction ends. Each schema has its own table (see
 `create_table`), so services stay independent.
 """
 
 import hashlib
+import re
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,11 +39,17 @@ def create_table(schema: str) -> None:
     )
 
 
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+RETENTION = "1 day"  # a request_id older than this is a new request again
+
+
 class IdempotencyStore:
     def __init__(self, schema: str):
         self._claim = sa.text(
-            f"INSERT INTO {schema}.idempotency_keys (scope, request_id, request_hash) "
-            "VALUES (:scope, :request_id, :request_hash) ON CONFLICT DO NOTHING RETURNING 1")
+            f"INSERT INTO {schema}.idempotency_keys AS k (scope, request_id, request_hash) "
+            "VALUES (:scope, :request_id, :request_hash) ON CONFLICT (scope, request_id) DO UPDATE "
+            "SET request_hash = EXCLUDED.request_hash, response = NULL, created_at = now() "
+            f"WHERE k.created_at < now() - interval '{RETENTION}' RETURNING 1")
         self._read = sa.text(
             f"SELECT request_hash, response FROM {schema}.idempotency_keys "
             "WHERE scope = :scope AND request_id = :request_id")
@@ -51,6 +59,9 @@ class IdempotencyStore:
 
     async def claim(self, conn: AsyncConnection, scope: str, request_id: str, request_hash: bytes) -> bytes | None:
         """Claims the id; returns the stored answer when this same request was already answered."""
+        if not REQUEST_ID.match(request_id):
+            raise InvalidArgument.field("request_id", "must be 1 to 128 letters, digits, '.', '_', ':' or '-' "
+                                        "(a UUID is a good choice)", reason="INVALID_REQUEST_ID")
         key = {"scope": scope, "request_id": request_id}
         if (await conn.execute(self._claim, {**key, "request_hash": request_hash})).first():
             return None

@@ -12,10 +12,11 @@ import uuid
 from typing import AsyncIterator
 
 import grpc
+import sqlalchemy.exc
 
 from kernel import metrics, status
 from kernel.context import principal_var, request_id_var
-from kernel.errors import DomainError, Unauthenticated
+from kernel.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
 from kernel.tokens import TokenVerifier
 
 log = logging.getLogger("kernel.rpc")
@@ -88,6 +89,7 @@ class RequestContext(ScopedInterceptor):
     async def scope(self, method, context):
         request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        caller = principal_var.set(None)  # set by Authentication, read here for the access log, reset here
         await context.send_initial_metadata((("x-request-id", request_id),))
         started = time.perf_counter()
         try:
@@ -102,6 +104,7 @@ class RequestContext(ScopedInterceptor):
             if principal is not None:
                 fields["user_id"] = principal.user_id
             log.info("rpc", extra={"fields": fields})
+            principal_var.reset(caller)
             request_id_var.reset(token)
 
 
@@ -119,6 +122,11 @@ class ErrorMapping(ScopedInterceptor):
             await context.abort_with_status(status.from_domain_error(error, self.domain))
         except grpc.aio.AbortError:
             raise
+        except sqlalchemy.exc.DataError:
+            # A value the validators let through but PostgreSQL cannot store (a NUL byte, a number out of range).
+            refused = InvalidArgument([FieldViolation("request", "holds a value that cannot be stored, such as a NUL "
+                                                      "character or a number out of range")], reason="INVALID_VALUE")
+            await context.abort_with_status(status.from_domain_error(refused, self.domain))
         except Exception:
             log.exception("unexpected error", extra={"fields": {"method": method}})
             await context.abort_with_status(status.internal(request_id_var.get(), self.domain))
@@ -139,9 +147,6 @@ class Authentication(ScopedInterceptor):
         scheme, _, token = _metadata(context, "authorization").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
-        principal = await self.verifier.verify(token.strip())
-        reset = principal_var.set(principal)
-        try:
-            yield
-        finally:
-            principal_var.reset(reset)
+        # Each call runs in its own task with its own copy of the context; RequestContext resets it for the log.
+        principal_var.set(await self.verifier.verify(token.strip()))
+        yield

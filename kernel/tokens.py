@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kernel.context import Principal
-from kernel.errors import Unauthenticated
+from kernel.errors import Unauthenticated, Unavailable
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "iat", "exp", "jti"]
@@ -125,8 +125,11 @@ class TokenVerifier:
                 if kid not in self._keys and stale:
                     try:
                         self._keys = await self._load_keys()
-                    finally:
-                        self._loaded_at = time.monotonic()
+                    except Exception as error:
+                        # Not stamped as loaded: the next call asks again instead of refusing good tokens for 30 s.
+                        raise Unavailable("The token signing keys cannot be fetched from the auth service; retry.",
+                                          reason="AUTH_KEYS_UNAVAILABLE") from error
+                    self._loaded_at = time.monotonic()
         try:
             return self._keys[kid]
         except KeyError:

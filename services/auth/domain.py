@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+import hmac
 import re
 import secrets
 import uuid
@@ -13,10 +14,11 @@ from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFo
                            ResourceExhausted, Unauthenticated)
 from kernel.idempotency import fingerprint
 from kernel.tokens import TokenIssuer
+from kernel.validation import is_uuid
 from services.auth.passwords import PasswordHasher, violations as password_violations
 from services.auth.repository import AuthRepository, UserExists, UserRow
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$")
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 MAX_BATCH = 1000
@@ -70,6 +72,11 @@ class AuthDomain:
         self.refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
+        self._pepper = hashlib.sha256(b"idempotency-fingerprint:" + issuer.key.to_pem()).digest()
+
+    def _secret_digest(self, password: str) -> bytes:
+        """Keyed with the signing key, so a stolen database alone cannot test password guesses against it."""
+        return hmac.new(self._pepper, password.encode(), hashlib.sha256).digest()
 
     async def _new_session(self, conn, user: UserRow, family_id: str | None = None) -> Session:
         refresh_token = secrets.token_urlsafe(32)
@@ -104,7 +111,7 @@ class AuthDomain:
         _check(_email_violations(email) + password_violations(password, "password") + _name_violations(name))
         async with self.repo.transaction() as conn:
             user = await self._idempotent_user(
-                conn, "Register", request_id, (email.lower(), hashlib.sha256(password.encode()).digest(), name),
+                conn, "Register", request_id, (email.lower(), self._secret_digest(password), name),
                 lambda c: self._create(c, email, password, name, USER))
             return await self._new_session(conn, user)
 
@@ -112,27 +119,40 @@ class AuthDomain:
         _check(([] if email else [FieldViolation("email", "is required")])
                + ([] if password else [FieldViolation("password", "is required")]))
         email_key = email.strip().lower()
-        async with self.repo.transaction() as conn:
-            locked_until = await self.repo.locked_until(conn, email_key)
-        if locked_until is not None:
-            raise self._throttled(locked_until)
+        last_chance_until = await self._reserve_attempt(email_key)
         async with self.repo.transaction() as conn:
             user = await self.repo.user_by_email(conn, email_key)
         # The same work and the same answer whether the email is unknown or the password wrong.
         valid = await self.hasher.check(password, user.password_hash if user else None)
+        if not valid:
+            if last_chance_until is not None:
+                raise self._throttled(last_chance_until)
+            raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
         async with self.repo.transaction() as conn:
-            if not valid:
-                locked_until = await self.repo.record_failure(conn, email_key, self.max_failures,
-                                                              self.lockout_seconds)
+            await self.repo.clear_failures(conn, email_key)
+            if not user.active:
+                raise PermissionDenied("This account is deactivated; contact an administrator.",
+                                       reason="ACCOUNT_DISABLED")
+            return await self._new_session(conn, user)
+
+    async def _reserve_attempt(self, email_key: str) -> dt.datetime | None:
+        """Counts the attempt before the password is checked, so a burst of parallel guesses cannot outrun the
+        limit; a correct password clears the count. Returns the pause's end when this is the last allowed try."""
+        async with self.repo.transaction() as conn:
+            row = await self.repo.lock_throttle(conn, email_key)
+            if row.locked_until is not None and row.locked_until > row.now:
+                locked_until = row.locked_until
             else:
-                await self.repo.clear_failures(conn, email_key)
-                if not user.active:
-                    raise PermissionDenied("This account is deactivated; contact an administrator.",
-                                           reason="ACCOUNT_DISABLED")
-                return await self._new_session(conn, user)
+                locked_until = None
+                window = dt.timedelta(seconds=self.lockout_seconds)
+                fresh = row.window_started_at < row.now - window
+                failures = (0 if fresh else row.failures) + 1
+                started = row.now if fresh else row.window_started_at
+                pause_until = row.now + window if failures >= self.max_failures else None
+                await self.repo.save_throttle(conn, email_key, 0 if pause_until else failures, started, pause_until)
         if locked_until is not None:
             raise self._throttled(locked_until)
-        raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
+        return pause_until
 
     def _throttled(self, locked_until: dt.datetime) -> ResourceExhausted:
         wait = max(1.0, (locked_until - dt.datetime.now(dt.timezone.utc)).total_seconds())
@@ -184,7 +204,7 @@ class AuthDomain:
         new_hash = await self.hasher.hash(new)
         async with self.repo.transaction() as conn:
             await self._idempotent_user(
-                conn, f"ChangePassword:{caller.user_id}", request_id, (hashlib.sha256(new.encode()).digest(),),
+                conn, f"ChangePassword:{caller.user_id}", request_id, (self._secret_digest(new),),
                 lambda c: self.repo.update_user(c, user.id, password_hash=new_hash))
             await self.repo.revoke_user_tokens(conn, user.id)
 
@@ -197,7 +217,7 @@ class AuthDomain:
         async with self.repo.transaction() as conn:
             return await self._idempotent_user(
                 conn, "CreateUser", request_id,
-                (email.lower(), hashlib.sha256(password.encode()).digest(), name, role),
+                (email.lower(), self._secret_digest(password), name, role),
                 lambda c: self._create(c, email, password, name, role))
 
     async def list_users(self, page_size: int, page_token: str, email_contains: str) -> tuple[list[UserRow], str, int]:
@@ -233,7 +253,7 @@ class AuthDomain:
         if role is not None and role not in ROLES:
             violations.append(FieldViolation("role", "must be USER or ADMIN"))
         _check(violations)
-        if user_id == caller.user_id and (role == USER or active is False):
+        if user_id.lower() == caller.user_id and (role == USER or active is False):
             raise InvalidArgument.field("role" if role == USER else "active",
                                         "an administrator cannot demote or deactivate their own account",
                                         reason="SELF_LOCKOUT")
@@ -262,14 +282,14 @@ class AuthDomain:
         if len(emails) + len(user_ids) > MAX_BATCH:
             raise InvalidArgument.field("emails", f"at most {MAX_BATCH} entries in all per call",
                                         reason="BATCH_TOO_LARGE")
-        valid_ids = [i for i in user_ids if _is_uuid(i)]
+        valid_ids = [i for i in user_ids if is_uuid(i)]
         async with self.repo.transaction() as conn:
             by_email = await self.repo.users_by_emails(conn, [e.strip() for e in emails if not _email_violations(e.strip())])
             by_id = await self.repo.users_by_ids(conn, valid_ids) if valid_ids else {}
         results, seen = [], set()
         for query, key, found, valid in (
             [(e, e.strip().lower(), by_email.get(e.strip().lower()), not _email_violations(e.strip())) for e in emails]
-            + [(i, i.lower(), by_id.get(i.lower()), _is_uuid(i)) for i in user_ids]
+            + [(i, i.lower(), by_id.get(i.lower()), is_uuid(i)) for i in user_ids]
         ):
             if not valid:
                 results.append(LookupResult(query, None, "INVALID"))
@@ -283,16 +303,8 @@ class AuthDomain:
         return results
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-        return True
-    except (ValueError, AttributeError, TypeError):
-        return False
-
-
 def _check_uuid(value: str, field: str) -> None:
     if not value:
         raise InvalidArgument.field(field, "is required")
-    if not _is_uuid(value):
+    if not is_uuid(value):
         raise InvalidArgument.field(field, "must be a user id (a UUID)", reason="INVALID_USER_ID")

@@ -4,6 +4,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel.idempotency import IdempotencyStore
@@ -49,6 +50,14 @@ class RefreshTokenRow:
     expires_at: dt.datetime
     used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class ThrottleRow:
+    failures: int
+    window_started_at: dt.datetime
+    locked_until: dt.datetime | None
+    now: dt.datetime
 
 
 class UserExists(Exception):
@@ -142,31 +151,20 @@ class AuthRepository:
 
     # login throttle
 
-    async def locked_until(self, conn: AsyncConnection, email_key: str) -> dt.datetime | None:
-        statement = sa.select(login_throttle.c.locked_until).where(
-            login_throttle.c.email_key == email_key, login_throttle.c.locked_until > sa.func.now())
-        return (await conn.execute(statement)).scalar_one_or_none()
+    async def lock_throttle(self, conn: AsyncConnection, email_key: str) -> ThrottleRow:
+        """The email's sign-in counter, created when missing and locked for this transaction."""
+        await conn.execute(postgresql.insert(login_throttle)
+                           .values(email_key=email_key, failures=0, window_started_at=sa.func.now())
+                           .on_conflict_do_nothing())
+        statement = (sa.select(login_throttle.c.failures, login_throttle.c.window_started_at,
+                               login_throttle.c.locked_until, sa.func.now().label("now"))
+                     .where(login_throttle.c.email_key == email_key).with_for_update())
+        return ThrottleRow(**(await conn.execute(statement)).one()._mapping)
 
-    async def record_failure(self, conn: AsyncConnection, email_key: str, max_failures: int,
-                             window_seconds: int) -> dt.datetime | None:
-        """Counts a failed login atomically; returns the lock's end when this failure crossed the limit."""
-        statement = sa.text(f"""
-            INSERT INTO {SCHEMA}.login_throttle AS t (email_key, failures, window_started_at)
-            VALUES (:key, 1, now())
-            ON CONFLICT (email_key) DO UPDATE SET
-              failures = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
-                              THEN 1 ELSE t.failures + 1 END,
-              window_started_at = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
-                                       THEN now() ELSE t.window_started_at END
-            RETURNING failures""")
-        failures = (await conn.execute(statement, {"key": email_key, "window": window_seconds})).scalar_one()
-        if failures < max_failures:
-            return None
-        lock = sa.text(f"""
-            UPDATE {SCHEMA}.login_throttle
-            SET locked_until = now() + make_interval(secs => :window), failures = 0, window_started_at = now()
-            WHERE email_key = :key RETURNING locked_until""")
-        return (await conn.execute(lock, {"key": email_key, "window": window_seconds})).scalar_one()
+    async def save_throttle(self, conn: AsyncConnection, email_key: str, failures: int,
+                            window_started_at: dt.datetime, locked_until: dt.datetime | None) -> None:
+        await conn.execute(sa.update(login_throttle).where(login_throttle.c.email_key == email_key).values(
+            failures=failures, window_started_at=window_started_at, locked_until=locked_until))
 
     async def clear_failures(self, conn: AsyncConnection, email_key: str) -> None:
         await conn.execute(sa.delete(login_throttle).where(login_throttle.c.email_key == email_key))

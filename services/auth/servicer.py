@@ -7,6 +7,7 @@ from kernel.tokens import SigningKey, public_jwk
 from services.auth.domain import AuthDomain, Session
 from services.auth.repository import UserRow
 from kernel.timestamps import to_timestamp
+from kernel.validation import enum_name
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 PUBLIC_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "RefreshSession", "GetSigningKeys"))
@@ -24,7 +25,7 @@ def _session(session: Session) -> auth_pb2.Session:
 
 
 def _role(value: int) -> str:
-    return "" if value == auth_pb2.ROLE_UNSPECIFIED else auth_pb2.Role.Name(value)
+    return "" if value == auth_pb2.ROLE_UNSPECIFIED else enum_name(auth_pb2.Role, value, "role")
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):

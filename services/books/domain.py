@@ -27,6 +27,7 @@ from typing import AsyncIterable, AsyncIterator
 from kernel import paging
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from kernel.idempotency import fingerprint
+from kernel.validation import is_uuid
 from services.books import codes
 from services.books.ledger_client import ADD_CODES_BATCH, BookCounts, LedgerClient
 from services.books.repository import BookRow, BooksRepository
@@ -151,10 +152,8 @@ def _settings_key(settings: BookSettings, names=MUTABLE_FIELDS) -> str:
 def _check_book_id(book_id: str, field: str = "id") -> None:
     if not book_id:
         raise InvalidArgument.field(field, "is required")
-    try:
-        uuid.UUID(book_id)
-    except ValueError:
-        raise InvalidArgument.field(field, "must be a book id (a UUID)", reason="INVALID_BOOK_ID") from None
+    if not is_uuid(book_id):
+        raise InvalidArgument.field(field, "must be a book id (a UUID)", reason="INVALID_BOOK_ID")
 
 
 def _check_update_mask(paths: list[str]) -> None:

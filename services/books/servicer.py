@@ -8,6 +8,7 @@ from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, Gen
 from services.books.ledger_client import BookCounts
 from services.books.repository import BookRow
 from kernel.timestamps import from_timestamp, to_timestamp
+from kernel.validation import enum_name
 
 SERVICE_NAME = books_pb2.DESCRIPTOR.services_by_name["BookService"].full_name
 
@@ -74,7 +75,8 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
         return book_message(await self.domain.get_book(request.id))
 
     async def ListBooks(self, request, context):
-        status = "" if request.status == books_pb2.BOOK_STATUS_UNSPECIFIED else books_pb2.BookStatus.Name(request.status)
+        status = "" if request.status == books_pb2.BOOK_STATUS_UNSPECIFIED else enum_name(
+            books_pb2.BookStatus, request.status, "status")
         books, next_token, total = await self.domain.list_books(request.page_size, request.page_token, status,
                                                                 request.name_contains)
         return books_pb2.ListBooksResponse(books=[book_message(b) for b in books], next_page_token=next_token,

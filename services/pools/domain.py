@@ -9,6 +9,7 @@ from kernel import paging
 from kernel.errors import (AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
                            PreconditionViolation)
 from kernel.idempotency import fingerprint
+from kernel.validation import is_uuid
 from services.pools.clients import Directory, Ledger
 from services.pools.distribution import (EQUAL, MAX_MEMBERS_PER_DISTRIBUTION, RANDOM, Plan, plan_equal,
                                          plan_random)
@@ -53,18 +54,10 @@ class DistributionRequest:
     request_id: str = ""
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-        return True
-    except (ValueError, AttributeError, TypeError):
-        return False
-
-
 def _id_violations(value: str, field: str, what: str) -> list[FieldViolation]:
     if not value:
         return [FieldViolation(field, "is required")]
-    if not _is_uuid(value):
+    if not is_uuid(value):
         return [FieldViolation(field, f"must be {what} id (a UUID)")]
     return []
 
@@ -276,7 +269,7 @@ class PoolsDomain:
 
         async def remove(conn) -> MembershipChange:
             entries = _keyed_entries(user_ids, emails)
-            ids = [key for kind, _, key in entries if kind == "id" and _is_uuid(key)]
+            ids = [key for kind, _, key in entries if kind == "id" and is_uuid(key)]
             members = await self.repo.members_by_keys(conn, pool_id, ids,
                                                       [key for kind, _, key in entries if kind == "email"])
             by_key = {m.user_id: m.user_id for m in members} | {m.email.lower(): m.user_id for m in members}
@@ -286,7 +279,7 @@ class PoolsDomain:
                 user_id = by_key.get(key, "")
                 if key in seen_keys or (user_id and user_id in seen_users):
                     status = "DUPLICATE_IN_REQUEST"
-                elif (kind == "id" and not _is_uuid(key)) or (kind == "email" and "@" not in key):
+                elif (kind == "id" and not is_uuid(key)) or (kind == "email" and "@" not in key):
                     status = "INVALID"
                 else:
                     status = "REMOVED" if user_id else "NOT_MEMBER"

@@ -8,6 +8,7 @@ from services.pools.distribution import Plan
 from services.pools.domain import DistributionRequest, MembershipChange, PoolsDomain
 from services.pools.repository import DistributionRow, MemberRow, PoolRow
 from kernel.timestamps import to_timestamp
+from kernel.validation import enum_name
 
 SERVICE_NAME = pools_pb2.DESCRIPTOR.services_by_name["PoolService"].full_name
 
@@ -26,8 +27,8 @@ def _results(change: MembershipChange) -> list[pools_pb2.MemberResult]:
 
 
 def _distribution_request(request: pools_pb2.DistributeRequest) -> DistributionRequest:
-    mode = "" if request.mode == pools_pb2.DISTRIBUTION_MODE_UNSPECIFIED else pools_pb2.DistributionMode.Name(
-        request.mode)
+    mode = "" if request.mode == pools_pb2.DISTRIBUTION_MODE_UNSPECIFIED else enum_name(
+        pools_pb2.DistributionMode, request.mode, "mode")
     return DistributionRequest(request.pool_id, request.book_id, mode, request.codes_per_member,
                                request.total_codes, request.request_id)
 

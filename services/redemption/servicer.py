@@ -11,12 +11,13 @@ from services.redemption.queries import LedgerQueries
 from services.redemption.repository import BookCounts, BookRules, HistoryRow
 from services.redemption.results import Coupon
 from kernel.timestamps import from_timestamp, to_timestamp
+from kernel.validation import enum_name
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
 
 
 def _state(value: int) -> str | None:
-    return None if value == pb.COUPON_STATE_UNSPECIFIED else pb.CouponState.Name(value)
+    return None if value == pb.COUPON_STATE_UNSPECIFIED else enum_name(pb.CouponState, value, "state")
 
 
 def coupon_message(coupon: Coupon) -> pb.Coupon:
