@@ -104,3 +104,14 @@ async def test_the_access_log_names_the_caller(auth_stub, admin_session, caplog)
         await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(admin_session))
     fields = [getattr(r, "fields", {}) for r in caplog.records if r.name == "kernel.rpc"]
     assert any(f.get("method", "").endswith("/GetMe") and f.get("user_id") == admin_session.user.id for f in fields)
+
+
+async def test_codes_are_case_insensitive_and_control_characters_refused(ledger):
+    from coupons.redemption.v1 import redemption_pb2 as pb
+    _, code, holder = await ledger.held_coupon()
+    coupon = await ledger.stub.GetCoupon(pb.GetCouponRequest(code=code.lower()), metadata=holder.metadata)
+    assert coupon.code == code
+    redeemed = await ledger.stub.RedeemCoupon(pb.RedeemCouponRequest(code=code.lower()), metadata=holder.metadata)
+    assert redeemed.coupon.state == pb.REDEEMED
+    await expect_error(ledger.stub.GetCoupon(pb.GetCouponRequest(code="NUL\x00CODE"), metadata=holder.metadata),
+                       grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CODE")

@@ -49,7 +49,7 @@ class RedemptionDomain:
 
     async def _on_coupon(self, caller: Principal, method: str, code: str, request_id: str, parts: tuple,
                          kind: type, change: Callable[..., Awaitable]):
-        rules.check_code(code)
+        code = rules.check_code(code)
         async with self.repo.transaction() as conn:
             if not await self.repo.try_lock_code(conn, code):
                 await self._refuse_busy(conn, caller, code)
@@ -226,8 +226,7 @@ class RedemptionDomain:
         if len(codes) > MAX_CODES_PER_CALL:
             raise InvalidArgument.field("codes", f"at most {MAX_CODES_PER_CALL} codes per call; send batches",
                                         reason="BATCH_TOO_LARGE")
-        for index, code in enumerate(codes):
-            rules.check_code(code, f"codes[{index}]")
+        codes = [rules.check_code(code, f"codes[{index}]") for index, code in enumerate(codes)]
         digest = hashlib.sha256("\n".join(codes).encode()).hexdigest()
         async with self.repo.transaction() as conn:
             async def run() -> AddCodesResult:

@@ -35,7 +35,7 @@ class LedgerQueries:
         self.repo = repository
 
     async def get(self, caller: Principal, code: str) -> Coupon:
-        rules.check_code(code)
+        code = rules.check_code(code)
         async with self.repo.transaction() as conn:
             row = await self.repo.coupon(conn, code)
         if row is None or not (caller.is_admin or row.user_id == caller.user_id):
@@ -71,7 +71,7 @@ class LedgerQueries:
         return [Coupon.of(row) for row in rows], token
 
     async def coupon_history(self, code: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
-        rules.check_code(code)
+        code = rules.check_code(code)
         size = paging.page_size(page_size)
         after = _page_cursor(page_token, {"id": int})
         async with self.repo.transaction() as conn:

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from kernel.validation import has_control_characters
 from services.redemption.repository import BookRules, CouponRow
 
 MAX_CODE_LENGTH = 128
@@ -50,12 +51,14 @@ def book_not_found(book_id: str) -> NotFound:
 # validation
 
 
-def check_code(code: str, field: str = "code") -> None:
+def check_code(code: str, field: str = "code") -> str:
+    """The code as the ledger stores it: codes are upper case everywhere, so any letter case names the coupon."""
     if not code:
         raise InvalidArgument.field(field, "is required")
-    if len(code) > MAX_CODE_LENGTH or code != code.strip():
+    if len(code) > MAX_CODE_LENGTH or code != code.strip() or has_control_characters(code):
         raise InvalidArgument.field(field, f"must be a coupon code of at most {MAX_CODE_LENGTH} characters "
-                                           "without surrounding spaces", reason="INVALID_CODE")
+                                           "without surrounding spaces or control characters", reason="INVALID_CODE")
+    return code.upper()
 
 
 def is_uuid(value: str) -> bool:
