@@ -87,7 +87,7 @@ class RedemptionDomain:
         async def change(conn, row: CouponRow, book: BookRules) -> LockResult:
             rules.check_book_open(book, "lock", _now())
             rules.check_lockable(row)
-            locked = await self.repo.lock(conn, code, str(uuid.uuid4()), book.lock_ttl_seconds)
+            locked = await self.repo.lock(conn, row.code, str(uuid.uuid4()), book.lock_ttl_seconds)
             await self._record(conn, caller, [locked], "LOCKED_EVENT", request_id)
             return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
@@ -96,7 +96,7 @@ class RedemptionDomain:
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
         async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
             rules.check_unlockable(row)
-            unlocked = await self.repo.clear_lock(conn, code)
+            unlocked = await self.repo.clear_lock(conn, row.code)
             await self._record(conn, caller, [unlocked], "UNLOCKED_EVENT", request_id)
             return Coupon.of(unlocked)
 
@@ -109,9 +109,9 @@ class RedemptionDomain:
         async def change(conn, row: CouponRow, book: BookRules) -> RedeemResult:
             rules.check_book_open(book, "redeem", _now())
             rules.check_redeemable(row, lock_id)
-            redeemed = await self.repo.redeem(conn, code)
+            redeemed = await self.repo.redeem(conn, row.code)
             if redeemed is None:  # the conditional update is the last word on the count; never seen under the locks
-                raise _busy(code)
+                raise _busy(row.code)
             await self._record(conn, caller, [redeemed], "REDEEMED_EVENT", request_id)
             return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
 
@@ -125,7 +125,7 @@ class RedemptionDomain:
             rules.check_book_open(book, "assign", _now())
             rules.check_assignable(row)
             await self._reserve(conn, book, {user_id: 1})
-            assigned = await self.repo.assign(conn, [code], [user_id])
+            assigned = await self.repo.assign(conn, [row.code], [user_id])
             await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id)
             return Coupon.of(assigned[0])
 
