@@ -30,6 +30,9 @@ run: stubs
 test: stubs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: stubs
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .run
 	find coupons -mindepth 1 ! -name __init__.py -delete
