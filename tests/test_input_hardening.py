@@ -115,3 +115,27 @@ async def test_codes_are_case_insensitive_and_control_characters_refused(ledger)
     assert redeemed.coupon.state == pb.REDEEMED
     await expect_error(ledger.stub.GetCoupon(pb.GetCouponRequest(code="NUL\x00CODE"), metadata=holder.metadata),
                        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CODE")
+
+
+async def test_the_same_generation_request_twice_at_once_generates_once(books_stub, admin_session):
+    admin = bearer(admin_session)
+    book = await books_stub.CreateBook(books_pb2.CreateBookRequest(book=books_pb2.Book(
+        name=f"Lease {uuid.uuid4().hex[:6]}", code_pattern="LEASE-{}", code_length=10)), metadata=admin)
+    request = books_pb2.GenerateCodesRequest(book_id=book.id, count=120_000, request_id=uuid.uuid4().hex)
+
+    async def run():
+        last = None
+        async for last in books_stub.GenerateCodes(request, metadata=admin):
+            pass
+        return last
+
+    results = await asyncio.gather(run(), run(), return_exceptions=True)
+    finished = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert finished and finished[0].done and finished[0].generated == 120_000
+    assert all(r.code() == grpc.StatusCode.ABORTED for r in refused)
+    stored = await books_stub.GetBook(books_pb2.GetBookRequest(id=book.id), metadata=admin)
+    assert stored.code_count == 120_000
+    replay = await run()  # after the first finished, the same id answers done and adds nothing
+    assert replay.done and (await books_stub.GetBook(books_pb2.GetBookRequest(id=book.id),
+                                                      metadata=admin)).code_count == 120_000

@@ -20,12 +20,13 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator
 
 from kernel import paging
-from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
 from services.books import codes
@@ -47,6 +48,8 @@ MAX_REPLACEMENT_ROUNDS = 20
 # Batches stored at once: the ledger's inserts dominate the time, and concurrent ones use more database
 # cores (1,000,000 codes: 23 s one at a time, 13.5 s four at a time on a 2-core test machine).
 GENERATION_CONCURRENCY = 4
+# A running generation renews its lease after every batch (about a second); a dead one's lapses.
+GENERATION_LEASE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,19 @@ class BooksDomain:
                               request_id: str, batches: AsyncIterator[tuple[int, bool]]
                               ) -> AsyncIterator[GenerationProgress]:
         """Counts each stored batch in the book (and the request's progress) and reports the progress."""
+        try:
+            async for progress in self._count_batches(book_id, pattern, count, generated, request_id, batches):
+                generated = progress.generated
+                yield progress
+        finally:
+            if request_id and generated < count:  # stopped early: release the lease so a retry may continue
+                with contextlib.suppress(Exception):
+                    async with self.repo.transaction() as conn:
+                        await self._record_progress(conn, request_id, generated, running=False)
+
+    async def _count_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
+                             request_id: str, batches: AsyncIterator[tuple[int, bool]]
+                             ) -> AsyncIterator[GenerationProgress]:
         while generated < count:
             try:
                 inserted, complete = await anext(batches)
@@ -331,25 +347,36 @@ class BooksDomain:
             async with self.repo.transaction() as conn:
                 await self.repo.add_code_count(conn, book_id, inserted)
                 if request_id:
-                    await self.repo.idempotency.record(conn, "GenerateCodes", request_id,
-                                                       json.dumps({"generated": generated}).encode())
+                    await self._record_progress(conn, request_id, generated, running=generated < count)
+            # Yielded first, so the caller's count includes this batch even when the space is crowded.
+            yield GenerationProgress(generated, count, generated >= count, pattern.space)
             if not complete:
                 raise FailedPrecondition(
                     f"Only {generated:,} of {count:,} codes were generated and stored: new random codes of pattern "
                     f"{pattern.text} keep colliding with existing codes (other books or uploads use the same space).",
                     reason="CODE_SPACE_CROWDED", metadata={"generated": generated, "requested": count})
-            yield GenerationProgress(generated, count, generated >= count, pattern.space)
 
     async def _claim_generation(self, conn, book_id: str, count: int, request_id: str) -> int:
-        """How many codes this request already generated (0 for a new request)."""
+        """How many codes this request already generated (0 for a new request); takes the request's lease.
+
+        A retry while the first call still runs (its lease is fresh) is refused, so the two cannot both
+        generate the rest; a retry after the first call died finds the lease expired and continues.
+        """
         if not request_id:
             return 0
         stored = await self.repo.idempotency.claim(conn, "GenerateCodes", request_id, fingerprint(book_id, str(count)))
-        if stored is None:
-            # Recorded in the claiming transaction, so a retry always finds a progress record.
-            await self.repo.idempotency.record(conn, "GenerateCodes", request_id, json.dumps({"generated": 0}).encode())
-            return 0
-        return json.loads(stored)["generated"]
+        progress = json.loads(stored) if stored is not None else {"generated": 0}
+        if progress.get("lease_until", 0) > time.time() and progress["generated"] < count:
+            raise Aborted(f"A generation with request_id {request_id} is still running; retry once it stops.",
+                          reason="GENERATION_IN_PROGRESS", metadata={"generated": progress["generated"]})
+        # Recorded in the claiming transaction, so a retry always finds a progress record.
+        await self._record_progress(conn, request_id, progress["generated"], running=progress["generated"] < count)
+        return progress["generated"]
+
+    async def _record_progress(self, conn, request_id: str, generated: int, running: bool) -> None:
+        lease_until = time.time() + GENERATION_LEASE_SECONDS if running else 0
+        await self.repo.idempotency.record(conn, "GenerateCodes", request_id,
+                                           json.dumps({"generated": generated, "lease_until": lease_until}).encode())
 
     async def _stored_batches(self, book_id: str, generator: codes.CodeGenerator,
                               sizes: list[int]) -> AsyncIterator[tuple[int, bool]]:
