@@ -70,7 +70,7 @@ async def _run_worker(job: dict) -> dict:
 
     kind = job["kind"]
     callers = job["callers"]  # this process's share: a list of per-caller work dicts
-    start_at, window_start, window_end = job["start_at"], job["window_start"], job["window_end"]
+    start_at, window_end = job["start_at"], job["window_end"]
     records: list[tuple[float, float, str]] = []  # (end time, latency ms, outcome)
     exhausted = 0
 

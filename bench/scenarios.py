@@ -7,10 +7,7 @@ cannot do fast enough for a benchmark is done in SQL, and said so where it happe
   API would take 10,000 x ~0.25 s).
 """
 
-import asyncio
 import contextlib
-import dataclasses
-import io
 import logging
 import math
 import re
