@@ -1,7 +1,7 @@
 -- One redeem, statement for statement as services/redemption/repository.py runs it for
 -- RedemptionDomain.redeem (no request_id, no lock): BEGIN; advisory xact lock; the coupon and its
--- book's rules FOR UPDATE; the conditional UPDATE ... RETURNING joined back to the rules; the history
--- INSERT from unnest(arrays); COMMIT. Run with -M prepared: psycopg 3 prepares a statement on a
+-- book's rules FOR UPDATE; the conditional UPDATE ... RETURNING with the history INSERT in the same
+-- statement, joined back to the rules; COMMIT. Run with -M prepared: psycopg 3 prepares a statement on a
 -- connection after its 5th use, so the service runs these as prepared statements too.
 --
 -- Variables (-D): base (this run's first code number), n=0 (per-client counter, kept between
@@ -22,10 +22,12 @@ SELECT c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
 WITH updated AS (
                 UPDATE redemption.coupons c SET state = 'REDEEMED', redemption_count = c.redemption_count + 1,
             last_redeemed_at = now(), lock_id = NULL, lock_expires_at = NULL FROM redemption.book_rules r
-                WHERE c.code = :code AND r.book_id = c.book_id AND c.redemption_count < r.max_redemptions RETURNING c.*)
+                WHERE c.code = :code AND r.book_id = c.book_id AND c.redemption_count < r.max_redemptions RETURNING c.*),
+            logged AS (
+                INSERT INTO redemption.history (code, book_id, event, user_id, actor_id, request_id, distribution_id)
+                SELECT code, book_id, 'REDEEMED_EVENT', user_id, :actor, '', '' FROM updated)
             SELECT c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
     c.lock_id::text AS lock_id, c.lock_expires_at, coalesce(c.lock_expires_at > now(), false) AS locked, c.redemption_count,
     r.max_redemptions, c.assigned_at, c.last_redeemed_at FROM updated c JOIN redemption.book_rules r USING (book_id)
 \gset done_
-INSERT INTO redemption.history (code, book_id, event, user_id, actor_id, request_id, distribution_id) SELECT * FROM unnest(CAST(ARRAY[:done_code] AS text[]), CAST(ARRAY[:done_book_id] AS uuid[]), CAST(ARRAY['REDEEMED_EVENT'] AS text[]), CAST(ARRAY[:done_user_id] AS uuid[]), CAST(ARRAY[:actor] AS text[]), CAST(ARRAY[''] AS text[]), CAST(ARRAY[''] AS text[]));
 COMMIT;

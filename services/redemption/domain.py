@@ -10,7 +10,7 @@ from kernel.context import Principal
 from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from kernel.idempotency import fingerprint
 from services.redemption import results, rules
-from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository
+from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository, Stamp
 from services.redemption.results import (AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult,
                                          UserCodes)
 
@@ -74,8 +74,7 @@ class RedemptionDomain:
 
     async def _expire_lock(self, conn, caller: Principal, row: CouponRow, request_id: str) -> CouponRow:
         """Clears a lock whose time is up and records that it expired (kept only if the write goes on)."""
-        await self._record(conn, caller, [row], "LOCK_EXPIRED_EVENT", request_id)
-        return await self.repo.clear_lock(conn, row.code)
+        return await self.repo.clear_lock(conn, row.code, Stamp("LOCK_EXPIRED_EVENT", caller.user_id, request_id))
 
     async def _record(self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str,
                       distribution_id: str = "") -> None:
@@ -87,8 +86,8 @@ class RedemptionDomain:
         async def change(conn, row: CouponRow, book: BookRules) -> LockResult:
             rules.check_book_open(book, "lock", _now())
             rules.check_lockable(row)
-            locked = await self.repo.lock(conn, row.code, str(uuid.uuid4()), book.lock_ttl_seconds)
-            await self._record(conn, caller, [locked], "LOCKED_EVENT", request_id)
+            locked = await self.repo.lock(conn, row.code, str(uuid.uuid4()), book.lock_ttl_seconds,
+                                          Stamp("LOCKED_EVENT", caller.user_id, request_id))
             return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
         return await self._on_coupon(caller, "LockCoupon", code, request_id, (), LockResult, change)
@@ -96,8 +95,7 @@ class RedemptionDomain:
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
         async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
             rules.check_unlockable(row)
-            unlocked = await self.repo.clear_lock(conn, row.code)
-            await self._record(conn, caller, [unlocked], "UNLOCKED_EVENT", request_id)
+            unlocked = await self.repo.clear_lock(conn, row.code, Stamp("UNLOCKED_EVENT", caller.user_id, request_id))
             return Coupon.of(unlocked)
 
         return await self._on_coupon(caller, "UnlockCoupon", code, request_id, (), Coupon, change)
@@ -109,10 +107,9 @@ class RedemptionDomain:
         async def change(conn, row: CouponRow, book: BookRules) -> RedeemResult:
             rules.check_book_open(book, "redeem", _now())
             rules.check_redeemable(row, lock_id)
-            redeemed = await self.repo.redeem(conn, row.code)
+            redeemed = await self.repo.redeem(conn, row.code, Stamp("REDEEMED_EVENT", caller.user_id, request_id))
             if redeemed is None:  # the conditional update is the last word on the count; never seen under the locks
                 raise _busy(row.code)
-            await self._record(conn, caller, [redeemed], "REDEEMED_EVENT", request_id)
             return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
 
         return await self._on_coupon(caller, "RedeemCoupon", code, request_id, (lock_id,), RedeemResult, change)

@@ -77,6 +77,14 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """The history entry a single-coupon change writes with it: what happened, who did it, in which request."""
+    event: str
+    actor_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
 class BookCounts:
     total: int
     available: int
@@ -201,26 +209,32 @@ class RedemptionRepository:
         rows = await conn.execute(statement, {"codes": codes, "user_ids": user_ids})
         return [CouponRow(**row._mapping) for row in rows]
 
-    async def lock(self, conn: AsyncConnection, code: str, lock_id: str, ttl_seconds: int) -> CouponRow:
-        return await self._update(conn, code, """lock_id = CAST(:lock_id AS uuid),
+    async def lock(self, conn: AsyncConnection, code: str, lock_id: str, ttl_seconds: int, stamp: Stamp) -> CouponRow:
+        return await self._update(conn, code, stamp, """lock_id = CAST(:lock_id AS uuid),
             lock_expires_at = now() + make_interval(secs => :ttl)""", {"lock_id": lock_id, "ttl": ttl_seconds})
 
-    async def clear_lock(self, conn: AsyncConnection, code: str) -> CouponRow:
-        return await self._update(conn, code, "lock_id = NULL, lock_expires_at = NULL", {})
+    async def clear_lock(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow:
+        return await self._update(conn, code, stamp, "lock_id = NULL, lock_expires_at = NULL", {})
 
-    async def redeem(self, conn: AsyncConnection, code: str) -> CouponRow | None:
+    async def redeem(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow | None:
         """Counts one redemption and consumes any lock, only while the holder has redemptions left."""
-        return await self._update(conn, code, """state = 'REDEEMED', redemption_count = c.redemption_count + 1,
+        return await self._update(conn, code, stamp, """state = 'REDEEMED', redemption_count = c.redemption_count + 1,
             last_redeemed_at = now(), lock_id = NULL, lock_expires_at = NULL""", {},
                                   condition="c.redemption_count < r.max_redemptions")
 
-    async def _update(self, conn: AsyncConnection, code: str, assignments: str, params: dict,
+    async def _update(self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict,
                       condition: str = "true") -> CouponRow | None:
+        """Changes one coupon and appends its history entry in the same statement (one round trip fewer
+        on the hot path); nothing is logged when the condition leaves the coupon unchanged."""
         statement = sa.text(f"""WITH updated AS (
                 UPDATE {SCHEMA}.coupons c SET {assignments} FROM {SCHEMA}.book_rules r
-                WHERE c.code = :code AND r.book_id = c.book_id AND {condition} RETURNING c.*)
+                WHERE c.code = :code AND r.book_id = c.book_id AND {condition} RETURNING c.*),
+            logged AS (
+                INSERT INTO {SCHEMA}.history (code, book_id, event, user_id, actor_id, request_id, distribution_id)
+                SELECT code, book_id, :event, user_id, :actor_id, :request_id, '' FROM updated)
             SELECT {COUPON_COLUMNS} FROM updated c JOIN {SCHEMA}.book_rules r USING (book_id)""")
-        row = (await conn.execute(statement, {"code": code, **params})).first()
+        row = (await conn.execute(statement, {"code": code, "event": stamp.event, "actor_id": stamp.actor_id,
+                                              "request_id": stamp.request_id, **params})).first()
         return CouponRow(**row._mapping) if row else None
 
     async def list_coupons(self, conn: AsyncConnection, limit: int, *, user_id: str | None = None,
