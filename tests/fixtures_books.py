@@ -5,23 +5,7 @@ import uuid
 import grpc
 import pytest
 
-from kernel.tokens import TokenVerifier
-
-
-async def start_server(build, component: str, database_url: str, signing_key, **overrides):
-    """Builds and starts a component on a free loopback port; returns (address, stop)."""
-    from tests.support import settings_for
-
-    settings = settings_for(component, database_url, **overrides)
-    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
-    server, cleanup = await build(settings, verifier)
-    port = await server.start("127.0.0.1:0")
-
-    async def stop() -> None:
-        await server.stop(1)
-        await cleanup()
-
-    return f"127.0.0.1:{port}", stop
+from tests.support import serving
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +13,8 @@ async def books_server(database_url, signing_key, redemption_server):
     """Books wired to the redemption tests' server (tests/fixtures_redemption.py), so both share one ledger."""
     from services.books.app import build
 
-    address, stop = await start_server(build, "books", database_url, signing_key, redemption_addr=redemption_server)
-    yield address
-    await stop()
+    async with serving(build, "books", database_url, signing_key, redemption_addr=redemption_server) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,7 @@ import uuid
 import grpc
 import pytest
 
-from kernel.tokens import TokenVerifier
-from tests.support import bearer, settings_for
+from tests.support import bearer, serving
 
 POOL_USERS = 8
 
@@ -16,13 +15,9 @@ POOL_USERS = 8
 async def pools_server(database_url, signing_key, auth_server, redemption_server):
     from services.pools.app import build
 
-    settings = settings_for("pools", database_url, auth_addr=auth_server, redemption_addr=redemption_server)
-    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
-    server, cleanup = await build(settings, verifier)
-    port = await server.start("127.0.0.1:0")
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
-    await cleanup()
+    async with serving(build, "pools", database_url, signing_key, auth_addr=auth_server,
+                       redemption_addr=redemption_server) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

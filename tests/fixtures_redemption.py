@@ -11,8 +11,8 @@ import pytest
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel.context import USER
-from kernel.tokens import TokenIssuer, TokenVerifier
-from tests.support import bearer, settings_for
+from kernel.tokens import TokenIssuer
+from tests.support import bearer, serving, settings_for
 
 CHANNELS = 4
 
@@ -70,13 +70,8 @@ class Ledger:
 async def redemption_server(database_url, signing_key):
     from services.redemption.app import build
 
-    settings = settings_for("redemption", database_url)
-    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
-    server, cleanup = await build(settings, verifier)
-    port = await server.start("127.0.0.1:0")
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
-    await cleanup()
+    async with serving(build, "redemption", database_url, signing_key) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Helpers for tests: settings for in-process servers, rich status parsing."""
 
+import contextlib
 import dataclasses
 
 import grpc
@@ -13,6 +14,23 @@ def settings_for(component: str, database_url: str, **overrides) -> Settings:
     base = Settings.from_env(component)
     return dataclasses.replace(base, database_url=database_url, host="127.0.0.1", port=0, db_pool_size=20,
                                db_max_overflow=20, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def serving(build, component: str, database_url: str, signing_key, **overrides):
+    """A component built and started on a free loopback port, verifying tokens with the test signing key;
+    yields its address and stops it afterwards."""
+    from kernel.tokens import TokenVerifier
+
+    settings = settings_for(component, database_url, **overrides)
+    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
+    server, cleanup = await build(settings, verifier)
+    port = await server.start("127.0.0.1:0")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(1)
+        await cleanup()
 
 
 def bearer(session) -> tuple[tuple[str, str]]:

@@ -8,8 +8,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from coupons.books.v1 import books_pb2
 from services.books import codes
-from tests.fixtures_books import start_server
-from tests.support import bearer, expect_error
+from tests.support import bearer, expect_error, serving
 
 
 def new_name(label: str = "Book") -> str:
@@ -178,9 +177,8 @@ async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_
     from kernel.localdb import free_port
     from services.books.app import build
 
-    address, stop = await start_server(build, "books", database_url, signing_key,
-                                       redemption_addr=f"127.0.0.1:{free_port()}")
-    try:
+    async with serving(build, "books", database_url, signing_key,
+                       redemption_addr=f"127.0.0.1:{free_port()}") as address:
         async with grpc.aio.insecure_channel(address) as channel:
             from coupons.books.v1 import books_pb2_grpc
 
@@ -190,7 +188,5 @@ async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_
                                                           metadata=bearer(admin_session)),
                                        grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE")
             assert "redemption service" in error.message
-    finally:
-        await stop()
     listed = await books_stub.ListBooks(books_pb2.ListBooksRequest(name_contains=name), metadata=bearer(admin_session))
     assert listed.total_size == 0
