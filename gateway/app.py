@@ -107,11 +107,16 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
     timeout = headers.timeout_seconds(request.headers, config.default_timeout_seconds, config.max_timeout_seconds)
     if route.server_streaming:
         return await _stream(request, route, message, metadata, timeout)
+    call = route.call(message, metadata=metadata, timeout=timeout)
     try:
-        response = await route.call(message, metadata=metadata, timeout=timeout)
+        response = await call
     except grpc.aio.AioRpcError as error:
-        return _error_response(status_of(error), http_status(error.code()), route.pool)
-    return _json_response(route.to_json(response))
+        answer = _error_response(status_of(error), http_status(error.code()), route.pool)
+        answer.headers.update(headers.response_headers(error.initial_metadata(), error.trailing_metadata()))
+        return answer
+    answer = _json_response(route.to_json(response))
+    answer.headers.update(headers.response_headers(await call.initial_metadata(), await call.trailing_metadata()))
+    return answer
 
 
 async def _read_body(request: web.Request) -> bytes:

@@ -55,3 +55,15 @@ def timeout_seconds(headers: Mapping[str, str], default: float, maximum: float) 
         raise GatewayError(code_pb2.INVALID_ARGUMENT, f"Grpc-Timeout {raw!r} is not <digits><H|M|S|m|u|n>",
                            "INVALID_TIMEOUT")
     return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], maximum)
+
+
+def response_headers(initial, trailing) -> dict[str, str]:
+    """A backend's metadata as grpc-gateway returns it: Grpc-Metadata-<key> for headers and
+    Grpc-Trailer-<key> for trailers; binary (-bin) values and gRPC's own keys stay inside."""
+    out: dict[str, str] = {}
+    for prefix, items in (("Grpc-Metadata-", initial), ("Grpc-Trailer-", trailing)):
+        for key, value in items or ():
+            if key.endswith("-bin") or key.startswith("grpc-") or not isinstance(value, str):
+                continue
+            out[f"{prefix}{key}"] = value
+    return out

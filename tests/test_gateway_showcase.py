@@ -151,3 +151,11 @@ async def test_generation_streams_ndjson_progress(http, gateway_base, admin):
     import json
     updates = [json.loads(line) for line in lines]
     assert len(updates) >= 2 and updates[-1]["done"] and int(updates[-1]["generated"]) == 120000
+
+
+async def test_backend_metadata_comes_back_as_grpc_metadata_headers(http, gateway_base, admin):
+    async with http.get(f"{gateway_base}/api/v1/pools", headers={"authorization": f"Bearer {admin.token}",
+                                                                 "x-request-id": "meta-check-1"}) as response:
+        assert response.status == 200
+        # the pools service echoes the request id in its initial metadata
+        assert response.headers["Grpc-Metadata-x-request-id"] == "meta-check-1"
