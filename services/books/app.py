@@ -7,6 +7,7 @@ from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.books.domain import BooksDomain
+from services.books.generation import CodeGeneration
 from services.books.ledger_client import LedgerClient
 from services.books.repository import BooksRepository
 from services.books.servicer import SERVICE_NAME, BookServicer
@@ -15,7 +16,9 @@ from services.books.servicer import SERVICE_NAME, BookServicer
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
     ledger = LedgerClient(settings.redemption_addr)
-    servicer = BookServicer(BooksDomain(BooksRepository(engine), ledger))
+    repository = BooksRepository(engine)
+    books = BooksDomain(repository, ledger)
+    servicer = BookServicer(books, CodeGeneration(books, repository, ledger))
     spec = ServiceSpec(
         component="books",
         service_names=(SERVICE_NAME,),

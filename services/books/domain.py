@@ -8,25 +8,21 @@ changed, so a plain retry converges. The one gap left is a commit failing after 
 ledger then holds rules books does not; the retry pushes them again under a higher version, which
 replaces them. A request_id is released by the rollback too, so a retry with the same id does the work.
 
-Code generation and upload store codes batch by batch (a million codes cannot be one ledger call); what
+Code generation (generation.py) and upload store codes batch by batch (a million codes cannot be one ledger call); what
 was stored is always reported: progress messages during generation, per-code answers for uploads, and
 the count of stored codes in the message of any error that interrupts either.
 """
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import itertools
 import json
-import time
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterable, AsyncIterator
+from typing import AsyncIterable
 
 from kernel import paging
-from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
 from services.books import codes
@@ -41,15 +37,6 @@ MIN_LOCK_TTL_SECONDS, MAX_LOCK_TTL_SECONDS = 1, 3600
 # A multi-redemption book without a stated limit: the smallest limit that still allows a second
 # redemption. A leaked code of such a book is worth little; larger allowances must be stated.
 DEFAULT_MULTI_REDEMPTIONS = 2
-MAX_GENERATE = 5_000_000
-# Rounds of replacing generated codes that already exist; below MAX_FILL_PERCENT each round keeps at
-# most a quarter of the codes, so twenty rounds only run out when the space is fuller than books knows.
-MAX_REPLACEMENT_ROUNDS = 20
-# Batches stored at once: the ledger's inserts dominate the time, and concurrent ones use more database
-# cores (1,000,000 codes: 23 s one at a time, 13.5 s four at a time on a 2-core test machine).
-GENERATION_CONCURRENCY = 4
-# A running generation renews its lease after every batch (about a second); a dead one's lapses.
-GENERATION_LEASE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -72,14 +59,6 @@ class BookSettings:
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
 OUTPUT_ONLY_FIELDS = ("id", "status", "code_count", "create_time", "update_time")
 CODE_SHAPE_FIELDS = ("code_pattern", "code_length", "code_alphabet")
-
-
-@dataclass(frozen=True)
-class GenerationProgress:
-    generated: int
-    requested: int
-    done: bool
-    code_space: int
 
 
 @dataclass(frozen=True)
@@ -152,7 +131,7 @@ def _settings_key(settings: BookSettings, names=MUTABLE_FIELDS) -> str:
     return repr([(name, getattr(settings, name)) for name in names])
 
 
-def _check_book_id(book_id: str, field: str = "id") -> None:
+def check_book_id(book_id: str, field: str = "id") -> None:
     if not book_id:
         raise InvalidArgument.field(field, "is required")
     if not is_uuid(book_id):
@@ -170,7 +149,7 @@ def _check_update_mask(paths: list[str]) -> None:
         raise InvalidArgument(violations, reason="INVALID_UPDATE_MASK")
 
 
-def _require_active(book: BookRow) -> None:
+def require_active(book: BookRow) -> None:
     if book.status == ARCHIVED:
         raise FailedPrecondition(f"Book {book.name!r} is archived; an archived book cannot be changed.",
                                  reason="BOOK_ARCHIVED", metadata={"book_id": book.id})
@@ -197,7 +176,8 @@ class BooksDomain:
         self.repo = repository
         self.ledger = ledger
 
-    async def _book(self, conn, book_id: str, *, for_update: bool = False) -> BookRow:
+    async def book(self, conn, book_id: str, *, for_update: bool = False) -> BookRow:
+        """The book, or NOT_FOUND."""
         book = await self.repo.book(conn, book_id, for_update=for_update)
         if book is None:
             raise NotFound("book", book_id, reason="BOOK_NOT_FOUND")
@@ -209,7 +189,7 @@ class BooksDomain:
             return await make(conn)
         stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*parts))
         if stored is not None:
-            return await self._book(conn, stored.decode())
+            return await self.book(conn, stored.decode())
         book = await make(conn)
         await self.repo.idempotency.record(conn, scope, request_id, book.id.encode())
         return book
@@ -231,9 +211,9 @@ class BooksDomain:
             return await self._idempotent_book(conn, "CreateBook", request_id, (_settings_key(book),), insert)
 
     async def get_book(self, book_id: str) -> BookRow:
-        _check_book_id(book_id)
+        check_book_id(book_id)
         async with self.repo.transaction() as conn:
-            return await self._book(conn, book_id)
+            return await self.book(conn, book_id)
 
     async def list_books(self, page_size: int, page_token: str, status: str,
                          name_contains: str) -> tuple[list[BookRow], str, int]:
@@ -257,12 +237,12 @@ class BooksDomain:
     async def update_book(self, book_id: str, proposed: BookSettings, paths: list[str],
                           request_id: str = "") -> BookRow:
         """Changes the fields named in paths to their values in proposed (zero values mean the defaults)."""
-        _check_book_id(book_id, "book.id")
+        check_book_id(book_id, "book.id")
         _check_update_mask(paths)
 
         async def apply(conn) -> BookRow:
-            book = await self._book(conn, book_id, for_update=True)
-            _require_active(book)
+            book = await self.book(conn, book_id, for_update=True)
+            require_active(book)
             current = settings_of(book)
             changed = validated(dataclasses.replace(current, **{path: getattr(proposed, path) for path in paths}))
             if book.code_count and any(getattr(changed, f) != getattr(current, f) for f in CODE_SHAPE_FIELDS):
@@ -278,10 +258,10 @@ class BooksDomain:
 
     async def archive_book(self, book_id: str, request_id: str = "") -> BookRow:
         """Archives the book; archiving an archived book pushes its rules again and changes nothing else."""
-        _check_book_id(book_id)
+        check_book_id(book_id)
 
         async def archive(conn) -> BookRow:
-            await self._book(conn, book_id, for_update=True)
+            await self.book(conn, book_id, for_update=True)
             return await self._published(await self.repo.update_book(conn, book_id, status=ARCHIVED))
 
         async with self.repo.transaction() as conn:
@@ -290,135 +270,6 @@ class BooksDomain:
     async def book_stats(self, book_id: str) -> BookCounts:
         await self.get_book(book_id)
         return await self.ledger.book_counts(book_id)
-
-    # generation
-
-    async def generate_codes(self, book_id: str, count: int, request_id: str = "") -> AsyncIterator[GenerationProgress]:
-        """Generates `count` new codes in batches, yielding the progress after each batch.
-
-        With a request_id the progress is recorded after every batch: a retry with the same id after an
-        interruption generates only the codes still missing, and after completion changes nothing.
-        """
-        _check_book_id(book_id, "book_id")
-        if not 1 <= count <= MAX_GENERATE:
-            raise InvalidArgument.field("count", f"must be between 1 and {MAX_GENERATE:,}, got {count:,}",
-                                        reason="INVALID_COUNT")
-        async with self.repo.transaction() as conn:
-            book = await self._book(conn, book_id)
-            _require_active(book)
-            pattern = pattern_of(book)
-            generated = await self._claim_generation(conn, book_id, count, request_id)
-            if generated < count:
-                used = await self.repo.codes_in_space(conn, book.code_pattern, book.code_length, book.code_alphabet)
-                codes.check_capacity(pattern, used, count - generated)
-        if generated >= count:
-            yield GenerationProgress(generated, count, True, pattern.space)
-            return
-        sizes = [min(ADD_CODES_BATCH, count - start) for start in range(generated, count, ADD_CODES_BATCH)]
-        async with contextlib.aclosing(self._stored_batches(book_id, codes.CodeGenerator(pattern), sizes)) as batches:
-            async for progress in self._record_batches(book_id, pattern, count, generated, request_id, batches):
-                yield progress
-
-    async def _record_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
-                              request_id: str, batches: AsyncIterator[tuple[int, bool]]
-                              ) -> AsyncIterator[GenerationProgress]:
-        """Counts each stored batch in the book (and the request's progress) and reports the progress."""
-        try:
-            async for progress in self._count_batches(book_id, pattern, count, generated, request_id, batches):
-                generated = progress.generated
-                yield progress
-        finally:
-            if request_id and generated < count:  # stopped early: release the lease so a retry may continue
-                with contextlib.suppress(Exception):
-                    async with self.repo.transaction() as conn:
-                        await self._record_progress(conn, request_id, generated, running=False)
-
-    async def _count_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
-                             request_id: str, batches: AsyncIterator[tuple[int, bool]]
-                             ) -> AsyncIterator[GenerationProgress]:
-        while generated < count:
-            try:
-                inserted, complete = await anext(batches)
-            except Unavailable as error:
-                raise Unavailable(f"{error.message} {generated:,} of {count:,} codes were generated and stored "
-                                  "before that; retry with the same request_id to generate only the rest.",
-                                  reason=error.reason, metadata={**error.metadata, "generated": generated}) from error
-            generated += inserted
-            async with self.repo.transaction() as conn:
-                await self.repo.add_code_count(conn, book_id, inserted)
-                if request_id:
-                    await self._record_progress(conn, request_id, generated, running=generated < count)
-            # Yielded first, so the caller's count includes this batch even when the space is crowded.
-            yield GenerationProgress(generated, count, generated >= count, pattern.space)
-            if not complete:
-                raise FailedPrecondition(
-                    f"Only {generated:,} of {count:,} codes were generated and stored: new random codes of pattern "
-                    f"{pattern.text} keep colliding with existing codes (other books or uploads use the same space).",
-                    reason="CODE_SPACE_CROWDED", metadata={"generated": generated, "requested": count})
-
-    async def _claim_generation(self, conn, book_id: str, count: int, request_id: str) -> int:
-        """How many codes this request already generated (0 for a new request); takes the request's lease.
-
-        A retry while the first call still runs (its lease is fresh) is refused, so the two cannot both
-        generate the rest; a retry after the first call died finds the lease expired and continues.
-        """
-        if not request_id:
-            return 0
-        stored = await self.repo.idempotency.claim(conn, "GenerateCodes", request_id, fingerprint(book_id, str(count)))
-        progress = json.loads(stored) if stored is not None else {"generated": 0}
-        if progress.get("lease_until", 0) > time.time() and progress["generated"] < count:
-            raise Aborted(f"A generation with request_id {request_id} is still running; retry once it stops.",
-                          reason="GENERATION_IN_PROGRESS", metadata={"generated": progress["generated"]})
-        # Recorded in the claiming transaction, so a retry always finds a progress record.
-        await self._record_progress(conn, request_id, progress["generated"], running=progress["generated"] < count)
-        return progress["generated"]
-
-    async def _record_progress(self, conn, request_id: str, generated: int, running: bool) -> None:
-        lease_until = time.time() + GENERATION_LEASE_SECONDS if running else 0
-        await self.repo.idempotency.record(conn, "GenerateCodes", request_id,
-                                           json.dumps({"generated": generated, "lease_until": lease_until}).encode())
-
-    async def _stored_batches(self, book_id: str, generator: codes.CodeGenerator,
-                              sizes: list[int]) -> AsyncIterator[tuple[int, bool]]:
-        """Stores batches of the given sizes, GENERATION_CONCURRENCY at a time; yields each one's result
-        as it finishes. Concurrent batches may draw the same code: the ledger keeps one, the other is replaced.
-
-        After a failure no batch starts, but those running finish and are yielded before the failure is
-        raised, so every stored code is counted.
-        """
-        waiting = iter(sizes)
-        running: set[asyncio.Task] = set()
-        failure: BaseException | None = None
-        try:
-            while True:
-                if failure is None:
-                    running.update(asyncio.create_task(self._generate_batch(book_id, generator, size))
-                                   for size in itertools.islice(waiting, GENERATION_CONCURRENCY - len(running)))
-                if not running:
-                    break
-                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    if task.exception() is None:
-                        yield task.result()
-                    else:
-                        failure = failure or task.exception()
-            if failure is not None:
-                raise failure
-        finally:
-            for task in running:  # the caller went away
-                task.cancel()
-
-    async def _generate_batch(self, book_id: str, generator: codes.CodeGenerator, size: int) -> tuple[int, bool]:
-        """Stores `size` new codes, replacing those that already exist; returns (stored, all stored)."""
-        pending = generator.unique_codes(size)
-        stored = 0
-        for _ in range(MAX_REPLACEMENT_ROUNDS):
-            added = await self.ledger.add_codes(book_id, pending)
-            stored += added.inserted
-            if not added.existing:
-                return stored, True
-            pending = generator.unique_codes(len(added.existing))
-        return stored, False
 
     # upload
 
@@ -429,9 +280,9 @@ class BooksDomain:
         read (its fingerprint covers every code); a retry of a finished upload reads the upload again, only
         to compare it, and returns the first answer.
         """
-        _check_book_id(book_id, "book_id")
+        check_book_id(book_id, "book_id")
         async with self.repo.transaction() as conn:
-            _require_active(await self._book(conn, book_id))
+            require_active(await self.book(conn, book_id))
             stored = await self.repo.stored_answer(conn, "UploadCodes", request_id) if request_id else None
         digest = _RequestDigest(book_id)
         screen = codes.UploadScreen()

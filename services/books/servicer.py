@@ -4,7 +4,8 @@
 
 from coupons.books.v1 import books_pb2, books_pb2_grpc
 from kernel.context import require_admin
-from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, GenerationProgress, UploadReport
+from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, UploadReport
+from services.books.generation import CodeGeneration, GenerationProgress
 from services.books.ledger_client import BookCounts
 from services.books.repository import BookRow
 from kernel.timestamps import from_timestamp, to_timestamp
@@ -62,8 +63,9 @@ async def _single(codes: list[str]):
 
 
 class BookServicer(books_pb2_grpc.BookServiceServicer):
-    def __init__(self, domain: BooksDomain):
+    def __init__(self, domain: BooksDomain, generation: CodeGeneration):
         self.domain = domain
+        self.generation = generation
 
     async def CreateBook(self, request, context):
         require_admin()
@@ -94,7 +96,7 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
 
     async def GenerateCodes(self, request, context):
         require_admin()
-        async for progress in self.domain.generate_codes(request.book_id, request.count, request.request_id):
+        async for progress in self.generation.generate_codes(request.book_id, request.count, request.request_id):
             yield _progress(progress)
 
     async def ImportCodes(self, request, context):
