@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass
 
 from kernel import paging
-from kernel.errors import (AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
-                           PreconditionViolation)
+from kernel.errors import (AlreadyExists, DomainError, FailedPrecondition, FieldViolation, InvalidArgument,
+                           NotFound, PreconditionViolation, Unavailable)
 from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
 from services.pools.clients import Directory, Ledger
@@ -346,29 +346,44 @@ class PoolsDomain:
             return await self._plan(conn, request)
 
     async def distribute(self, request: DistributionRequest) -> DistributionRow:
-        """Plans, then has the ledger assign every code in one transaction; nothing is assigned on refusal."""
+        """Plans, then has the ledger assign every code in one transaction; nothing is assigned on refusal.
+
+        The plan is committed (PENDING) before the ledger runs it, and the distribution id is the ledger's
+        request id: a retry after any interruption sends the same plan under the same id, so the ledger
+        answers it once and the retry converges on that answer instead of planning again.
+        """
         self._validate(request)
-
-        async def run(conn) -> DistributionRow:
-            plan = await self._plan(conn, request)
-            if not plan.satisfiable:
-                raise _refusal(plan, request.book_id)
-            distribution_id = str(uuid.uuid5(DISTRIBUTION_NAMESPACE, request.request_id) if request.request_id
-                                  else uuid.uuid4())
-            # The distribution id is the ledger's request id too: a retry cannot assign twice.
-            assigned = await self.ledger.bulk_assign(request.book_id, plan.assignments, distribution_id,
-                                                     distribution_id)
-            return await self.repo.insert_distribution(conn, DistributionRow(
-                id=distribution_id, pool_id=request.pool_id, book_id=request.book_id, mode=request.mode,
-                request={"codes_per_member": request.codes_per_member, "total_codes": request.total_codes,
-                         "request_id": request.request_id},
-                result={"members": [[s.user_id, s.codes, s.held] for s in plan.shares]},
-                assigned=assigned, created_at=None))
-
-        async def replay(conn, stored: bytes) -> DistributionRow:
-            return await self.repo.distribution(conn, stored.decode())
-
+        distribution_id = str(uuid.uuid5(DISTRIBUTION_NAMESPACE, request.request_id) if request.request_id
+                              else uuid.uuid4())
         parts = (request.pool_id, request.book_id, request.mode, request.codes_per_member, request.total_codes)
         async with self.repo.transaction() as conn:
-            return await self._once(conn, "Distribute", request.request_id, parts, run,
-                                    lambda row: row.id.encode(), replay)
+            if request.request_id:
+                stored = await self.repo.idempotency.claim(conn, "Distribute", request.request_id,
+                                                           fingerprint(*map(str, parts)))
+                if stored is not None:
+                    return await self.repo.distribution(conn, stored.decode())
+            planned = await self.repo.distribution(conn, distribution_id)
+            if planned is None:
+                plan = await self._plan(conn, request)
+                if not plan.satisfiable:
+                    raise _refusal(plan, request.book_id)
+                planned = await self.repo.insert_distribution(conn, DistributionRow(
+                    id=distribution_id, pool_id=request.pool_id, book_id=request.book_id, mode=request.mode,
+                    request={"codes_per_member": request.codes_per_member, "total_codes": request.total_codes,
+                             "request_id": request.request_id},
+                    result={"members": [[s.user_id, s.codes, s.held] for s in plan.shares]},
+                    assigned=0, created_at=None, state="PENDING"))
+        counts = {user_id: codes for user_id, codes, _ in planned.result["members"] if codes}
+        try:
+            assigned = await self.ledger.bulk_assign(request.book_id, counts, distribution_id, distribution_id)
+        except Unavailable:
+            raise  # the ledger may have committed: keep the plan, so the retry sends the same one
+        except DomainError:
+            async with self.repo.transaction() as conn:  # refused: nothing was assigned, a retry plans anew
+                await self.repo.delete_pending_distribution(conn, distribution_id)
+            raise
+        async with self.repo.transaction() as conn:
+            done = await self.repo.finish_distribution(conn, distribution_id, assigned)
+            if request.request_id:
+                await self.repo.idempotency.record(conn, "Distribute", request.request_id, done.id.encode())
+        return done

@@ -29,6 +29,7 @@ distributions = sa.Table(
     sa.Column("pool_id", sa.Uuid(as_uuid=False)), sa.Column("book_id", sa.Uuid(as_uuid=False)),
     sa.Column("mode", sa.Text), sa.Column("request", postgresql.JSONB), sa.Column("result", postgresql.JSONB),
     sa.Column("assigned", sa.BigInteger), sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("state", sa.Text),
 )
 MEMBER_COUNT = (sa.select(sa.func.count()).select_from(members).where(members.c.pool_id == pools.c.id)
                 .scalar_subquery().label("member_count"))
@@ -60,7 +61,8 @@ class DistributionRow:
     request: dict
     result: dict
     assigned: int
-    created_at: dt.datetime
+    created_at: dt.datetime | None
+    state: str = "DONE"  # PENDING: planned, the ledger's answer not recorded yet
 
 
 class PoolNameTaken(Exception):
@@ -163,6 +165,15 @@ class PoolsRepository:
         values = {k: v for k, v in row.__dict__.items() if k != "created_at"}
         inserted = (await conn.execute(sa.insert(distributions).values(**values).returning(*distributions.c))).one()
         return DistributionRow(**inserted._mapping)
+
+    async def finish_distribution(self, conn: AsyncConnection, distribution_id: str, assigned: int) -> DistributionRow:
+        statement = (sa.update(distributions).where(distributions.c.id == distribution_id)
+                     .values(state="DONE", assigned=assigned).returning(*distributions.c))
+        return DistributionRow(**(await conn.execute(statement)).one()._mapping)
+
+    async def delete_pending_distribution(self, conn: AsyncConnection, distribution_id: str) -> None:
+        await conn.execute(sa.delete(distributions).where(distributions.c.id == distribution_id,
+                                                          distributions.c.state == "PENDING"))
 
     async def distribution(self, conn: AsyncConnection, distribution_id: str) -> DistributionRow | None:
         row = (await conn.execute(sa.select(distributions).where(distributions.c.id == distribution_id))).first()
