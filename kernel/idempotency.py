@@ -9,6 +9,7 @@ waits on the unique key until the first transaction ends. Each schema has its ow
 
 import hashlib
 import re
+from typing import Awaitable, Callable, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,6 +40,7 @@ def create_table(schema: str) -> None:
     )
 
 
+T = TypeVar("T")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RETENTION = "1 day"  # a request_id older than this is a new request again
 
@@ -73,3 +75,21 @@ class IdempotencyStore:
 
     async def record(self, conn: AsyncConnection, scope: str, request_id: str, response: bytes) -> None:
         await conn.execute(self._record, {"scope": scope, "request_id": request_id, "response": response})
+
+    async def once(self, conn: AsyncConnection, scope: str, request_id: str, parts: tuple,
+                   run: Callable[[], Awaitable[T]], encode: Callable[[T], bytes],
+                   replay: Callable[[bytes], Awaitable[T]]) -> T:
+        """run() once per (scope, request_id) inside the caller's transaction; a retry gets replay(first answer).
+
+        parts are the request's arguments: the same id with other parts is refused. Without a request_id
+        run() simply runs.
+        """
+        if not request_id:
+            return await run()
+        request_hash = fingerprint(*(p if isinstance(p, (bytes, str)) else str(p) for p in parts))
+        stored = await self.claim(conn, scope, request_id, request_hash)
+        if stored is not None:
+            return await replay(stored)
+        answer = await run()
+        await self.record(conn, scope, request_id, encode(answer))
+        return answer

@@ -1,9 +1,12 @@
 """AIP-158 pagination: page_size bounds and opaque page tokens (a keyset cursor, base64 JSON)."""
 
 import base64
+import datetime as dt
 import json
+from typing import Callable
 
 from kernel.errors import InvalidArgument
+from kernel.validation import is_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -19,6 +22,11 @@ def encode_token(cursor: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode()
 
 
+def _foreign_token(field: str) -> InvalidArgument:
+    return InvalidArgument.field(field, "is not a token from a previous page of this list",
+                                 reason="INVALID_PAGE_TOKEN")
+
+
 def decode_token(token: str, field: str = "page_token") -> dict | None:
     if not token:
         return None
@@ -27,6 +35,41 @@ def decode_token(token: str, field: str = "page_token") -> dict | None:
     except (ValueError, UnicodeDecodeError):
         cursor = None
     if not isinstance(cursor, dict):
-        raise InvalidArgument.field(field, "is not a token from a previous page of this list",
-                                    reason="INVALID_PAGE_TOKEN")
+        raise _foreign_token(field)
     return cursor
+
+
+def decode_cursor(token: str, keys: dict[str, type], field: str = "page_token") -> dict | None:
+    """The keyset cursor of a token, its keys exactly `keys` and of their types; None for the first page."""
+    cursor = decode_token(token, field)
+    if cursor is None:
+        return None
+    if set(cursor) != set(keys) or not all(type(cursor[key]) is kind for key, kind in keys.items()):
+        raise _foreign_token(field)
+    return {key: cursor[key] for key in keys}
+
+
+def decode_time_id(token: str, field: str = "page_token") -> tuple[dt.datetime, str] | None:
+    """The (creation time, id) cursor of lists ordered by creation; None for the first page."""
+    cursor = decode_cursor(token, {"t": str, "id": str}, field)
+    if cursor is None:
+        return None
+    try:
+        created = dt.datetime.fromisoformat(cursor["t"])
+    except ValueError:
+        raise _foreign_token(field) from None
+    if not is_uuid(cursor["id"]):
+        raise _foreign_token(field)
+    return created, cursor["id"]
+
+
+def time_id(created: dt.datetime, item_id: str) -> dict:
+    return {"t": created.isoformat(), "id": item_id}
+
+
+def next_page(items: list, size: int, cursor_of: Callable[[object], dict]) -> tuple[list, str]:
+    """The page and the token of the next one; items holds up to size + 1 rows (one to look ahead)."""
+    if len(items) <= size:
+        return items, ""
+    items = items[:size]
+    return items, encode_token(cursor_of(items[-1]))

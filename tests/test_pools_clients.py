@@ -4,7 +4,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from kernel import errors, status
-from services.pools.clients import domain_error
+from kernel.remote_errors import domain_error
 
 
 def remote_error(error: errors.DomainError) -> grpc.aio.AioRpcError:

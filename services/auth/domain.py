@@ -12,7 +12,6 @@ from kernel import paging
 from kernel.context import ADMIN, USER, Principal
 from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
                            ResourceExhausted, Unauthenticated)
-from kernel.idempotency import fingerprint
 from kernel.tokens import TokenIssuer
 from kernel.validation import is_uuid
 from services.auth.passwords import PasswordHasher, violations as password_violations
@@ -96,14 +95,9 @@ class AuthDomain:
     async def _idempotent_user(self, conn, scope: str, request_id: str, parts: tuple,
                                make) -> UserRow:
         """Runs make(conn) once per request_id; a retry returns the same user."""
-        if not request_id:
-            return await make(conn)
-        stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*parts))
-        if stored is not None:
-            return await self.repo.user_by_id(conn, stored.decode())
-        user = await make(conn)
-        await self.repo.idempotency.record(conn, scope, request_id, user.id.encode())
-        return user
+        return await self.repo.idempotency.once(
+            conn, scope, request_id, parts, lambda: make(conn), lambda user: user.id.encode(),
+            lambda stored: self.repo.user_by_id(conn, stored.decode()))
 
     # public
 
@@ -222,20 +216,10 @@ class AuthDomain:
 
     async def list_users(self, page_size: int, page_token: str, email_contains: str) -> tuple[list[UserRow], str, int]:
         size = paging.page_size(page_size)
-        cursor = paging.decode_token(page_token)
-        after = None
-        if cursor is not None:
-            try:
-                after = (dt.datetime.fromisoformat(cursor["t"]), str(uuid.UUID(cursor["id"])))
-            except (KeyError, TypeError, ValueError):
-                raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
-                                            reason="INVALID_PAGE_TOKEN") from None
+        after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             rows, total = await self.repo.list_users(conn, size + 1, after, email_contains)
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = paging.encode_token({"t": rows[-1].created_at.isoformat(), "id": rows[-1].id})
+        rows, next_token = paging.next_page(rows, size, lambda row: paging.time_id(row.created_at, row.id))
         return rows, next_token, total
 
     async def get_user(self, user_id: str) -> UserRow:

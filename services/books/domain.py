@@ -17,13 +17,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from typing import AsyncIterable
 
 from kernel import paging
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
-from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
 from services.books import codes
 from services.books.ledger_client import ADD_CODES_BATCH, BookCounts, LedgerClient
@@ -185,14 +183,9 @@ class BooksDomain:
 
     async def _idempotent_book(self, conn, scope: str, request_id: str, parts: tuple, make) -> BookRow:
         """Runs make(conn) once per request_id; a retry returns the same book as it is now."""
-        if not request_id:
-            return await make(conn)
-        stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*parts))
-        if stored is not None:
-            return await self.book(conn, stored.decode())
-        book = await make(conn)
-        await self.repo.idempotency.record(conn, scope, request_id, book.id.encode())
-        return book
+        return await self.repo.idempotency.once(
+            conn, scope, request_id, parts, lambda: make(conn), lambda book: book.id.encode(),
+            lambda stored: self.book(conn, stored.decode()))
 
     async def _published(self, book: BookRow) -> BookRow:
         """Pushes the book's rules to the ledger; called inside the transaction that wrote them."""
@@ -218,20 +211,10 @@ class BooksDomain:
     async def list_books(self, page_size: int, page_token: str, status: str,
                          name_contains: str) -> tuple[list[BookRow], str, int]:
         size = paging.page_size(page_size)
-        cursor = paging.decode_token(page_token)
-        before = None
-        if cursor is not None:
-            try:
-                before = (dt.datetime.fromisoformat(cursor["t"]), str(uuid.UUID(cursor["id"])))
-            except (KeyError, TypeError, ValueError):
-                raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
-                                            reason="INVALID_PAGE_TOKEN") from None
+        before = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             books, total = await self.repo.list_books(conn, size + 1, before, status, name_contains.strip())
-        next_token = ""
-        if len(books) > size:
-            books = books[:size]
-            next_token = paging.encode_token({"t": books[-1].created_at.isoformat(), "id": books[-1].id})
+        books, next_token = paging.next_page(books, size, lambda book: paging.time_id(book.created_at, book.id))
         return books, next_token, total
 
     async def update_book(self, book_id: str, proposed: BookSettings, paths: list[str],

@@ -4,14 +4,13 @@ Every call forwards the caller's credentials and request id. A ledger that does 
 kernel.errors.Unavailable (retryable); its own refusals keep their meaning for the caller.
 """
 
-import contextlib
 from dataclasses import dataclass
 
 import grpc
 
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel import context, grpc_clients
-from kernel.errors import PermissionDenied, Unauthenticated, Unavailable
+from kernel.remote_errors import remote_call
 from services.books.repository import BookRow
 from kernel.timestamps import to_timestamp
 
@@ -38,21 +37,9 @@ class BookCounts:
     redemptions: int
 
 
-@contextlib.contextmanager
-def _ledger_call(what: str):
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        code = error.code()
-        if code in RETRYABLE:
-            raise Unavailable(f"The redemption service did not answer while {what} ({code.name}); retry shortly.",
-                              reason="LEDGER_UNAVAILABLE", metadata={"operation": what, "ledger_code": code.name}
-                              ) from error
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            raise PermissionDenied(f"The redemption service refused {what}: {error.details()}") from error
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise Unauthenticated(f"The redemption service refused the token while {what}.") from error
-        raise
+def _ledger_call(doing: str):
+    """A ledger that does not answer (or sheds load) is LEDGER_UNAVAILABLE, retryable; refusals pass through."""
+    return remote_call("redemption", not_answering=RETRYABLE, unavailable_reason="LEDGER_UNAVAILABLE", doing=doing)
 
 
 class LedgerClient:

@@ -1,6 +1,5 @@
 """The rules of pools, their members and distributions, in plain Python over the repository and clients."""
 
-import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
@@ -100,23 +99,8 @@ def _pool_taken(name: str) -> AlreadyExists:
                          message=f"A pool named {name} already exists.")
 
 
-def _after(page_token: str) -> tuple[dt.datetime, str] | None:
-    cursor = paging.decode_token(page_token)
-    if cursor is None:
-        return None
-    try:
-        return dt.datetime.fromisoformat(cursor["t"]), str(uuid.UUID(cursor["id"]))
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
-                                    reason="INVALID_PAGE_TOKEN") from None
 
 
-def _page(rows: list, size: int, time_of, id_of) -> tuple[list, str]:
-    """The page and the token of the next one (rows holds up to size + 1 rows)."""
-    if len(rows) <= size:
-        return rows, ""
-    rows = rows[:size]
-    return rows, paging.encode_token({"t": time_of(rows[-1]).isoformat(), "id": id_of(rows[-1])})
 
 
 def _refusal(plan: Plan, book_id: str) -> FailedPrecondition:
@@ -144,14 +128,8 @@ class PoolsDomain:
 
     async def _once(self, conn, scope: str, request_id: str, parts: tuple, run, answer, replay):
         """run(conn) once per request_id; a retry gets replay(conn, answer(first result))."""
-        if request_id:
-            stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*map(str, parts)))
-            if stored is not None:
-                return await replay(conn, stored)
-        result = await run(conn)
-        if request_id:
-            await self.repo.idempotency.record(conn, scope, request_id, answer(result))
-        return result
+        return await self.repo.idempotency.once(conn, scope, request_id, parts, lambda: run(conn), answer,
+                                                lambda stored: replay(conn, stored))
 
     async def _pool(self, conn, pool_id: str, keep: bool = False) -> PoolRow:
         pool = await self.repo.pool(conn, pool_id, keep=keep)
@@ -184,10 +162,10 @@ class PoolsDomain:
 
     async def list_pools(self, page_size: int, page_token: str) -> tuple[list[PoolRow], str]:
         size = paging.page_size(page_size)
-        after = _after(page_token)
+        after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             rows = await self.repo.list_pools(conn, size + 1, after)
-        return _page(rows, size, lambda p: p.created_at, lambda p: p.id)
+        return paging.next_page(rows, size, lambda pool: paging.time_id(pool.created_at, pool.id))
 
     async def update_pool(self, pool_id: str, name: str, description: str, mask: list[str],
                           request_id: str = "") -> PoolRow:
@@ -298,11 +276,11 @@ class PoolsDomain:
     async def list_members(self, pool_id: str, page_size: int, page_token: str) -> tuple[list[MemberRow], str, int]:
         _check(_id_violations(pool_id, "pool_id", "a pool"))
         size = paging.page_size(page_size)
-        after = _after(page_token)
+        after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             pool = await self._pool(conn, pool_id)
             rows = await self.repo.list_members(conn, pool_id, size + 1, after)
-        rows, next_token = _page(rows, size, lambda m: m.added_at, lambda m: m.user_id)
+        rows, next_token = paging.next_page(rows, size, lambda member: paging.time_id(member.added_at, member.user_id))
         return rows, next_token, pool.member_count
 
     # distribution

@@ -8,7 +8,6 @@ from typing import Awaitable, Callable
 
 from kernel.context import Principal
 from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
-from kernel.idempotency import fingerprint
 from services.redemption import results, rules
 from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository, Stamp
 from services.redemption.results import (AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult,
@@ -36,14 +35,9 @@ class RedemptionDomain:
     async def _once(self, conn, scope: str, request_id: str, parts: tuple, kind: type,
                     run: Callable[[], Awaitable]):
         """Runs `run` once per (scope, request_id), in the caller's transaction; a retry gets the first answer."""
-        if not request_id:
-            return await run()
-        stored = await self.repo.idempotency.claim(conn, scope, request_id, fingerprint(*map(str, parts)))
-        if stored is not None:
+        async def replay(stored: bytes):
             return results.decode(kind, stored)
-        answer = await run()
-        await self.repo.idempotency.record(conn, scope, request_id, results.encode(answer))
-        return answer
+        return await self.repo.idempotency.once(conn, scope, request_id, parts, run, results.encode, replay)
 
     # one coupon: advisory lock, row lock, rules, change, history, all in one transaction
 

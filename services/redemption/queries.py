@@ -1,6 +1,5 @@
 """Reads of the ledger: a coupon, a user's or a book's coupons, history, counts. Keyset-paged."""
 
-from typing import Callable
 
 from kernel import paging
 from kernel.context import Principal
@@ -10,24 +9,6 @@ from services.redemption.repository import BookCounts, BookRules, HistoryRow, Re
 from services.redemption.results import Coupon
 
 MAX_USERS_PER_CALL = 10_000
-
-
-def _page_cursor(page_token: str, keys: dict[str, type]) -> dict | None:
-    """The keyset cursor of a page token, its keys in `keys` order and of their types, or None for page one."""
-    cursor = paging.decode_token(page_token)
-    if cursor is None:
-        return None
-    if set(cursor) != set(keys) or not all(type(cursor[key]) is kind for key, kind in keys.items()):
-        raise InvalidArgument.field("page_token", "is not a token from a previous page of this list",
-                                    reason="INVALID_PAGE_TOKEN")
-    return {key: cursor[key] for key in keys}
-
-
-def _next_token(items: list, size: int, cursor_of: Callable[[object], dict]) -> tuple[list, str]:
-    if len(items) <= size:
-        return items, ""
-    items = items[:size]
-    return items, paging.encode_token(cursor_of(items[-1]))
 
 
 class LedgerQueries:
@@ -51,44 +32,48 @@ class LedgerQueries:
             raise PermissionDenied("A user may only list their own coupons.", reason="NOT_YOUR_ACCOUNT")
         book_id = rules.check_uuid(book_id, "book_id", "a book id") if book_id else None
         size = paging.page_size(page_size)
-        after = _page_cursor(page_token, {"code": str})
+        after = paging.decode_cursor(page_token, {"code": str})
         async with self.repo.transaction() as conn:
             rows = await self.repo.list_coupons(conn, size + 1, user_id=user_id, book_id=book_id, state=state,
                                                 after=after)
-        rows, token = _next_token(rows, size, lambda row: {"code": row.code})
+        rows, token = paging.next_page(rows, size, lambda row: {"code": row.code})
         return [Coupon.of(row) for row in rows], token
 
     async def list_book_coupons(self, book_id: str, state: str | None, page_size: int,
                                 page_token: str) -> tuple[list[Coupon], str]:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         size = paging.page_size(page_size)
-        after = _page_cursor(page_token, {"state": str, "code": str})
+        after = paging.decode_cursor(page_token, {"state": str, "code": str})
         async with self.repo.transaction() as conn:
             if await self.repo.rules(conn, book_id) is None:
                 raise rules.book_not_found(book_id)
             rows = await self.repo.list_coupons(conn, size + 1, book_id=book_id, state=state, after=after)
-        rows, token = _next_token(rows, size, lambda row: {"state": row.state, "code": row.code})
+        rows, token = paging.next_page(rows, size, lambda row: {"state": row.state, "code": row.code})
         return [Coupon.of(row) for row in rows], token
 
     async def coupon_history(self, code: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
         code = rules.check_code(code)
-        size = paging.page_size(page_size)
-        after = _page_cursor(page_token, {"id": int})
-        async with self.repo.transaction() as conn:
-            if await self.repo.coupon(conn, code) is None:
-                raise rules.coupon_not_found(code)
-            entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, code=code)
-        return _next_token(entries, size, lambda entry: {"id": entry.id})
+
+        async def missing(conn) -> Exception | None:
+            return rules.coupon_not_found(code) if await self.repo.coupon(conn, code) is None else None
+        return await self._history(missing, page_size, page_token, code=code)
 
     async def book_history(self, book_id: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
+
+        async def missing(conn) -> Exception | None:
+            return rules.book_not_found(book_id) if await self.repo.rules(conn, book_id) is None else None
+        return await self._history(missing, page_size, page_token, book_id=book_id)
+
+    async def _history(self, missing, page_size: int, page_token: str, **subject) -> tuple[list[HistoryRow], str]:
+        """One page of a code's or a book's history; NOT_FOUND (from missing(conn)) when the subject is unknown."""
         size = paging.page_size(page_size)
-        after = _page_cursor(page_token, {"id": int})
+        after = paging.decode_cursor(page_token, {"id": int})
         async with self.repo.transaction() as conn:
-            if await self.repo.rules(conn, book_id) is None:
-                raise rules.book_not_found(book_id)
-            entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, book_id=book_id)
-        return _next_token(entries, size, lambda entry: {"id": entry.id})
+            if (error := await missing(conn)) is not None:
+                raise error
+            entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, **subject)
+        return paging.next_page(entries, size, lambda entry: {"id": entry.id})
 
     # internal (books, pools)
 
