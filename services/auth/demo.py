@@ -12,27 +12,32 @@ DEMO_USERS = [
 ]
 
 
-async def ensure_user(settings: Settings, email: str, password: str, name: str, role: str) -> str:
-    """Creates the account unless its email exists; returns its id.
+async def ensure_users(settings: Settings, users: list[tuple[str, str, str, str]]) -> dict[str, str]:
+    """Creates each (email, password, name, role) account unless its email exists; returns their ids.
 
     Demo passwords are shorter than the 8 characters the API requires, so they are stored directly;
-    the demo is refused in production.
+    the demo is refused in production. One engine and one hasher serve the whole list.
     """
     if settings.production:
         raise SystemExit("demo accounts are never created when ENVIRONMENT=production")
     engine = create_engine(settings)
-    repo = AuthRepository(engine)
+    repo, hasher = AuthRepository(engine), PasswordHasher(settings.bcrypt_rounds)
+    ids: dict[str, str] = {}
     try:
-        async with repo.transaction() as conn:
-            existing = await repo.user_by_email(conn, email)
-            if existing is not None:
-                return existing.id
-            password_hash = await PasswordHasher(settings.bcrypt_rounds).hash(password)
-            return (await repo.insert_user(conn, email, name, role, password_hash)).id
+        for email, password, name, role in users:
+            async with repo.transaction() as conn:
+                existing = await repo.user_by_email(conn, email)
+                if existing is None:
+                    existing = await repo.insert_user(conn, email, name, role, await hasher.hash(password))
+                ids[email] = existing.id
     finally:
         await engine.dispose()
+    return ids
+
+
+async def ensure_user(settings: Settings, email: str, password: str, name: str, role: str) -> str:
+    return (await ensure_users(settings, [(email, password, name, role)]))[email]
 
 
 async def load_demo_users(settings: Settings) -> dict[str, str]:
-    return {email: await ensure_user(settings, email, password, name, role)
-            for email, password, name, role in DEMO_USERS}
+    return await ensure_users(settings, DEMO_USERS)
