@@ -24,6 +24,13 @@ class Principal:
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+# The address of the person's client: the gRPC peer, or what a trusted proxy (the gateway) says it saw.
+client_address_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_address", default="")
+
+
+def client_address() -> str:
+    """The calling client's IP address ("" when unknown), for per-client limits."""
+    return client_address_var.get()
 
 
 def current_principal() -> Principal:

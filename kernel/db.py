@@ -1,8 +1,13 @@
-"""The async SQLAlchemy engine (psycopg 3) with a bounded pool."""
+"""The async SQLAlchemy engine (psycopg 3) with a bounded pool, and the one transaction helper."""
 
+import contextlib
+from typing import AsyncIterator
+
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from kernel.errors import Aborted, FieldViolation, InvalidArgument
 from kernel.settings import Settings
 
 
@@ -23,3 +28,27 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={"application_name": f"coupons-{settings.component}"},
     )
+
+
+# PostgreSQL's own concurrency refusals: the same transaction may well succeed when run again.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction on one pooled connection, used by every repository.
+
+    A deadlock or serialization failure becomes ABORTED (retry), a value PostgreSQL cannot store (a NUL
+    byte, a number out of range) INVALID_ARGUMENT: never INTERNAL for what the caller can act on.
+    """
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except sa_exc.DataError as error:
+        raise InvalidArgument([FieldViolation("request", "holds a value that cannot be stored, such as a NUL "
+                                              "character or a number out of range")],
+                              reason="INVALID_VALUE") from error
+    except sa_exc.DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+            raise
+        raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error

@@ -6,21 +6,24 @@ streaming methods alike. Order on the server: RequestContext (outermost), ErrorM
 
 import contextlib
 import inspect
+import ipaddress
 import logging
 import time
 import uuid
 from typing import AsyncIterator
 
 import grpc
-import sqlalchemy.exc
 
 from kernel import metrics, status
-from kernel.context import principal_var, request_id_var
+from kernel.context import client_address_var, principal_var, request_id_var
 from kernel.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
 from kernel.tokens import TokenVerifier
 
 log = logging.getLogger("kernel.rpc")
 
+# Peers whose x-forwarded-for is believed: the gateway runs on loopback locally and on the cluster network.
+TRUSTED_PROXY_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"))
 # Open to everyone so grpcurl and Kubernetes probes work without a token.
 OPEN_SERVICES = ("/grpc.reflection.", "/grpc.health.v1.Health/")
 
@@ -69,6 +72,35 @@ def _wrap(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)
 
 
+def _peer_address(peer: str) -> str:
+    """The IP of a gRPC peer string ("ipv4:10.0.0.7:5123", "ipv6:[::1]:5123"); "" for other transports."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in TRUSTED_PROXY_NETWORKS)
+
+
+def client_address_of(context: grpc.aio.ServicerContext) -> str:
+    """The person's client: the last x-forwarded-for hop when the peer is a trusted proxy, else the peer."""
+    peer = _peer_address(context.peer() or "")
+    forwarded = _metadata(context, "x-forwarded-for")
+    if forwarded and _is_trusted_proxy(peer):
+        hop = forwarded.rpartition(",")[2].strip()[:64]
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(hop))
+    return peer
+
+
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
     for item in context.invocation_metadata() or ():
         if item.key == key:
@@ -90,6 +122,7 @@ class RequestContext(ScopedInterceptor):
         request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         caller = principal_var.set(None)  # set by Authentication, read here for the access log, reset here
+        client = client_address_var.set(client_address_of(context))
         await context.send_initial_metadata((("x-request-id", request_id),))
         started = time.perf_counter()
         try:
@@ -105,6 +138,7 @@ class RequestContext(ScopedInterceptor):
                 fields["user_id"] = principal.user_id
             log.info("rpc", extra={"fields": fields})
             principal_var.reset(caller)
+            client_address_var.reset(client)
             request_id_var.reset(token)
 
 
@@ -122,11 +156,6 @@ class ErrorMapping(ScopedInterceptor):
             await context.abort_with_status(status.from_domain_error(error, self.domain))
         except grpc.aio.AbortError:
             raise
-        except sqlalchemy.exc.DataError:
-            # A value the validators let through but PostgreSQL cannot store (a NUL byte, a number out of range).
-            refused = InvalidArgument([FieldViolation("request", "holds a value that cannot be stored, such as a NUL "
-                                                      "character or a number out of range")], reason="INVALID_VALUE")
-            await context.abort_with_status(status.from_domain_error(refused, self.domain))
         except Exception:
             log.exception("unexpected error", extra={"fields": {"method": method}})
             await context.abort_with_status(status.internal(request_id_var.get(), self.domain))

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kernel import db
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "auth"
@@ -70,7 +71,7 @@ class AuthRepository:
         self.idempotency = IdempotencyStore(SCHEMA)
 
     def transaction(self):
-        return self.engine.begin()
+        return db.transaction(self.engine)
 
     # users
 

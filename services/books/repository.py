@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kernel import db
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "books"
@@ -63,7 +64,7 @@ class BooksRepository:
         self.idempotency = IdempotencyStore(SCHEMA)
 
     def transaction(self):
-        return self.engine.begin()
+        return db.transaction(self.engine)
 
     async def insert_book(self, conn: AsyncConnection, **values) -> BookRow:
         statement = (sa.insert(books).values(**values, rules_version=rules_version.next_value())

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kernel import db
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "pools"
@@ -75,7 +76,7 @@ class PoolsRepository:
         self.idempotency = IdempotencyStore(SCHEMA)
 
     def transaction(self):
-        return self.engine.begin()
+        return db.transaction(self.engine)
 
     # pools
 

@@ -1,19 +1,16 @@
 """Data access for the redemption schema. All SQL of the redemption service lives here."""
 
-import contextlib
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kernel.errors import Aborted
+from kernel import db
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "redemption"
-RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 # The one definition of a live lock: an expired lock is no lock, in every read and write.
 LOCK_LIVE = "coalesce(c.lock_expires_at > now(), false)"
@@ -110,16 +107,8 @@ class RedemptionRepository:
         self.engine = engine
         self.idempotency = IdempotencyStore(SCHEMA)
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; PostgreSQL's own concurrency refusals (deadlock, serialization) become ABORTED."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                raise
-            raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error
+    def transaction(self):
+        return db.transaction(self.engine)
 
     async def try_lock_code(self, conn: AsyncConnection, code: str) -> bool:
         """Serializes operations on one code; transaction-scoped, so it cannot outlive the transaction."""
