@@ -1,25 +1,38 @@
-"""Per-call context (request id, caller) carried in contextvars from the interceptors to the domain."""
+"""Per-call context (request id, caller, client address) carried in contextvars from the interceptors to the domain."""
 
 import contextvars
 from dataclasses import dataclass
 
-from kernel.errors import PermissionDenied, Unauthenticated
+from kernel.errors import Unauthenticated
 
 ADMIN = "ADMIN"
 USER = "USER"
+SERVICE = "SERVICE"  # another service of the suite, signed in as itself
+PERSON_ROLES = (USER, ADMIN)
 
 
 @dataclass(frozen=True)
 class Principal:
     """The verified caller of an RPC."""
 
-    user_id: str
+    user_id: str  # a person's id, or "service:<name>" for a service
     role: str
-    token: str  # the raw bearer token, forwarded on calls to other services
+    issued_at: float = 0.0  # the token's iat, checked against revocations
+    # Whom the call is for: the person for a person's call; for a service's call, the person it acts for
+    # (its x-actor-id), recorded in history. A service's claim is trusted because the service is.
+    actor_id: str = ""
 
     @property
     def is_admin(self) -> bool:
         return self.role == ADMIN
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE
+
+    @property
+    def actor(self) -> str:
+        return self.actor_id or self.user_id
 
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -34,23 +47,8 @@ def client_address() -> str:
 
 
 def current_principal() -> Principal:
+    """The caller; the authentication interceptor has already checked it may call this method."""
     principal = principal_var.get()
     if principal is None:
         raise Unauthenticated()
     return principal
-
-
-def require_admin() -> Principal:
-    principal = current_principal()
-    if not principal.is_admin:
-        raise PermissionDenied()
-    return principal
-
-
-def outgoing_metadata() -> tuple[tuple[str, str], ...]:
-    """Metadata for a call to another service: the caller's credentials and the request id."""
-    metadata = [("x-request-id", request_id_var.get())] if request_id_var.get() else []
-    principal = principal_var.get()
-    if principal is not None:
-        metadata.append(("authorization", f"Bearer {principal.token}"))
-    return tuple(metadata)

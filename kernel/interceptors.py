@@ -1,22 +1,24 @@
-"""Server interceptors: request context and access log, domain error mapping, token verification.
+"""Server interceptors: request context and access log, domain error mapping, authorization.
 
 Each interceptor is an async context manager around the handler, so one wrapper serves unary and
 streaming methods alike. Order on the server: RequestContext (outermost), ErrorMapping, Authentication.
 """
 
 import contextlib
+import dataclasses
 import inspect
 import ipaddress
 import logging
+import re
 import time
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
-from kernel import metrics, status
+from kernel import access, metrics, status
 from kernel.context import client_address_var, principal_var, request_id_var
-from kernel.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
+from kernel.errors import DomainError, InvalidArgument, Unauthenticated
 from kernel.tokens import TokenVerifier
 
 log = logging.getLogger("kernel.rpc")
@@ -24,6 +26,8 @@ log = logging.getLogger("kernel.rpc")
 # Peers whose x-forwarded-for is believed: the gateway runs on loopback locally and on the cluster network.
 TRUSTED_PROXY_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"))
+MAX_ACTOR_LENGTH = 64
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 # Open to everyone so grpcurl and Kubernetes probes work without a token.
 OPEN_SERVICES = ("/grpc.reflection.", "/grpc.health.v1.Health/")
 
@@ -45,28 +49,49 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, lambda context: self.scope(method, context))
 
 
-def _wrap(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandler:
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+def _parser(deserialize) -> Callable:
+    def parse(raw: bytes):
+        try:
+            return deserialize(raw)
+        except Exception:  # DecodeError and friends: say what is wrong, not where in our code
+            raise InvalidArgument.field("request", "is not a valid protobuf message for this method",
+                                        reason="MALFORMED_MESSAGE") from None
+    return parse
+
+
+def _wrap(handler: grpc.RpcMethodHandler, scope, parse_inside: bool = False) -> grpc.RpcMethodHandler:
+    """The handler run inside scope(context). With parse_inside, requests reach it as bytes and are parsed
+    only inside the scope (after the caller was admitted), a malformed one refused as INVALID_ARGUMENT."""
+    deserialize = handler.request_deserializer
+    parse = _parser(deserialize) if parse_inside and deserialize else (lambda request: request)
+    codec = {"request_deserializer": None if parse_inside else deserialize,
+             "response_serializer": handler.response_serializer}
+
+    async def parse_all(requests):
+        async for request in requests:
+            yield parse(request)
+
     if handler.unary_unary:
         async def unary_unary(request, context):
             async with scope(context):
-                return await handler.unary_unary(request, context)
+                return await handler.unary_unary(parse(request), context)
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.stream_unary:
         async def stream_unary(requests, context):
             async with scope(context):
-                return await handler.stream_unary(requests, context)
+                return await handler.stream_unary(parse_all(requests), context)
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     behavior = handler.unary_stream or handler.stream_stream
+    read = parse if handler.unary_stream else parse_all
     if inspect.isasyncgenfunction(behavior):
         async def streaming(request_or_iterator, context) -> AsyncIterator:
             async with scope(context):
-                async for response in behavior(request_or_iterator, context):
+                async for response in behavior(read(request_or_iterator), context):
                     yield response
     else:  # a coroutine that writes its responses with context.write (e.g. the health service's Watch)
         async def streaming(request_or_iterator, context) -> None:
             async with scope(context):
-                await behavior(request_or_iterator, context)
+                await behavior(read(request_or_iterator), context)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(streaming, **codec)
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)
@@ -119,7 +144,9 @@ class RequestContext(ScopedInterceptor):
 
     @contextlib.asynccontextmanager
     async def scope(self, method, context):
-        request_id = _metadata(context, "x-request-id") or uuid.uuid4().hex
+        request_id = _metadata(context, "x-request-id")
+        if not REQUEST_ID.match(request_id):  # bounded before it reaches a log line or another service
+            request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
         caller = principal_var.set(None)  # set by Authentication, read here for the access log, reset here
         client = client_address_var.set(client_address_of(context))
@@ -161,21 +188,43 @@ class ErrorMapping(ScopedInterceptor):
             await context.abort_with_status(status.internal(request_id_var.get(), self.domain))
 
 
-class Authentication(ScopedInterceptor):
-    """Verifies the bearer token of every call but the open ones and sets the caller for the domain."""
+class Authentication(grpc.aio.ServerInterceptor):
+    """Admits each call by its method's access rule (kernel.access), then parses its request.
 
-    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str] = frozenset()):
+    The bearer token is verified locally and checked against the rule before a byte of the message is
+    parsed; reflection and health are open so grpcurl and probes work without a token. The caller is set
+    for the domain, which checks ownership. A person's call may not claim to act for another (x-actor-id
+    is believed only from a service).
+    """
+
+    def __init__(self, verifier: TokenVerifier, rules: dict[str, access.Rule]):
         self.verifier = verifier
-        self.public_methods = public_methods
+        self.rules = rules
 
-    def applies_to(self, method: str) -> bool:
-        return not method.startswith(OPEN_SERVICES) and method not in self.public_methods
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        rule = access.OPEN if method.startswith(OPEN_SERVICES) else self.rules.get(method, access.NO_RULE)
+        return _wrap(handler, lambda context: self._admit(rule, context), parse_inside=True)
 
     @contextlib.asynccontextmanager
-    async def scope(self, method, context):
-        scheme, _, token = _metadata(context, "authorization").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
-        # Each call runs in its own task with its own copy of the context; RequestContext resets it for the log.
-        principal_var.set(await self.verifier.verify(token.strip()))
+    async def _admit(self, rule: access.Rule, context):
+        if not rule.open:
+            scheme, _, token = _metadata(context, "authorization").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
+            principal = await self.verifier.verify(token.strip())
+            rule.check(principal)
+            if principal.is_service:
+                principal = dataclasses.replace(principal, actor_id=_actor(context))
+            # Each call runs in its own task with its own copy of the context; RequestContext resets it for the log.
+            principal_var.set(principal)
         yield
+
+
+def _actor(context) -> str:
+    """The person a service's call acts for (x-actor-id), when it is a plausible id."""
+    actor = _metadata(context, "x-actor-id")
+    return actor if 0 < len(actor) <= MAX_ACTOR_LENGTH and actor.isascii() and actor.isprintable() else ""

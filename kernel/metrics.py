@@ -21,7 +21,7 @@ def record_rpc(component: str, method: str, code: str, seconds: float) -> None:
         LOCK_CONFLICTS.labels(short).inc()
 
 
-def serve(port: int) -> None:
-    """Starts the /metrics endpoint in a background thread; port 0 turns it off."""
+def serve(port: int, host: str) -> None:
+    """Starts the /metrics endpoint on the component's HOST in a background thread; port 0 turns it off."""
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=host)

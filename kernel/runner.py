@@ -29,7 +29,7 @@ async def serve(components: list[tuple[Settings, Builder]]) -> None:
         server, cleanup = await build(settings)
         await server.start(settings.listen_address)
         running.append((settings, server, cleanup))
-    metrics.serve(components[0][0].metrics_port)  # one registry per process, so one endpoint
+    metrics.serve(components[0][0].metrics_port, components[0][0].host)  # one registry per process, so one endpoint
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ service, and a graceful stop: NOT_SERVING first, a short drain, then in-flight c
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -15,16 +15,20 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha
 
 from coupons.reflection.v1 import reflection_pb2 as reflection_v1
+from kernel import access
 from kernel.interceptors import Authentication, ErrorMapping, RequestContext
 from kernel.tokens import TokenVerifier
 
 log = logging.getLogger("kernel.server")
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Requests are refused above 4 MiB before anything is parsed (large uploads are streamed in chunks);
+# answers may be larger (a bulk assignment's codes).
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.max_send_message_length", MAX_SEND_BYTES),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -34,9 +38,8 @@ class ServiceSpec:
     """What a component adds to the shared server."""
 
     component: str
-    service_names: tuple[str, ...]
+    service_names: tuple[str, ...]  # whose methods' access rules (kernel.access) the server enforces
     register: Callable[[grpc.aio.Server], None]
-    public_methods: frozenset[str] = field(default_factory=frozenset)
 
 
 def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> None:
@@ -52,28 +55,46 @@ def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> 
     assert reflection_v1.DESCRIPTOR.services_by_name["ServerReflection"]  # keeps v1 in the descriptor pool
 
 
+class _Health(health.aio.HealthServicer):
+    """The standard health service with List too (grpcio-health-checking leaves it unimplemented)."""
+
+    async def List(self, request, context):
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()})
+
+
 class GrpcServer:
-    def __init__(self, spec: ServiceSpec, verifier: TokenVerifier, drain_seconds: float = 0.5):
+    def __init__(self, spec: ServiceSpec, verifier: TokenVerifier, drain_seconds: float = 0.5,
+                 revocation_poll_seconds: float = 2.0):
         self.spec = spec
+        self.verifier = verifier
         self.drain_seconds = drain_seconds
+        self.revocation_poll_seconds = revocation_poll_seconds
+        rules = access.table(spec.service_names)
+        unruled = sorted(method for method, rule in rules.items() if not rule.callers)
+        if unruled:
+            raise SystemExit(f"methods without an access rule (coupons.access.v1.access): {', '.join(unruled)}")
         self.server = grpc.aio.server(
             interceptors=[
                 RequestContext(spec.component),
                 ErrorMapping(domain=f"{spec.component}.coupons"),
-                Authentication(verifier, spec.public_methods),
+                Authentication(verifier, rules),
             ],
             options=SERVER_OPTIONS,
         )
         spec.register(self.server)
-        self.health = health.aio.HealthServicer()
+        self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
         reflection.enable_server_reflection(names, self.server)
         _register_reflection_v1(self.server, names)
         self.port = 0
         self._stopped = asyncio.Event()
+        self._revocations: asyncio.Task | None = None
 
     async def start(self, address: str) -> int:
+        if self.verifier.watches_revocations:
+            self._revocations = asyncio.create_task(self.verifier.keep_revocations(self.revocation_poll_seconds))
         self.port = self.server.add_insecure_port(address)
         await self.server.start()
         for name in ("", *self.spec.service_names):
@@ -89,6 +110,8 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.drain_seconds)
         await self.server.stop(grace_seconds)
+        if self._revocations is not None:
+            self._revocations.cancel()
         log.info("stopped", extra={"fields": {"component": self.spec.component}})
 
     async def wait_stopped(self) -> None:

@@ -1,7 +1,8 @@
 """Settings from environment variables, with defaults that make a local run work out of the box."""
 
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,35 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+# The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
+CALLING_SERVICES = ("books", "redemption", "pools")
+MIN_SERVICE_SECRET_LENGTH = 32
+
+
+def _local_secret(run_dir: str, name: str) -> str:
+    """A local run's service secret: made once in RUN_DIR/keys, shared by every process of the suite."""
+    path = Path(run_dir) / "keys" / f"service-{name}.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        draft.write_text(secrets.token_urlsafe(32))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)  # atomic: when two processes race, both read the winner's secret
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def _service_secrets(run_dir: str, production: bool) -> dict[str, str]:
+    found = {name: os.environ.get(f"SERVICE_SECRET_{name.upper()}", "").strip() for name in CALLING_SERVICES}
+    if production:
+        return {name: value for name, value in found.items() if value}
+    return {name: value or _local_secret(run_dir, name) for name, value in found.items()}
 
 
 def _address(component: str) -> str:
@@ -55,6 +85,11 @@ class Settings:
     shutdown_grace_seconds: int  # SHUTDOWN_GRACE_SECONDS
     log_level: str  # LOG_LEVEL
     run_dir: str  # RUN_DIR: local state (keys, embedded database)
+    # SERVICE_SECRET_BOOKS, _REDEMPTION, _POOLS: each service's credential for auth's client-credentials
+    # exchange; a service reads its own, auth all of them. Generated under RUN_DIR/keys locally.
+    service_secrets: dict[str, str] = field(default_factory=dict)
+    service_token_ttl_seconds: int = 300  # SERVICE_TOKEN_TTL_SECONDS
+    revocation_poll_seconds: float = 2.0  # REVOCATION_POLL_SECONDS: how soon a deactivation reaches every service
 
     @property
     def production(self) -> bool:
@@ -92,6 +127,9 @@ class Settings:
             shutdown_grace_seconds=_int("SHUTDOWN_GRACE_SECONDS", 10),
             log_level=_env("LOG_LEVEL", "INFO"),
             run_dir=run_dir,
+            service_secrets=_service_secrets(run_dir, _env("ENVIRONMENT", "local") == "production"),
+            service_token_ttl_seconds=_int("SERVICE_TOKEN_TTL_SECONDS", 300),
+            revocation_poll_seconds=_int("REVOCATION_POLL_SECONDS", 2),
         )
         settings.check()
         return settings
@@ -106,3 +144,12 @@ class Settings:
             raise SystemExit("DATABASE_URL is required when ENVIRONMENT=production")
         if self.bcrypt_rounds < 12:
             raise SystemExit("BCRYPT_ROUNDS below 12 is refused when ENVIRONMENT=production")
+
+    def service_secret(self, name: str) -> str:
+        """A service's secret; refused when missing or short in production (checked when serving, so a
+        migration Job needs none)."""
+        secret = self.service_secrets.get(name, "")
+        if self.production and len(secret) < MIN_SERVICE_SECRET_LENGTH:
+            raise SystemExit(f"SERVICE_SECRET_{name.upper()} of at least {MIN_SERVICE_SECRET_LENGTH} characters "
+                             "is required when ENVIRONMENT=production")
+        return secret

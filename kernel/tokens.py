@@ -4,6 +4,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kernel.context import Principal
-from kernel.errors import Unauthenticated, Unavailable
+from kernel.errors import PermissionDenied, Unauthenticated, Unavailable
+
+log = logging.getLogger("kernel.tokens")
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "iat", "exp", "jti"]
@@ -79,7 +82,7 @@ class TokenIssuer:
     audience: str
     ttl_seconds: int
 
-    def issue(self, user_id: str, role: str, now: float | None = None) -> str:
+    def issue(self, user_id: str, role: str, now: float | None = None, ttl_seconds: int | None = None) -> str:
         issued = int(now if now is not None else time.time())
         claims = {
             "iss": self.issuer,
@@ -87,13 +90,24 @@ class TokenIssuer:
             "sub": user_id,
             "role": role,
             "iat": issued,
-            "exp": issued + self.ttl_seconds,
+            "exp": issued + (ttl_seconds or self.ttl_seconds),
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, self.key.private_key, algorithm=ALGORITHM, headers={"kid": self.key.kid})
 
 
 KeyLoader = Callable[[], Awaitable[dict[str, Ed25519PublicKey]]]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Tokens of the user issued before not_before (epoch seconds) are refused; while disabled, all are."""
+
+    not_before: float
+    disabled: bool
+
+
+RevocationLoader = Callable[[], Awaitable[dict[str, Revocation]]]
 
 
 class TokenVerifier:
@@ -103,8 +117,11 @@ class TokenVerifier:
     # Verifying an Ed25519 signature costs ~10% of a redeem's CPU; the same token comes back on every call.
     CACHE_SIZE = 10_000
 
-    def __init__(self, load_keys: KeyLoader, issuer: str, audience: str):
+    def __init__(self, load_keys: KeyLoader, issuer: str, audience: str,
+                 load_revocations: RevocationLoader | None = None):
         self._load_keys = load_keys
+        self._load_revocations = load_revocations
+        self._revoked: dict[str, Revocation] = {}
         self._issuer = issuer
         self._audience = audience
         self._keys: dict[str, Ed25519PublicKey] = {}
@@ -113,13 +130,42 @@ class TokenVerifier:
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
-    def with_keys(cls, keys: list[Ed25519PublicKey], issuer: str, audience: str) -> "TokenVerifier":
+    def with_keys(cls, keys: list[Ed25519PublicKey], issuer: str, audience: str,
+                  load_revocations: RevocationLoader | None = None) -> "TokenVerifier":
         fixed = {key_id(k): k for k in keys}
 
         async def load() -> dict[str, Ed25519PublicKey]:
             return fixed
 
-        return cls(load, issuer, audience)
+        return cls(load, issuer, audience, load_revocations)
+
+    @property
+    def watches_revocations(self) -> bool:
+        return self._load_revocations is not None
+
+    async def refresh_revocations(self) -> None:
+        if self._load_revocations is not None:
+            self._revoked = await self._load_revocations()
+
+    async def keep_revocations(self, every_seconds: float) -> None:
+        """Re-reads the revocations forever: a deactivated account is refused within about every_seconds.
+        When auth does not answer the last list stays in force (and tokens still expire on their own)."""
+        while True:
+            try:
+                await self.refresh_revocations()
+            except Exception as error:
+                log.warning("revocations not refreshed", extra={"fields": {"error": repr(error)[:200]}})
+            await asyncio.sleep(every_seconds)
+
+    def _check_revoked(self, principal: Principal) -> None:
+        revocation = self._revoked.get(principal.user_id)
+        if revocation is None:
+            return
+        if revocation.disabled:
+            raise PermissionDenied("This account is deactivated; contact an administrator.",
+                                   reason="ACCOUNT_DISABLED")
+        if principal.issued_at < revocation.not_before:
+            raise Unauthenticated("The token was revoked; sign in again.", reason="TOKEN_REVOKED")
 
     async def _key(self, kid: str) -> Ed25519PublicKey:
         if kid not in self._keys:
@@ -142,11 +188,13 @@ class TokenVerifier:
         """The caller a token names; a token verified before is taken from the cache until it expires."""
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
-            return cached[0]
-        principal, expires = await self._verify_signature(token)
-        if len(self._verified) >= self.CACHE_SIZE:
-            self._verified.pop(next(iter(self._verified)))  # the oldest entry
-        self._verified[token] = (principal, expires)
+            principal = cached[0]
+        else:
+            principal, expires = await self._verify_signature(token)
+            if len(self._verified) >= self.CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))  # the oldest entry
+            self._verified[token] = (principal, expires)
+        self._check_revoked(principal)
         return principal
 
     async def _verify_signature(self, token: str) -> tuple[Principal, float]:
@@ -169,4 +217,5 @@ class TokenVerifier:
             raise Unauthenticated("The token was not issued for this service.", reason="TOKEN_WRONG_AUDIENCE") from None
         except jwt.PyJWTError:
             raise Unauthenticated("The token's signature or claims are invalid.", reason="INVALID_TOKEN") from None
-        return Principal(user_id=str(claims["sub"]), role=str(claims["role"]), token=token), float(claims["exp"])
+        principal = Principal(user_id=str(claims["sub"]), role=str(claims["role"]), issued_at=float(claims["iat"]))
+        return principal, float(claims["exp"])

@@ -15,6 +15,9 @@ DEMO_BOOKS = [
                    code_pattern="SUMMER-{}-2026", code_length=6, max_assignments_per_user=3),
     books_pb2.Book(name="VIP Rewards", description="A free coffee, up to three times per code.",
                    code_pattern="VIP-{}", code_length=8, allow_multi_redemption=True, max_redemptions_per_user=3),
+    # Self-service: any signed-in user may claim one code (POST /api/v1/coupons/assign {"book_id": ...}).
+    books_pb2.Book(name="Welcome Gift", description="A welcome gift every member may claim once, themself.",
+                   code_pattern="WELCOME-{}", code_length=6, max_assignments_per_user=1, allow_self_claim=True),
 ]
 CODES_PER_BOOK = 1000
 POOL = pools_pb2.Pool(name="Beta Testers", description="Early users who try new offers first.")
@@ -46,10 +49,11 @@ async def load(suite: Suite) -> str:
         books = books_pb2_grpc.BookServiceStub(channels["books"])
         redemption = redemption_pb2_grpc.RedemptionServiceStub(channels["redemption"])
         demo_books = [await _ensure_book(books, book, metadata) for book in DEMO_BOOKS]
+        handed_out = [b for b in demo_books if not b.allow_self_claim]  # alice claims the others herself
         held = await redemption.ListUserCoupons(redemption_pb2.ListUserCouponsRequest(user_id=alice.id),
                                                 metadata=metadata)
         if not held.coupons:
-            for book in demo_books:
+            for book in handed_out:
                 for _ in range(2):
                     await redemption.AssignRandomCoupon(redemption_pb2.AssignRandomCouponRequest(
                         book_id=book.id, user_id=alice.id), metadata=metadata)

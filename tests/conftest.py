@@ -89,6 +89,25 @@ async def auth_stub(auth_channel):
 
 
 @pytest.fixture(scope="session")
+async def auth_internal_stub(auth_channel):
+    from coupons.auth.v1 import auth_pb2_grpc
+
+    return auth_pb2_grpc.AuthInternalServiceStub(auth_channel)
+
+
+@pytest.fixture(scope="session")
+def service_metadata(signing_key) -> tuple:
+    """Call metadata of a service of the suite (pools), signed in as itself."""
+    from kernel.context import SERVICE
+    from kernel.tokens import TokenIssuer
+    from tests.support import settings_for
+
+    settings = settings_for("auth", "")
+    issuer = TokenIssuer(signing_key, settings.jwt_issuer, settings.jwt_audience, ttl_seconds=3600)
+    return (("authorization", f"Bearer {issuer.issue('service:pools', SERVICE)}"),)
+
+
+@pytest.fixture(scope="session")
 async def admin_session(auth_stub, database_url):
     """An ADMIN account, made the way `make run` makes the demo admin, and signed in."""
     from coupons.auth.v1 import auth_pb2

@@ -9,11 +9,11 @@ from tests.support import serving
 
 
 @pytest.fixture(scope="session")
-async def books_server(database_url, signing_key, redemption_server):
+async def books_server(database_url, auth_server, redemption_server):
     """Books wired to the redemption tests' server (tests/fixtures_redemption.py), so both share one ledger."""
     from services.books.app import build
 
-    async with serving(build, "books", database_url, signing_key, redemption_addr=redemption_server) as address:
+    async with serving(build, "books", database_url, auth_server, redemption_addr=redemption_server) as address:
         yield address
 
 

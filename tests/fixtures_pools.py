@@ -12,11 +12,10 @@ POOL_USERS = 8
 
 
 @pytest.fixture(scope="session")
-async def pools_server(database_url, signing_key, auth_server, redemption_server):
+async def pools_server(database_url, auth_server, redemption_server):
     from services.pools.app import build
 
-    async with serving(build, "pools", database_url, signing_key, auth_addr=auth_server,
-                       redemption_addr=redemption_server) as address:
+    async with serving(build, "pools", database_url, auth_server, redemption_addr=redemption_server) as address:
         yield address
 
 

@@ -10,21 +10,23 @@ from grpc_status import rpc_status
 from kernel.settings import Settings
 
 
+# In-process servers learn revocations every second, so the tests of that bound stay short.
+REVOCATION_POLL_SECONDS = 1.0
+
+
 def settings_for(component: str, database_url: str, **overrides) -> Settings:
     base = Settings.from_env(component)
-    return dataclasses.replace(base, database_url=database_url, host="127.0.0.1", port=0, db_pool_size=20,
-                               db_max_overflow=20, **overrides)
+    defaults = {"host": "127.0.0.1", "port": 0, "db_pool_size": 20, "db_max_overflow": 20,
+                "revocation_poll_seconds": REVOCATION_POLL_SECONDS}
+    return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 
 
 @contextlib.asynccontextmanager
-async def serving(build, component: str, database_url: str, signing_key, **overrides):
-    """A component built and started on a free loopback port, verifying tokens with the test signing key;
-    yields its address and stops it afterwards."""
-    from kernel.tokens import TokenVerifier
-
-    settings = settings_for(component, database_url, **overrides)
-    verifier = TokenVerifier.with_keys([signing_key.public_key], settings.jwt_issuer, settings.jwt_audience)
-    server, cleanup = await build(settings, verifier)
+async def serving(build, component: str, database_url: str, auth_addr: str, **overrides):
+    """A component built and started on a free loopback port, wired to the test auth server (its keys,
+    revocations and service tokens) as in production; yields its address and stops it afterwards."""
+    settings = settings_for(component, database_url, auth_addr=auth_addr, **overrides)
+    server, cleanup = await build(settings)
     port = await server.start("127.0.0.1:0")
     try:
         yield f"127.0.0.1:{port}"

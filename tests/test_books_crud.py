@@ -173,11 +173,11 @@ async def test_create_with_request_id_is_idempotent(books_stub, admin_session):
                        grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
 
 
-async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_session, database_url, signing_key):
+async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_session, database_url, auth_server):
     from kernel.localdb import free_port
     from services.books.app import build
 
-    async with serving(build, "books", database_url, signing_key,
+    async with serving(build, "books", database_url, auth_server,
                        redemption_addr=f"127.0.0.1:{free_port()}") as address:
         async with grpc.aio.insecure_channel(address) as channel:
             from coupons.books.v1 import books_pb2_grpc

@@ -72,13 +72,10 @@ async def test_admin_lists_users_and_unknown_email_is_404(http, gateway_url, adm
     assert status == 200 and by_id["email"] == admin_session.user.email
 
 
-async def test_unannotated_batch_lookup(http, gateway_url, admin_session):
-    status, body = await post(http, f"{gateway_url}/coupons.auth.v1.AuthService/BatchLookupUsers",
-                              {"emails": [admin_session.user.email, "nobody@example.com"]},
-                              headers=bearer(admin_session.access_token))
-    assert status == 200
-    assert body["results"][0]["user"]["id"] == admin_session.user.id
-    assert body["results"][1]["error_reason"] == "NOT_FOUND"
+async def test_internal_batch_lookup_is_not_routed(http, gateway_url, admin_session):
+    status, body = await post(http, f"{gateway_url}/coupons.auth.v1.AuthInternalService/BatchLookupUsers",
+                              {"emails": [admin_session.user.email]}, headers=bearer(admin_session.access_token))
+    assert status == 404 and reason_of(body) == "ROUTE_NOT_FOUND"
 
 
 async def test_bad_email_is_400_with_field_violations(http, gateway_url):

@@ -53,7 +53,7 @@ async def test_32_parallel_redeems_of_a_three_use_code(ledger, ledger_db):
 
 
 async def test_32_parallel_random_assignments_respect_the_per_user_limit(ledger, ledger_db):
-    book_id, _ = await ledger.book(40, max_assignments_per_user=2)
+    book_id, _ = await ledger.book(40, max_assignments_per_user=2, allow_self_claim=True)
     user = ledger.caller()
     results = await asyncio.gather(*(
         outcome(ledger.next_stub().AssignRandomCoupon(pb.AssignRandomCouponRequest(book_id=book_id),
@@ -98,7 +98,7 @@ async def test_1000_random_assignments_from_16_callers(ledger, ledger_db):
 
 async def assert_ledger_consistent(ledger, ledger_db, book_id: str) -> None:
     """GetBookCounts equals a count of the ledger's rows; every (user, book) counter equals the codes held."""
-    counts = await ledger.stub.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.admin.metadata)
+    counts = await ledger.internal.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.service)
     row = await (await ledger_db.execute("""
         SELECT count(*), count(*) FILTER (WHERE state = 'AVAILABLE'),
                count(*) FILTER (WHERE state = 'ASSIGNED' AND NOT coalesce(lock_expires_at > now(), false)),
@@ -136,5 +136,5 @@ async def test_lock_unlock_redeem_sequences_never_abort_spuriously(ledger):
                                               metadata=metadata)
 
     await asyncio.gather(*(checkout(code, holder.metadata) for code, holder in zip(codes, holders)))
-    counts = await ledger.stub.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.admin.metadata)
+    counts = await ledger.internal.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.service)
     assert (counts.redeemed, counts.locked, counts.assigned) == (48, 0, 0)

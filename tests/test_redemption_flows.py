@@ -124,7 +124,7 @@ async def test_expired_lock_is_no_lock(ledger):
 
 async def test_assignment_refusals(ledger):
     stub, admin = ledger.stub, ledger.admin.metadata
-    book_id, codes = await ledger.book(3, max_assignments_per_user=2)
+    book_id, codes = await ledger.book(3, max_assignments_per_user=2, allow_self_claim=True)
     user = ledger.caller()
     for code in codes[:2]:
         assigned = await ledger.assign(code, user)
@@ -137,7 +137,7 @@ async def test_assignment_refusals(ledger):
     assert error.message.startswith("Cannot assign an ASSIGNED coupon")
     await expect_error(ledger.assign("NO-SUCH-CODE", user), grpc.StatusCode.NOT_FOUND, "COUPON_NOT_FOUND")
 
-    empty_book, _ = await ledger.book(0)
+    empty_book, _ = await ledger.book(0, allow_self_claim=True)
     await expect_error(stub.AssignRandomCoupon(pb.AssignRandomCouponRequest(book_id=empty_book, user_id="me"),
                                                metadata=user.metadata), FAILED, "NO_CODES_AVAILABLE")
     await expect_error(stub.AssignRandomCoupon(pb.AssignRandomCouponRequest(book_id=str(uuid.uuid4())),
@@ -159,8 +159,8 @@ async def test_archived_and_validity_window_refuse(ledger):
              ({"valid_until": _at(now - dt.timedelta(days=1))}, "BOOK_EXPIRED")]
     for rules, reason in cases:
         book_id, code, holder = await ledger.held_coupon()
-        changed = await ledger.stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
-            book_id=book_id, version=2, **rules)), metadata=ledger.admin.metadata)
+        changed = await ledger.internal.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
+            book_id=book_id, version=2, **rules)), metadata=ledger.service)
         assert changed.version == 2
         await expect_error(ledger.stub.AssignRandomCoupon(pb.AssignRandomCouponRequest(book_id=book_id),
                                                           metadata=holder.metadata), FAILED, reason)
@@ -173,16 +173,16 @@ async def test_archived_and_validity_window_refuse(ledger):
 async def test_put_book_rules_ignores_older_versions(ledger):
     book_id, _ = await ledger.book(0, max_assignments_per_user=5)
     admin = ledger.admin.metadata
-    newer = await ledger.stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
+    newer = await ledger.internal.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
         book_id=book_id, version=3, max_assignments_per_user=7, allow_multi_redemption=True,
-        max_redemptions_per_user=4)), metadata=admin)
+        max_redemptions_per_user=4)), metadata=ledger.service)
     assert (newer.version, newer.max_assignments_per_user, newer.max_redemptions_per_user) == (3, 7, 4)
     assert newer.lock_ttl_seconds == 300
-    stale = await ledger.stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
-        book_id=book_id, version=2, max_assignments_per_user=1)), metadata=admin)
+    stale = await ledger.internal.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
+        book_id=book_id, version=2, max_assignments_per_user=1)), metadata=ledger.service)
     assert (stale.version, stale.max_assignments_per_user) == (3, 7)
-    error = await expect_error(ledger.stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
-        book_id=book_id, version=4, lock_ttl_seconds=4000)), metadata=admin), grpc.StatusCode.INVALID_ARGUMENT)
+    error = await expect_error(ledger.internal.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(
+        book_id=book_id, version=4, lock_ttl_seconds=4000)), metadata=ledger.service), grpc.StatusCode.INVALID_ARGUMENT)
     assert "rules.lock_ttl_seconds" in error.field_violations
 
 
@@ -219,16 +219,16 @@ async def test_user_cannot_call_admin_or_internal_methods(ledger):
         stub.ListBookCoupons(pb.ListBookCouponsRequest(book_id=book_id), metadata=user.metadata),
         stub.ListCouponHistory(pb.ListCouponHistoryRequest(code=code), metadata=user.metadata),
         stub.ListBookHistory(pb.ListBookHistoryRequest(book_id=book_id), metadata=user.metadata),
-        stub.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(book_id=book_id, version=9)),
+        ledger.internal.PutBookRules(pb.PutBookRulesRequest(rules=pb.BookRules(book_id=book_id, version=9)),
                           metadata=user.metadata),
-        stub.AddCodes(pb.AddCodesRequest(book_id=book_id, codes=["X-1"]), metadata=user.metadata),
-        stub.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=user.metadata),
-        stub.GetAssignmentCounts(pb.GetAssignmentCountsRequest(book_id=book_id), metadata=user.metadata),
-        stub.BulkAssign(pb.BulkAssignRequest(book_id=book_id, assignments=[pb.UserCodeCount(
+        ledger.internal.AddCodes(pb.AddCodesRequest(book_id=book_id, codes=["X-1"]), metadata=user.metadata),
+        ledger.internal.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=user.metadata),
+        ledger.internal.GetAssignmentCounts(pb.GetAssignmentCountsRequest(book_id=book_id), metadata=user.metadata),
+        ledger.internal.BulkAssign(pb.BulkAssignRequest(book_id=book_id, assignments=[pb.UserCodeCount(
             user_id=user.user_id, count=1)]), metadata=user.metadata),
     ]
-    for call in calls:
-        await expect_error(call, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    for call, reason in zip(calls, ["PERMISSION_DENIED"] * 4 + ["SERVICE_ONLY"] * 5):
+        await expect_error(call, grpc.StatusCode.PERMISSION_DENIED, reason)
     await expect_error(stub.GetCoupon(pb.GetCouponRequest(code=code)), grpc.StatusCode.UNAUTHENTICATED)
 
 
@@ -242,9 +242,9 @@ async def test_bad_input_is_invalid_argument(ledger):
          "page_size"),
         (stub.ListUserCoupons(pb.ListUserCouponsRequest(user_id="me", page_token="garbage!"),
                               metadata=user.metadata), "page_token"),
-        (stub.AddCodes(pb.AddCodesRequest(book_id=str(uuid.uuid4()), codes=["OK", ""]), metadata=admin), "codes[1]"),
-        (stub.BulkAssign(pb.BulkAssignRequest(book_id=str(uuid.uuid4()), assignments=[
-            pb.UserCodeCount(user_id="x", count=1)]), metadata=admin), "assignments[0].user_id"),
+        (ledger.internal.AddCodes(pb.AddCodesRequest(book_id=str(uuid.uuid4()), codes=["OK", ""]), metadata=ledger.service), "codes[1]"),
+        (ledger.internal.BulkAssign(pb.BulkAssignRequest(book_id=str(uuid.uuid4()), assignments=[
+            pb.UserCodeCount(user_id="x", count=1)]), metadata=ledger.service), "assignments[0].user_id"),
     ]
     for call, field in cases:
         error = await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT)
@@ -294,13 +294,13 @@ async def test_add_codes_reports_existing_and_counts(ledger):
     book_id, codes = await ledger.book(3)
     other_book, _ = await ledger.book(0)
     admin, stub = ledger.admin.metadata, ledger.stub
-    added = await stub.AddCodes(pb.AddCodesRequest(book_id=other_book, codes=[codes[0], "FRESH-" + codes[1]],
-                                                   request_id="add-1"), metadata=admin)
+    added = await ledger.internal.AddCodes(pb.AddCodesRequest(book_id=other_book, codes=[codes[0], "FRESH-" + codes[1]],
+                                                   request_id="add-1"), metadata=ledger.service)
     assert added.inserted == 1 and list(added.existing) == [codes[0]]
-    replay = await stub.AddCodes(pb.AddCodesRequest(book_id=other_book, codes=[codes[0], "FRESH-" + codes[1]],
-                                                    request_id="add-1"), metadata=admin)
+    replay = await ledger.internal.AddCodes(pb.AddCodesRequest(book_id=other_book, codes=[codes[0], "FRESH-" + codes[1]],
+                                                    request_id="add-1"), metadata=ledger.service)
     assert replay == added
-    await expect_error(stub.AddCodes(pb.AddCodesRequest(book_id=str(uuid.uuid4()), codes=["Z"]), metadata=admin),
+    await expect_error(ledger.internal.AddCodes(pb.AddCodesRequest(book_id=str(uuid.uuid4()), codes=["Z"]), metadata=ledger.service),
                        grpc.StatusCode.NOT_FOUND, "BOOK_NOT_FOUND")
 
     user = ledger.caller()
@@ -308,16 +308,16 @@ async def test_add_codes_reports_existing_and_counts(ledger):
     await stub.LockCoupon(pb.LockCouponRequest(code=codes[0]), metadata=user.metadata)
     await ledger.assign(codes[1], user)
     await stub.RedeemCoupon(pb.RedeemCouponRequest(code=codes[1]), metadata=user.metadata)
-    counts = await stub.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=admin)
+    counts = await ledger.internal.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.service)
     assert (counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed, counts.redemptions) == \
         (3, 1, 0, 1, 1, 1)
-    held = await stub.GetAssignmentCounts(pb.GetAssignmentCountsRequest(
-        book_id=book_id, user_ids=[user.user_id, ledger.caller().user_id]), metadata=admin)
+    held = await ledger.internal.GetAssignmentCounts(pb.GetAssignmentCountsRequest(
+        book_id=book_id, user_ids=[user.user_id, ledger.caller().user_id]), metadata=ledger.service)
     assert [c.held for c in held.counts] == [2, 0] and held.available == 1 and held.rules.book_id == book_id
 
 
 async def test_idempotent_assign_and_redeem(ledger, ledger_db):
-    book_id, _ = await ledger.book(5)
+    book_id, _ = await ledger.book(5, allow_self_claim=True)
     user, stub = ledger.caller(), ledger.stub
     request = pb.AssignRandomCouponRequest(book_id=book_id, request_id="assign-once")
     first = await stub.AssignRandomCoupon(request, metadata=user.metadata)

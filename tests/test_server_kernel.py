@@ -12,7 +12,7 @@ from coupons.reflection.v1 import reflection_pb2 as v1, reflection_pb2_grpc as v
 from services.auth.app import build
 from tests.support import settings_for
 
-EXPECTED = {"coupons.auth.v1.AuthService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+EXPECTED = {"coupons.auth.v1.AuthService", "coupons.auth.v1.AuthInternalService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
             "grpc.reflection.v1.ServerReflection"}
 
 

@@ -79,7 +79,7 @@ def test_a_request_id_follows_the_call_through_every_service(running_suite, gate
 def test_metrics_endpoint_exposes_rpc_and_redemption_metrics(running_suite, gateway_base):
     token = _login(gateway_base, "bob@example.com", "demo123")
     admin = _login(gateway_base, "admin@example.com", "admin123")
-    books = json.loads(_curl(f"{gateway_base}/api/v1/books?name_contains=VIP", "-H", f"authorization: Bearer {admin}"))
+    books = json.loads(_curl(f"{gateway_base}/api/v1/books?name_contains=Welcome", "-H", f"authorization: Bearer {admin}"))
     coupon = json.loads(_curl("-X", "POST", f"{gateway_base}/api/v1/coupons/assign", "-H",
                               f"authorization: Bearer {token}", "-d", json.dumps({"book_id": books["books"][0]["id"]})))
     _curl("-X", "POST", f"{gateway_base}/api/v1/coupons/redeem/{coupon['code']}", "-H", f"authorization: Bearer {token}")

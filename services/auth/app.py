@@ -3,13 +3,14 @@
 from coupons.auth.v1 import auth_pb2_grpc
 from kernel.db import create_engine
 from kernel.server import GrpcServer, ServiceSpec
-from kernel.settings import Settings
-from kernel.tokens import SigningKey, TokenIssuer, TokenVerifier
+from kernel.settings import CALLING_SERVICES, Settings
+from kernel.tokens import Revocation, SigningKey, TokenIssuer, TokenVerifier
 from services.auth.domain import AuthDomain
 from services.auth.keys import load_signing_key
 from services.auth.passwords import PasswordHasher
 from services.auth.repository import AuthRepository
-from services.auth.servicer import PUBLIC_METHODS, SERVICE_NAME, AuthServicer
+from services.auth.service_tokens import ServiceCredentials
+from services.auth.servicer import SERVICE_NAMES, AuthInternalServicer, AuthServicer
 
 
 async def build(settings: Settings, signing_key: SigningKey | None = None):
@@ -20,12 +21,17 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
                         settings.refresh_token_ttl_seconds, settings.login_max_failures,
                         settings.login_lockout_seconds)
     servicer = AuthServicer(domain, key, settings.jwt_issuer, settings.jwt_audience)
-    spec = ServiceSpec(
-        component="auth",
-        service_names=(SERVICE_NAME,),
-        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server),
-        public_methods=PUBLIC_METHODS,
-    )
-    # The auth service verifies with its own key: no network hop to itself.
-    verifier = TokenVerifier.with_keys([key.public_key], settings.jwt_issuer, settings.jwt_audience)
-    return GrpcServer(spec, verifier), engine.dispose
+    secrets = {name: settings.service_secret(name) for name in CALLING_SERVICES}
+    internal = AuthInternalServicer(domain, ServiceCredentials(secrets, issuer, settings.service_token_ttl_seconds))
+
+    def register(server) -> None:
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+        auth_pb2_grpc.add_AuthInternalServiceServicer_to_server(internal, server)
+
+    async def revocations() -> dict[str, Revocation]:
+        return {r.user_id: Revocation(r.not_before.timestamp(), r.disabled) for r in await domain.revocations()}
+
+    # The auth service verifies with its own key and reads revocations from its own schema: no hop to itself.
+    verifier = TokenVerifier.with_keys([key.public_key], settings.jwt_issuer, settings.jwt_audience, revocations)
+    spec = ServiceSpec(component="auth", service_names=SERVICE_NAMES, register=register)
+    return GrpcServer(spec, verifier, revocation_poll_seconds=settings.revocation_poll_seconds), engine.dispose

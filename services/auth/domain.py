@@ -15,7 +15,7 @@ from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFo
 from kernel.tokens import TokenIssuer
 from kernel.validation import is_uuid
 from services.auth.passwords import PasswordHasher, violations as password_violations
-from services.auth.repository import AuthRepository, UserExists, UserRow
+from services.auth.repository import AuthRepository, RevocationRow, UserExists, UserRow
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$")
 MAX_EMAIL_LENGTH = 254
@@ -250,9 +250,16 @@ class AuthDomain:
                     raise NotFound("user", user_id)
                 if active is False:
                     await self.repo.revoke_user_tokens(c, user_id)
+                if active is not None:  # every service learns it within REVOCATION_POLL_SECONDS
+                    await self.repo.set_revocation(c, user_id, disabled=not active)
                 return updated
             return await self._idempotent_user(conn, f"UpdateUser:{caller.user_id}", request_id,
                                                (user_id, repr(sorted(changes.items()))), apply)
+
+    async def revocations(self) -> list[RevocationRow]:
+        """The revocations a live access token may still be subject to (a minute's margin for clock skew)."""
+        async with self.repo.transaction() as conn:
+            return await self.repo.recent_revocations(conn, self.issuer.ttl_seconds + 60)
 
     async def lookup_by_email(self, email: str) -> UserRow:
         _check(_email_violations(email))

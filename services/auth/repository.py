@@ -25,6 +25,11 @@ refresh_tokens = sa.Table(
     sa.Column("family_id", sa.Uuid(as_uuid=False)), sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("used_at", sa.DateTime(timezone=True)), sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
+revocations = sa.Table(
+    "revocations", metadata,
+    sa.Column("user_id", sa.Uuid(as_uuid=False), primary_key=True), sa.Column("not_before", sa.DateTime(timezone=True)),
+    sa.Column("disabled", sa.Boolean), sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
 login_throttle = sa.Table(
     "login_throttle", metadata,
     sa.Column("email_key", sa.Text, primary_key=True), sa.Column("failures", sa.Integer),
@@ -51,6 +56,13 @@ class RefreshTokenRow:
     expires_at: dt.datetime
     used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class RevocationRow:
+    user_id: str
+    not_before: dt.datetime
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,22 @@ class AuthRepository:
         await conn.execute(sa.update(refresh_tokens)
                            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
                            .values(revoked_at=sa.func.now()))
+
+    # revocations: what every service refuses, polled by them
+
+    async def set_revocation(self, conn: AsyncConnection, user_id: str, disabled: bool) -> None:
+        """Tokens issued until now are refused; while disabled, every token is."""
+        await conn.execute(postgresql.insert(revocations)
+                           .values(user_id=user_id, not_before=sa.func.now(), disabled=disabled)
+                           .on_conflict_do_update(index_elements=[revocations.c.user_id], set_={
+                               "not_before": sa.func.now(), "disabled": disabled, "updated_at": sa.func.now()}))
+
+    async def recent_revocations(self, conn: AsyncConnection, max_age_seconds: int) -> list[RevocationRow]:
+        """The revocations that can still matter: a token older than max_age_seconds has expired anyway."""
+        statement = (sa.select(revocations.c.user_id, revocations.c.not_before, revocations.c.disabled)
+                     .where(revocations.c.updated_at > sa.func.now() - sa.func.make_interval(
+                         0, 0, 0, 0, 0, 0, max_age_seconds)))
+        return [RevocationRow(**row._mapping) for row in await conn.execute(statement)]
 
     # login throttle
 

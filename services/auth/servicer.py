@@ -2,15 +2,16 @@
 
 
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
-from kernel.context import current_principal, require_admin
+from kernel.context import current_principal
+from kernel.timestamps import to_timestamp
 from kernel.tokens import SigningKey, public_jwk
+from kernel.validation import enum_name
 from services.auth.domain import AuthDomain, Session
 from services.auth.repository import UserRow
-from kernel.timestamps import to_timestamp
-from kernel.validation import enum_name
+from services.auth.service_tokens import ServiceCredentials
 
-SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
-PUBLIC_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "RefreshSession", "GetSigningKeys"))
+SERVICE_NAMES = tuple(auth_pb2.DESCRIPTOR.services_by_name[name].full_name
+                      for name in ("AuthService", "AuthInternalService"))
 
 
 def user_message(user: UserRow) -> auth_pb2.User:
@@ -52,24 +53,21 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.ChangePasswordResponse()
 
     async def CreateUser(self, request, context):
-        require_admin()
         user = await self.domain.create_user(request.email, request.password, request.name, _role(request.role),
                                              request.request_id)
         return user_message(user)
 
     async def ListUsers(self, request, context):
-        require_admin()
         users, next_token, total = await self.domain.list_users(request.page_size, request.page_token,
                                                                  request.email_contains)
         return auth_pb2.ListUsersResponse(users=[user_message(u) for u in users], next_page_token=next_token,
                                           total_size=total)
 
     async def GetUser(self, request, context):
-        require_admin()
         return user_message(await self.domain.get_user(request.id))
 
     async def UpdateUser(self, request, context):
-        caller = require_admin()
+        caller = current_principal()
         user = await self.domain.update_user(
             caller, request.id,
             name=request.name if request.HasField("name") else None,
@@ -79,16 +77,31 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return user_message(user)
 
     async def LookupUserByEmail(self, request, context):
-        require_admin()
         return user_message(await self.domain.lookup_by_email(request.email))
 
+    async def GetSigningKeys(self, request, context):
+        return self.keys
+
+
+class AuthInternalServicer(auth_pb2_grpc.AuthInternalServiceServicer):
+    """What the other services ask of auth, each signed in as itself."""
+
+    def __init__(self, domain: AuthDomain, credentials: ServiceCredentials):
+        self.domain = domain
+        self.credentials = credentials
+
+    async def IssueServiceToken(self, request, context):
+        return auth_pb2.ServiceToken(access_token=self.credentials.issue(request.service, request.secret),
+                                     expires_in=self.credentials.ttl_seconds)
+
     async def BatchLookupUsers(self, request, context):
-        require_admin()
         results = await self.domain.batch_lookup(list(request.emails), list(request.user_ids))
         return auth_pb2.BatchLookupUsersResponse(results=[
             auth_pb2.UserLookupResult(query=r.query, user=user_message(r.user) if r.user else None,
                                       error_reason=r.error_reason)
             for r in results])
 
-    async def GetSigningKeys(self, request, context):
-        return self.keys
+    async def ListRevocations(self, request, context):
+        return auth_pb2.ListRevocationsResponse(revocations=[
+            auth_pb2.Revocation(user_id=r.user_id, not_before_time=to_timestamp(r.not_before), disabled=r.disabled)
+            for r in await self.domain.revocations()])

@@ -15,7 +15,8 @@ from services.books.servicer import SERVICE_NAME, BookServicer
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
-    ledger = LedgerClient(settings.redemption_addr)
+    identity = grpc_clients.identity_of(settings)
+    ledger = LedgerClient(settings.redemption_addr, identity)
     repository = BooksRepository(engine)
     books = BooksDomain(repository, ledger)
     servicer = BookServicer(books, CodeGeneration(books, repository, ledger))
@@ -27,6 +28,9 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
 
     async def cleanup() -> None:
         await ledger.close()
+        await identity.close()
         await engine.dispose()
 
-    return GrpcServer(spec, verifier or grpc_clients.remote_verifier(settings)), cleanup
+    server = GrpcServer(spec, verifier or grpc_clients.remote_verifier(settings, identity),
+                        revocation_poll_seconds=settings.revocation_poll_seconds)
+    return server, cleanup

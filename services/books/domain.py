@@ -52,6 +52,7 @@ class BookSettings:
     lock_ttl_seconds: int = 0
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
+    allow_self_claim: bool = False
 
 
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))

@@ -1,6 +1,7 @@
 """The redemption service's ledger as the books domain sees it: rules, codes and counts over gRPC.
 
-Every call forwards the caller's credentials and request id. A ledger that does not answer becomes
+Every call is made as the books service itself (kernel.grpc_clients.ServiceIdentity), for the person
+behind the request, with the request id. A ledger that does not answer becomes
 kernel.errors.Unavailable (retryable); its own refusals keep their meaning for the caller.
 """
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import grpc
 
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
-from kernel import context, grpc_clients
+from kernel import grpc_clients
+from kernel.grpc_clients import ServiceIdentity
 from kernel.remote_errors import remote_call
 from services.books.repository import BookRow
 from kernel.timestamps import to_timestamp
@@ -43,9 +45,10 @@ def _ledger_call(doing: str):
 
 
 class LedgerClient:
-    def __init__(self, address: str):
+    def __init__(self, address: str, identity: ServiceIdentity):
         self.channel = grpc_clients.channel(address)
-        self.stub = redemption_pb2_grpc.RedemptionServiceStub(self.channel)
+        self.stub = redemption_pb2_grpc.LedgerInternalServiceStub(self.channel)
+        self.identity = identity
 
     async def put_rules(self, book: BookRow) -> None:
         rules = redemption_pb2.BookRules(
@@ -53,21 +56,21 @@ class LedgerClient:
             max_redemptions_per_user=book.max_redemptions_per_user,
             max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
             valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
-            archived=book.status == "ARCHIVED", version=book.rules_version)
+            archived=book.status == "ARCHIVED", version=book.rules_version, allow_self_claim=book.allow_self_claim)
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(redemption_pb2.PutBookRulesRequest(rules=rules),
-                                         metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS)
+                                         metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS)
 
     async def add_codes(self, book_id: str, codes: list[str]) -> AddedCodes:
         with _ledger_call("adding codes"):
             response = await self.stub.AddCodes(redemption_pb2.AddCodesRequest(book_id=book_id, codes=codes),
-                                                metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS * 6)
+                                                metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS * 6)
         return AddedCodes(response.inserted, list(response.existing))
 
     async def book_counts(self, book_id: str) -> BookCounts:
         with _ledger_call("counting the book's codes"):
             counts = await self.stub.GetBookCounts(redemption_pb2.GetBookCountsRequest(book_id=book_id),
-                                                   metadata=context.outgoing_metadata(), timeout=CALL_TIMEOUT_SECONDS)
+                                                   metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS)
         return BookCounts(counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed,
                           counts.redemptions)
 

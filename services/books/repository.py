@@ -22,6 +22,7 @@ books = sa.Table(
     sa.Column("lock_ttl_seconds", sa.Integer), sa.Column("valid_from", sa.DateTime(timezone=True)),
     sa.Column("valid_until", sa.DateTime(timezone=True)), sa.Column("status", sa.Text),
     sa.Column("code_count", sa.BigInteger), sa.Column("rules_version", sa.BigInteger),
+    sa.Column("allow_self_claim", sa.Boolean),
     sa.Column("created_at", sa.DateTime(timezone=True)), sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 idempotency_keys = sa.Table(
@@ -48,6 +49,7 @@ class BookRow:
     status: str
     code_count: int
     rules_version: int
+    allow_self_claim: bool
     created_at: dt.datetime
     updated_at: dt.datetime
 

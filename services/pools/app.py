@@ -2,11 +2,12 @@
 
 from coupons.pools.v1 import pools_pb2_grpc
 from kernel.db import create_engine
-from kernel.grpc_clients import remote_verifier
+from kernel.directory import Directory
+from kernel.grpc_clients import identity_of, remote_verifier
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
-from services.pools.clients import Directory, Ledger
+from services.pools.clients import Ledger
 from services.pools.domain import PoolsDomain
 from services.pools.repository import PoolsRepository
 from services.pools.servicer import SERVICE_NAME, PoolsServicer
@@ -14,9 +15,9 @@ from services.pools.servicer import SERVICE_NAME, PoolsServicer
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
-    directory = Directory(settings.auth_addr)
-    ledger = Ledger(settings.redemption_addr)
-    servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), directory, ledger))
+    identity = identity_of(settings)
+    ledger = Ledger(settings.redemption_addr, identity)
+    servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), Directory(identity), ledger))
     spec = ServiceSpec(
         component="pools",
         service_names=(SERVICE_NAME,),
@@ -24,8 +25,10 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
     )
 
     async def cleanup() -> None:
-        await directory.close()
         await ledger.close()
+        await identity.close()
         await engine.dispose()
 
-    return GrpcServer(spec, verifier or remote_verifier(settings)), cleanup
+    server = GrpcServer(spec, verifier or remote_verifier(settings, identity),
+                        revocation_poll_seconds=settings.revocation_poll_seconds)
+    return server, cleanup

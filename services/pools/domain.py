@@ -9,7 +9,8 @@ from kernel.errors import (AlreadyExists, DomainError, FailedPrecondition, Field
                            NotFound, PreconditionViolation, Unavailable)
 from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
-from services.pools.clients import Directory, Ledger
+from kernel.directory import Directory
+from services.pools.clients import Ledger
 from services.pools.distribution import (EQUAL, MAX_MEMBERS_PER_DISTRIBUTION, RANDOM, Plan, plan_equal,
                                          plan_random)
 from services.pools.repository import DistributionRow, MemberRow, PoolNameTaken, PoolRow, PoolsRepository

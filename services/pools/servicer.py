@@ -3,7 +3,6 @@
 from google.protobuf import empty_pb2
 
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
-from kernel.context import require_admin
 from services.pools.distribution import Plan
 from services.pools.domain import DistributionRequest, MembershipChange, PoolsDomain
 from services.pools.repository import DistributionRow, MemberRow, PoolRow
@@ -55,52 +54,42 @@ class PoolsServicer(pools_pb2_grpc.PoolServiceServicer):
         self.domain = domain
 
     async def CreatePool(self, request, context):
-        require_admin()
         return _pool(await self.domain.create_pool(request.pool.name, request.pool.description, request.request_id))
 
     async def GetPool(self, request, context):
-        require_admin()
         return _pool(await self.domain.get_pool(request.id))
 
     async def ListPools(self, request, context):
-        require_admin()
         pools, next_token = await self.domain.list_pools(request.page_size, request.page_token)
         return pools_pb2.ListPoolsResponse(pools=[_pool(p) for p in pools], next_page_token=next_token)
 
     async def UpdatePool(self, request, context):
-        require_admin()
         pool = await self.domain.update_pool(request.pool.id, request.pool.name, request.pool.description,
                                              list(request.update_mask.paths), request.request_id)
         return _pool(pool)
 
     async def DeletePool(self, request, context):
-        require_admin()
         await self.domain.delete_pool(request.id, request.request_id)
         return empty_pb2.Empty()
 
     async def AddPoolMembers(self, request, context):
-        require_admin()
         change = await self.domain.add_members(request.pool_id, list(request.user_ids), list(request.emails),
                                                request.request_id)
         return pools_pb2.AddPoolMembersResponse(added=change.count, results=_results(change))
 
     async def RemovePoolMembers(self, request, context):
-        require_admin()
         change = await self.domain.remove_members(request.pool_id, list(request.user_ids), list(request.emails),
                                                   request.request_id)
         return pools_pb2.RemovePoolMembersResponse(removed=change.count, results=_results(change))
 
     async def ListPoolMembers(self, request, context):
-        require_admin()
         members, next_token, total = await self.domain.list_members(request.pool_id, request.page_size,
                                                                     request.page_token)
         return pools_pb2.ListPoolMembersResponse(members=[_member(m) for m in members], next_page_token=next_token,
                                                  total_size=total)
 
     async def PreviewDistribution(self, request, context):
-        require_admin()
         return _plan(request, await self.domain.preview(_distribution_request(request)))
 
     async def Distribute(self, request, context):
-        require_admin()
         return _distribution(await self.domain.distribute(_distribution_request(request)))

@@ -1,24 +1,34 @@
-"""Wires the redemption service: repository, domain, servicer and the shared server."""
+"""Wires the redemption service: repository, domain, servicers and the shared server."""
 
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel.db import create_engine
-from kernel.grpc_clients import remote_verifier
+from kernel.directory import Directory
+from kernel.grpc_clients import identity_of, remote_verifier
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
 from services.redemption.repository import RedemptionRepository
-from services.redemption.servicer import SERVICE_NAME, RedemptionServicer
+from services.redemption.servicer import SERVICE_NAMES, LedgerInternalServicer, RedemptionServicer
 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    identity = identity_of(settings)
     repository = RedemptionRepository(engine)
-    servicer = RedemptionServicer(RedemptionDomain(repository), LedgerQueries(repository))
-    spec = ServiceSpec(
-        component="redemption",
-        service_names=(SERVICE_NAME,),
-        register=lambda server: redemption_pb2_grpc.add_RedemptionServiceServicer_to_server(servicer, server),
-    )
-    return GrpcServer(spec, verifier or remote_verifier(settings)), engine.dispose
+    domain, queries = RedemptionDomain(repository, Directory(identity)), LedgerQueries(repository)
+    public, internal = RedemptionServicer(domain, queries), LedgerInternalServicer(domain, queries)
+
+    def register(server) -> None:
+        redemption_pb2_grpc.add_RedemptionServiceServicer_to_server(public, server)
+        redemption_pb2_grpc.add_LedgerInternalServiceServicer_to_server(internal, server)
+
+    async def cleanup() -> None:
+        await identity.close()
+        await engine.dispose()
+
+    spec = ServiceSpec(component="redemption", service_names=SERVICE_NAMES, register=register)
+    server = GrpcServer(spec, verifier or remote_verifier(settings, identity),
+                        revocation_poll_seconds=settings.revocation_poll_seconds)
+    return server, cleanup

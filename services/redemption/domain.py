@@ -7,6 +7,7 @@ import uuid
 from typing import Awaitable, Callable
 
 from kernel.context import Principal
+from kernel.directory import Directory
 from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from services.redemption import results, rules
 from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository, Stamp
@@ -29,8 +30,9 @@ def _busy(code: str) -> Aborted:
 
 
 class RedemptionDomain:
-    def __init__(self, repository: RedemptionRepository):
+    def __init__(self, repository: RedemptionRepository, directory: Directory):
         self.repo = repository
+        self.directory = directory  # auth's accounts: codes go only to existing, active users
 
     async def _once(self, conn, scope: str, request_id: str, parts: tuple, kind: type,
                     run: Callable[[], Awaitable]):
@@ -68,12 +70,12 @@ class RedemptionDomain:
 
     async def _expire_lock(self, conn, caller: Principal, row: CouponRow, request_id: str) -> CouponRow:
         """Clears a lock whose time is up and records that it expired (kept only if the write goes on)."""
-        return await self.repo.clear_lock(conn, row.code, Stamp("LOCK_EXPIRED_EVENT", caller.user_id, request_id))
+        return await self.repo.clear_lock(conn, row.code, Stamp("LOCK_EXPIRED_EVENT", caller.actor, request_id))
 
     async def _record(self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str,
                       distribution_id: str = "") -> None:
         await self.repo.append_history(conn, [
-            HistoryEvent(row.code, row.book_id, event, row.user_id, caller.user_id, request_id, distribution_id)
+            HistoryEvent(row.code, row.book_id, event, row.user_id, caller.actor, request_id, distribution_id)
             for row in rows])
 
     async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
@@ -81,7 +83,7 @@ class RedemptionDomain:
             rules.check_book_open(book, "lock", _now())
             rules.check_lockable(row)
             locked = await self.repo.lock(conn, row.code, str(uuid.uuid4()), book.lock_ttl_seconds,
-                                          Stamp("LOCKED_EVENT", caller.user_id, request_id))
+                                          Stamp("LOCKED_EVENT", caller.actor, request_id))
             return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
         return await self._on_coupon(caller, "LockCoupon", code, request_id, (), LockResult, change)
@@ -89,7 +91,7 @@ class RedemptionDomain:
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
         async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
             rules.check_unlockable(row)
-            unlocked = await self.repo.clear_lock(conn, row.code, Stamp("UNLOCKED_EVENT", caller.user_id, request_id))
+            unlocked = await self.repo.clear_lock(conn, row.code, Stamp("UNLOCKED_EVENT", caller.actor, request_id))
             return Coupon.of(unlocked)
 
         return await self._on_coupon(caller, "UnlockCoupon", code, request_id, (), Coupon, change)
@@ -101,7 +103,7 @@ class RedemptionDomain:
         async def change(conn, row: CouponRow, book: BookRules) -> RedeemResult:
             rules.check_book_open(book, "redeem", _now())
             rules.check_redeemable(row, lock_id)
-            redeemed = await self.repo.redeem(conn, row.code, Stamp("REDEEMED_EVENT", caller.user_id, request_id))
+            redeemed = await self.repo.redeem(conn, row.code, Stamp("REDEEMED_EVENT", caller.actor, request_id))
             if redeemed is None:  # the conditional update is the last word on the count; never seen under the locks
                 raise _busy(row.code)
             return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
@@ -111,6 +113,7 @@ class RedemptionDomain:
     async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
         """Admin: gives this AVAILABLE code to the user."""
         user_id = rules.check_uuid(user_id, "user_id", "a user id")
+        await self.directory.check_assignable([user_id])
 
         async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
             rules.check_book_open(book, "assign", _now())
@@ -163,9 +166,13 @@ class RedemptionDomain:
         user_id = rules.check_uuid(user_id, "user_id", 'a user id or "me"')
         if not caller.is_admin and user_id != caller.user_id:
             raise PermissionDenied("A user may only assign coupons to themself.", reason="NOT_YOUR_ACCOUNT")
+        if user_id != caller.user_id:  # a person's own verified token already proves their account is live
+            await self.directory.check_assignable([user_id])
         async with self.repo.transaction() as conn:
             async def run() -> Coupon:
                 book = await self._open_book(conn, book_id)
+                if not caller.is_admin:
+                    rules.check_self_claim(book)
                 await self._reserve(conn, book, {user_id: 1})
                 assigned = await self.repo.assign(conn, await self._pick(conn, book, 1), [user_id])
                 await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id)
@@ -180,6 +187,7 @@ class RedemptionDomain:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         wanted = _bulk_counts(counts)
         needed = sum(wanted.values())
+        await self.directory.check_assignable(list(wanted))
         async with self.repo.transaction() as conn:
             async def run() -> BulkAssignResult:
                 book = await self._open_book(conn, book_id)

@@ -18,7 +18,7 @@ COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::tex
     c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, c.redemption_count,
     r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
-    lock_ttl_seconds, valid_from, valid_until, archived, version"""
+    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim"""
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class BookRules:
     valid_until: dt.datetime | None
     archived: bool
     version: int
+    allow_self_claim: bool = False  # a USER may assign random codes of the book to themself
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,17 @@ class RedemptionRepository:
         values = {k: getattr(rules, k) for k in BookRules.__dataclass_fields__}
         await conn.execute(sa.text(f"""
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
-                max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version)
+                max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
+                allow_self_claim)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
-                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version)
+                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
                 max_assignments_per_user = excluded.max_assignments_per_user,
                 lock_ttl_seconds = excluded.lock_ttl_seconds, valid_from = excluded.valid_from,
                 valid_until = excluded.valid_until, archived = excluded.archived, version = excluded.version,
-                updated_at = now()
+                allow_self_claim = excluded.allow_self_claim, updated_at = now()
             WHERE b.version < excluded.version"""), values)
         return await self.rules(conn, rules.book_id)
 

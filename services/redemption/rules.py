@@ -6,7 +6,8 @@ Every refusal names the coupon's state and the rule, with a stable reason.
 import datetime as dt
 import uuid
 
-from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PreconditionViolation
+from kernel.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
+                           PreconditionViolation)
 from kernel.validation import has_control_characters
 from services.redemption.repository import BookRules, CouponRow
 
@@ -104,7 +105,7 @@ def normalize_rules(rules: BookRules) -> BookRules:
     return BookRules(book_id=book_id, allow_multi_redemption=rules.allow_multi_redemption,
                      max_redemptions=max_redemptions, max_assignments_per_user=rules.max_assignments_per_user,
                      lock_ttl_seconds=lock_ttl, valid_from=rules.valid_from, valid_until=rules.valid_until,
-                     archived=rules.archived, version=rules.version)
+                     archived=rules.archived, version=rules.version, allow_self_claim=rules.allow_self_claim)
 
 
 # the book
@@ -128,6 +129,14 @@ def check_book_open(rules: BookRules, action: str, now: dt.datetime) -> None:
             f"Cannot {action} a coupon of book {rules.book_id}: the book expired at {_when(rules.valid_until)}.",
             reason="BOOK_EXPIRED", metadata={"book_id": rules.book_id, "valid_until": _when(rules.valid_until)},
             violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")])
+
+
+def check_self_claim(rules: BookRules) -> None:
+    """A USER takes codes of a book only when the book says so; an ADMIN hands out any book's codes."""
+    if not rules.allow_self_claim:
+        raise PermissionDenied(
+            f"Book {rules.book_id} does not allow self-service claims (its rule allow_self_claim is off); "
+            "an administrator hands its codes out.", reason="SELF_CLAIM_NOT_ALLOWED")
 
 
 def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> FailedPrecondition:

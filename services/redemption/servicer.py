@@ -5,7 +5,7 @@
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel import metrics
-from kernel.context import current_principal, require_admin
+from kernel.context import current_principal
 from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
 from services.redemption.repository import BookCounts, BookRules, HistoryRow
@@ -13,7 +13,8 @@ from services.redemption.results import Coupon
 from kernel.timestamps import from_timestamp, to_timestamp
 from kernel.validation import enum_name
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
+SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name
+                      for name in ("RedemptionService", "LedgerInternalService"))
 
 
 def _state(value: int) -> str | None:
@@ -32,7 +33,8 @@ def _rules_message(rules: BookRules) -> pb.BookRules:
                         max_redemptions_per_user=rules.max_redemptions,
                         max_assignments_per_user=rules.max_assignments_per_user,
                         lock_ttl_seconds=rules.lock_ttl_seconds, valid_from=to_timestamp(rules.valid_from),
-                        valid_until=to_timestamp(rules.valid_until), archived=rules.archived, version=rules.version)
+                        valid_until=to_timestamp(rules.valid_until), archived=rules.archived, version=rules.version,
+                        allow_self_claim=rules.allow_self_claim)
 
 
 def _rules(message: pb.BookRules) -> BookRules:
@@ -41,7 +43,7 @@ def _rules(message: pb.BookRules) -> BookRules:
                      max_assignments_per_user=message.max_assignments_per_user,
                      lock_ttl_seconds=message.lock_ttl_seconds, valid_from=from_timestamp(message, "valid_from"),
                      valid_until=from_timestamp(message, "valid_until"), archived=message.archived,
-                     version=message.version)
+                     version=message.version, allow_self_claim=message.allow_self_claim)
 
 
 def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryResponse:
@@ -68,7 +70,7 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
         return coupon_message(coupon)
 
     async def AssignCoupon(self, request, context):
-        coupon = await self.domain.assign(require_admin(), request.code, request.user_id, request.request_id)
+        coupon = await self.domain.assign(current_principal(), request.code, request.user_id, request.request_id)
         return coupon_message(coupon)
 
     async def LockCoupon(self, request, context):
@@ -95,39 +97,40 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
         return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListBookCoupons(self, request, context):
-        require_admin()
         coupons, token = await self.queries.list_book_coupons(request.book_id, _state(request.state),
                                                              request.page_size, request.page_token)
         return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListCouponHistory(self, request, context):
-        require_admin()
         return _history(*await self.queries.coupon_history(request.code, request.page_size, request.page_token))
 
     async def ListBookHistory(self, request, context):
-        require_admin()
         return _history(*await self.queries.book_history(request.book_id, request.page_size, request.page_token))
 
-    # internal: ADMIN role required, called by books and pools with the admin's forwarded token
+
+
+class LedgerInternalServicer(redemption_pb2_grpc.LedgerInternalServiceServicer):
+    """What books and pools ask of the ledger, each signed in as itself (the access rules admit only SERVICE)."""
+
+    def __init__(self, domain: RedemptionDomain, queries: LedgerQueries):
+        self.domain = domain
+        self.queries = queries
 
     async def PutBookRules(self, request, context):
-        require_admin()
         return _rules_message(await self.domain.put_rules(_rules(request.rules)))
 
     async def AddCodes(self, request, context):
-        result = await self.domain.add_codes(require_admin(), request.book_id, list(request.codes),
+        result = await self.domain.add_codes(current_principal(), request.book_id, list(request.codes),
                                              request.request_id)
         return pb.AddCodesResponse(inserted=result.inserted, existing=result.existing)
 
     async def GetBookCounts(self, request, context):
-        require_admin()
         counts = await self.queries.book_counts(request.book_id)
         message = _counts(request.book_id, counts)
         metrics.AVAILABLE_CODES.labels(request.book_id).set(message.available)
         return message
 
     async def GetAssignmentCounts(self, request, context):
-        require_admin()
         held, available, rules = await self.queries.assignment_counts(request.book_id, list(request.user_ids))
         return pb.GetAssignmentCountsResponse(
             counts=[pb.UserAssignmentCount(user_id=u, held=n) for u, n in held.items()], available=available,
@@ -135,7 +138,7 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
 
     async def BulkAssign(self, request, context):
         result = await self.domain.bulk_assign(
-            require_admin(), request.book_id, [(a.user_id, a.count) for a in request.assignments],
+            current_principal(), request.book_id, [(a.user_id, a.count) for a in request.assignments],
             request.distribution_id, request.request_id)
         return pb.BulkAssignResponse(assigned=result.assigned, assignments=[
             pb.UserCodes(user_id=a.user_id, codes=a.codes) for a in result.assignments])

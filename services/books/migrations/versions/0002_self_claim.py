@@ -1,0 +1,20 @@
+"""Books say whether a USER may claim random codes of the book for themself (off by default).
+
+Revision ID: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+SCHEMA = "books"
+
+
+def upgrade() -> None:
+    op.add_column("books", sa.Column("allow_self_claim", sa.Boolean, nullable=False, server_default=sa.false()),
+                  schema=SCHEMA)
+
+
+def downgrade() -> None:
+    op.drop_column("books", "allow_self_claim", schema=SCHEMA)
