@@ -143,7 +143,7 @@ class Bench:
         self.channels = {name: grpc.aio.insecure_channel(stack.address(name))
                          for name in ("books", "redemption", "pools") if stack.has(name)}
         self.books = books_pb2_grpc.BookServiceStub(self.channels["books"])
-        self.ledger = redemption_pb2_grpc.RedemptionServiceStub(self.channels["redemption"])
+        self.ledger = redemption_pb2_grpc.LedgerInternalServiceStub(self.channels["redemption"])
 
     async def close(self):
         for channel in self.channels.values():
@@ -189,7 +189,7 @@ class Bench:
         reply = await self.ledger.BulkAssign(redemption_pb2.BulkAssignRequest(
             book_id=book_id, distribution_id=f"bench-{uuid.uuid4().hex[:8]}",
             assignments=[redemption_pb2.UserCodeCount(user_id=u, count=each) for u in users]),
-            metadata=self.stack.admin_metadata(), timeout=600)
+            metadata=self.stack.service_metadata(), timeout=600)
         return {a.user_id: list(a.codes) for a in reply.assignments}
 
     def load(self, name: str, **kwargs) -> RunResult:
@@ -243,7 +243,7 @@ class Bench:
 
     async def _redeem_setup(self, callers: int, per_caller: int) -> tuple[str, list[dict]]:
         book_id = await self.create_book(f"redeem-{callers}")
-        users = [str(uuid.uuid4()) for _ in range(callers)]
+        users = self.stack.new_users(callers)
         await self.generate(book_id, callers * per_caller)
         held = await self.bulk_assign(book_id, users, per_caller)
         return book_id, [{"token": self.stack.token(u), "items": held[u]} for u in users]
@@ -363,7 +363,7 @@ class Bench:
         for run in range(self.config.runs):
             book_id = await self.create_book("hot", allow_multi_redemption=True,
                                              max_redemptions_per_user=self.config.hot_max_redemptions)
-            user = str(uuid.uuid4())
+            (user,) = self.stack.new_users(1)
             await self.generate(book_id, 1)
             (code,) = (await self.bulk_assign(book_id, [user], 1))[user]
             token = self.stack.token(user)
@@ -467,15 +467,15 @@ class Bench:
                     book_id = big_books[run % len(big_books)]  # made by the generation runs
                 elif size >= 100_000:
                     if size not in reused:  # one book, less than 1% of it used by all runs together
-                        reused[size] = await self.create_book(f"assign-{size}")
+                        reused[size] = await self.create_book(f"assign-{size}", allow_self_claim=True)
                         await self.generate(reused[size], size)
                     book_id = reused[size]
                 else:  # small: a fresh book each run, so every run starts at exactly `size`
-                    book_id = await self.create_book(f"assign-{size}")
+                    book_id = await self.create_book(f"assign-{size}", allow_self_claim=True)
                     await self.generate(book_id, size)
                 available = self.db.execute("""SELECT count(*) FROM redemption.coupons
                     WHERE book_id = %s AND state = 'AVAILABLE'""", (book_id,)).fetchone()[0]
-                users = [str(uuid.uuid4()) for _ in range(cfg.assignment_callers)]
+                users = self.stack.new_users(cfg.assignment_callers)
                 before = checks.book_totals(self.db, book_id)["assigned_events"]
                 result = self.load(f"assign_{size}", kind="assign", target=self.stack.address("redemption"),
                                    book_id=book_id, processes=min(cfg.processes, 2),

@@ -23,7 +23,7 @@ import psutil
 import psycopg
 
 from kernel import migrations
-from kernel.context import ADMIN
+from kernel.context import ADMIN, SERVICE
 from kernel.localdb import BIN, LocalPostgres, free_port
 from kernel.settings import Settings
 from kernel.tokens import SigningKey, TokenIssuer
@@ -104,6 +104,17 @@ class Stack:
 
     def admin_metadata(self) -> tuple:
         return (("authorization", f"Bearer {self.token(self.admin_id, ADMIN)}"),)
+
+    def service_metadata(self) -> tuple:
+        """The books service's own credential, for the ledger's internal methods."""
+        return (("authorization", f"Bearer {self.token('service:books', SERVICE)}"),)
+
+    def new_users(self, count: int) -> list[str]:
+        """Accounts straight into auth.users (the ledger assigns only to existing accounts)."""
+        with self.connect() as conn:
+            return [row[0] for row in conn.execute("""INSERT INTO auth.users (email, name, role, password_hash)
+                SELECT 'bench-' || gen_random_uuid() || '@example.com', '', 'USER', '' FROM generate_series(1, %s)
+                RETURNING id::text""", (count,))]
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.database_url, autocommit=True)
