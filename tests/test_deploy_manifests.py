@@ -26,7 +26,10 @@ What is checked, and how:
    - each schema has a migration Job running `python -m services.<name> migrate`;
    - a PodDisruptionBudget and an autoscaling/v2 CPU HorizontalPodAutoscaler per Deployment;
    - NetworkPolicies: default deny, DNS egress, and exactly the caller graph below;
-   - the JWT private key is mounted into auth only, at JWT_PRIVATE_KEY_FILE.
+   - the JWT private key is mounted into auth only, at JWT_PRIVATE_KEY_FILE;
+   - the service secrets (SERVICE_SECRET_<NAME>, Secret coupons-service-<name>): each calling service
+     gets only its own, auth all of them, the gateway and the migration Jobs none; every placeholder is
+     long enough for production and Settings.service_secret accepts what each Deployment gets.
 """
 
 import os
@@ -41,7 +44,7 @@ import pytest
 import yaml
 
 from kernel import migrations
-from kernel.settings import DEFAULT_PORTS, ROOT, Settings
+from kernel.settings import CALLING_SERVICES, DEFAULT_PORTS, MIN_SERVICE_SECRET_LENGTH, ROOT, Settings
 
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -60,6 +63,15 @@ CALLERS = {
     "pools": {"gateway"},
 }
 JWT_SECRET = "coupons-jwt-signing-key"
+SERVICE_SECRET_KEY = "secret"  # the key of each coupons-service-<name> Secret
+
+
+def _service_secret_name(service: str) -> str:
+    return f"coupons-service-{service}"
+
+
+def _service_secret_variable(service: str) -> str:
+    return f"SERVICE_SECRET_{service.upper()}"
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -350,6 +362,14 @@ def test_settings_load_in_production_from_exactly_the_manifest_environment(monke
     assert settings.port == DEFAULT_PORTS[component]
     assert settings.host in ("0.0.0.0", "::", "[::]"), "probes and other pods must reach the pod IP"
     assert settings.shutdown_grace_seconds == int(_configmap()["SHUTDOWN_GRACE_SECONDS"])
+    # What the component checks when it starts serving (a migration Job never asks for a secret).
+    if kind == "Deployment" and component in CALLING_SERVICES:
+        assert settings.service_secret(component) == _secret_data(_service_secret_name(component))[SERVICE_SECRET_KEY]
+    elif kind == "Deployment" and component == "auth":
+        for service in CALLING_SERVICES:
+            assert settings.service_secret(service) == _secret_data(_service_secret_name(service))[SERVICE_SECRET_KEY]
+    else:
+        assert settings.service_secrets == {}, f"{kind}/{name} needs no service secret"
     if component == "gateway":
         assert "DATABASE_URL" not in env
         return
@@ -383,6 +403,60 @@ def test_the_signing_key_is_mounted_into_auth_only_at_jwt_private_key_file():
         else:
             assert not volumes, f"{workload['metadata']['name']} must not see the signing key"
             assert "JWT_PRIVATE_KEY_FILE" not in env
+
+
+def test_each_calling_service_sees_only_its_own_service_secret_auth_all_and_the_rest_none(monkeypatch):
+    assert not any(key.startswith("SERVICE_SECRET_") for key in _configmap()), "never shared through the ConfigMap"
+    service_secret_names = {_service_secret_name(s) for s in CALLING_SERVICES}
+    seen = set()
+    for workload, pod in _workloads():
+        label = f"{workload['kind']}/{workload['metadata']['name']}"
+        component = _component(pod)
+        if workload["kind"] == "Deployment" and component in CALLING_SERVICES:
+            expected = {component}
+        elif workload["kind"] == "Deployment" and component == "auth":
+            expected = set(CALLING_SERVICES)
+        else:
+            expected = set()  # the gateway and the migration Jobs
+        seen.add(label)
+        for container in pod["containers"] + pod.get("initContainers", []):
+            entries = [e for e in container.get("env", []) if e["name"].startswith("SERVICE_SECRET_")]
+            assert {e["name"] for e in entries} == {_service_secret_variable(s) for s in expected}, label
+            assert len(entries) == len(expected), f"{label}: a service secret is set twice"
+            for entry in entries:
+                service = entry["name"].removeprefix("SERVICE_SECRET_").lower()
+                assert "value" not in entry, f"{label}: {entry['name']} must come from a Secret, not a literal"
+                assert entry["valueFrom"]["secretKeyRef"] == {"name": _service_secret_name(service),
+                                                              "key": SERVICE_SECRET_KEY}, label
+            # No other way into a service secret either: no other variable, no envFrom, no volume.
+            others = [e["name"] for e in container.get("env", []) if not e["name"].startswith("SERVICE_SECRET_")
+                      and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") in service_secret_names]
+            assert not others, f"{label}: {others} read a service secret"
+            assert all("secretRef" not in source for source in container.get("envFrom", [])), label
+        volumes = {v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
+        assert not volumes & service_secret_names, f"{label} mounts a service secret"
+        # And what the settings see is exactly that, once the manifest environment is resolved.
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "environ", dict(_container_env(pod["containers"][0])))
+            settings = Settings.from_env(component)
+        assert set(settings.service_secrets) == expected, label
+    assert {"Deployment/auth", "Deployment/gateway", *(f"Deployment/{s}" for s in CALLING_SERVICES)} <= seen
+
+
+def test_one_service_secret_per_calling_service_with_a_long_enough_placeholder():
+    secrets = {s["metadata"]["name"]: s for s in _kind("Secret") if s["metadata"]["name"].startswith("coupons-service-")}
+    assert set(secrets) == {_service_secret_name(s) for s in CALLING_SERVICES}
+    for service in CALLING_SERVICES:
+        secret = secrets[_service_secret_name(service)]
+        assert secret["type"] == "Opaque"
+        assert secret["metadata"]["labels"]["app.kubernetes.io/name"] == service
+        assert set(secret["stringData"]) == {SERVICE_SECRET_KEY}
+        value = secret["stringData"][SERVICE_SECRET_KEY]
+        assert "CHANGE-ME" in value
+        assert len(value) >= MIN_SERVICE_SECRET_LENGTH, f"{service}: production refuses a secret this short"
+    placeholders = [s["stringData"][SERVICE_SECRET_KEY] for s in secrets.values()]
+    assert len(set(placeholders)) == len(placeholders), "each service has its own secret"
+    assert "openssl rand -base64 32" in (K8S / "secrets.example.yaml").read_text(), "say how to generate one"
 
 
 def test_placeholder_secrets_are_marked_and_not_applied_by_kustomize():
