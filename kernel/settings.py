@@ -82,6 +82,7 @@ class Settings:
     bcrypt_rounds: int  # BCRYPT_ROUNDS
     login_max_failures: int  # LOGIN_MAX_FAILURES: failures per email before a pause
     login_lockout_seconds: int  # LOGIN_LOCKOUT_SECONDS
+    login_max_failures_per_client: int  # LOGIN_MAX_FAILURES_PER_CLIENT: failures per client address before a pause
     shutdown_grace_seconds: int  # SHUTDOWN_GRACE_SECONDS
     log_level: str  # LOG_LEVEL
     run_dir: str  # RUN_DIR: local state (keys, embedded database)
@@ -124,6 +125,7 @@ class Settings:
             bcrypt_rounds=_int("BCRYPT_ROUNDS", 12),
             login_max_failures=_int("LOGIN_MAX_FAILURES", 5),
             login_lockout_seconds=_int("LOGIN_LOCKOUT_SECONDS", 300),
+            login_max_failures_per_client=_int("LOGIN_MAX_FAILURES_PER_CLIENT", 50),
             shutdown_grace_seconds=_int("SHUTDOWN_GRACE_SECONDS", 10),
             log_level=_env("LOG_LEVEL", "INFO"),
             run_dir=run_dir,

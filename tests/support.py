@@ -16,8 +16,9 @@ REVOCATION_POLL_SECONDS = 1.0
 
 def settings_for(component: str, database_url: str, **overrides) -> Settings:
     base = Settings.from_env(component)
+    # Every test signs in from 127.0.0.1: the per-client limit is tested on a server of its own.
     defaults = {"host": "127.0.0.1", "port": 0, "db_pool_size": 20, "db_max_overflow": 20,
-                "revocation_poll_seconds": REVOCATION_POLL_SECONDS}
+                "revocation_poll_seconds": REVOCATION_POLL_SECONDS, "login_max_failures_per_client": 100_000}
     return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 
 

@@ -5,6 +5,7 @@ from kernel.db import create_engine
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import CALLING_SERVICES, Settings
 from kernel.tokens import Revocation, SigningKey, TokenIssuer, TokenVerifier
+from services.auth.demo import DEMO_EMAILS
 from services.auth.domain import AuthDomain
 from services.auth.keys import load_signing_key
 from services.auth.passwords import PasswordHasher
@@ -19,7 +20,8 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
     issuer = TokenIssuer(key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl_seconds)
     domain = AuthDomain(AuthRepository(engine), PasswordHasher(settings.bcrypt_rounds), issuer,
                         settings.refresh_token_ttl_seconds, settings.login_max_failures,
-                        settings.login_lockout_seconds)
+                        settings.login_lockout_seconds, settings.login_max_failures_per_client,
+                        refused_emails=DEMO_EMAILS if settings.production else frozenset())
     servicer = AuthServicer(domain, key, settings.jwt_issuer, settings.jwt_audience)
     secrets = {name: settings.service_secret(name) for name in CALLING_SERVICES}
     internal = AuthInternalServicer(domain, ServiceCredentials(secrets, issuer, settings.service_token_ttl_seconds))

@@ -10,6 +10,8 @@ DEMO_USERS = [
     *[(f"{name}@example.com", "demo123", name.capitalize(), "USER")
       for name in ("alice", "bob", "charlie", "diana", "eve")],
 ]
+# Refused at sign-in when ENVIRONMENT=production, even if a database already holds them.
+DEMO_EMAILS = frozenset(email for email, *_ in DEMO_USERS)
 
 
 async def ensure_users(settings: Settings, users: list[tuple[str, str, str, str]]) -> dict[str, str]:

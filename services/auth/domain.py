@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from kernel import paging
-from kernel.context import ADMIN, USER, Principal
+from kernel.context import ADMIN, USER, Principal, client_address
 from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
                            ResourceExhausted, Unauthenticated)
 from kernel.tokens import TokenIssuer
@@ -21,6 +21,8 @@ EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 MAX_BATCH = 1000
+MAX_PASSWORD_INPUT = 1024  # what a sign-in accepts to check (bcrypt reads 72 bytes); new ones: passwords.py
+MAX_REFRESH_TOKEN_LENGTH = 256
 ROLES = (USER, ADMIN)
 
 
@@ -47,6 +49,15 @@ def _email_violations(email: str, field: str = "email") -> list[FieldViolation]:
     return []
 
 
+def _bounded(field: str, value: str, limit: int) -> list[FieldViolation]:
+    """Required and at most `limit` characters: checked before the value reaches the database or a log."""
+    if not value:
+        return [FieldViolation(field, "is required")]
+    if len(value) > limit:
+        return [FieldViolation(field, f"must be at most {limit} characters")]
+    return []
+
+
 def _name_violations(name: str) -> list[FieldViolation]:
     if len(name) > MAX_NAME_LENGTH:
         return [FieldViolation("name", f"must be at most {MAX_NAME_LENGTH} characters")]
@@ -64,13 +75,16 @@ def _hash_refresh_token(token: str) -> bytes:
 
 class AuthDomain:
     def __init__(self, repository: AuthRepository, hasher: PasswordHasher, issuer: TokenIssuer,
-                 refresh_ttl_seconds: int, max_failures: int, lockout_seconds: int):
+                 refresh_ttl_seconds: int, max_failures: int, lockout_seconds: int,
+                 max_failures_per_client: int = 50, refused_emails: frozenset[str] = frozenset()):
         self.repo = repository
         self.hasher = hasher
         self.issuer = issuer
         self.refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
         self.max_failures = max_failures
+        self.max_failures_per_client = max_failures_per_client
         self.lockout_seconds = lockout_seconds
+        self.refused_emails = refused_emails  # the demo accounts, in production
         self._pepper = hashlib.sha256(b"idempotency-fingerprint:" + issuer.key.to_pem()).digest()
 
     def _secret_digest(self, password: str) -> bytes:
@@ -103,17 +117,43 @@ class AuthDomain:
 
     async def register(self, email: str, password: str, name: str, request_id: str = "") -> Session:
         _check(_email_violations(email) + password_violations(password, "password") + _name_violations(name))
+        created: list[UserRow] = []
+
+        async def create(c) -> UserRow:
+            created.append(await self._create(c, email, password, name, USER))
+            return created[0]
+
         async with self.repo.transaction() as conn:
             user = await self._idempotent_user(
-                conn, "Register", request_id, (email.lower(), self._secret_digest(password), name),
-                lambda c: self._create(c, email, password, name, USER))
+                conn, "Register", request_id, (email.lower(), self._secret_digest(password), name), create)
+            if not created:  # a replay: it may mint a session only where Login would
+                await self._check_replayed_sign_in(conn, user, password)
             return await self._new_session(conn, user)
 
+    async def _check_replayed_sign_in(self, conn, user: UserRow, password: str) -> None:
+        row = await self.repo.lock_throttle(conn, user.email.lower())
+        if row.locked_until is not None and row.locked_until > row.now:
+            raise self._throttled(row.locked_until)
+        if not await self.hasher.check(password, user.password_hash):  # changed since the registration
+            raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
+        self._check_may_sign_in(user)
+
+    def _check_may_sign_in(self, user: UserRow | None) -> None:
+        if user is None or not user.active:
+            raise PermissionDenied("This account is deactivated; contact an administrator.",
+                                   reason="ACCOUNT_DISABLED")
+        if user.email.lower() in self.refused_emails:
+            raise PermissionDenied("Demo accounts cannot sign in when ENVIRONMENT=production.",
+                                   reason="DEMO_ACCOUNT_DISABLED")
+
     async def login(self, email: str, password: str) -> Session:
-        _check(([] if email else [FieldViolation("email", "is required")])
-               + ([] if password else [FieldViolation("password", "is required")]))
+        _check(_bounded("email", email, MAX_EMAIL_LENGTH) + _bounded("password", password, MAX_PASSWORD_INPUT))
         email_key = email.strip().lower()
-        last_chance_until = await self._reserve_attempt(email_key)
+        client = client_address()
+        # Per client too, so spraying one password over many accounts from one address is slowed.
+        client_last_chance = await self._reserve_attempt(f"client:{client}", self.max_failures_per_client) \
+            if client else None
+        last_chance_until = await self._reserve_attempt(email_key, self.max_failures) or client_last_chance
         async with self.repo.transaction() as conn:
             user = await self.repo.user_by_email(conn, email_key)
         # The same work and the same answer whether the email is unknown or the password wrong.
@@ -123,13 +163,15 @@ class AuthDomain:
                 raise self._throttled(last_chance_until)
             raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
         async with self.repo.transaction() as conn:
+            # The email's count is cleared; the client's only forgets this attempt, so a sprayer who knows
+            # one password cannot reset it.
             await self.repo.clear_failures(conn, email_key)
-            if not user.active:
-                raise PermissionDenied("This account is deactivated; contact an administrator.",
-                                       reason="ACCOUNT_DISABLED")
+            if client:
+                await self.repo.forgive_attempt(conn, f"client:{client}")
+            self._check_may_sign_in(user)
             return await self._new_session(conn, user)
 
-    async def _reserve_attempt(self, email_key: str) -> dt.datetime | None:
+    async def _reserve_attempt(self, email_key: str, max_failures: int) -> dt.datetime | None:
         """Counts the attempt before the password is checked, so a burst of parallel guesses cannot outrun the
         limit; a correct password clears the count. Returns the pause's end when this is the last allowed try."""
         async with self.repo.transaction() as conn:
@@ -142,7 +184,7 @@ class AuthDomain:
                 fresh = row.window_started_at < row.now - window
                 failures = (0 if fresh else row.failures) + 1
                 started = row.now if fresh else row.window_started_at
-                pause_until = row.now + window if failures >= self.max_failures else None
+                pause_until = row.now + window if failures >= max_failures else None
                 await self.repo.save_throttle(conn, email_key, 0 if pause_until else failures, started, pause_until)
         if locked_until is not None:
             raise self._throttled(locked_until)
@@ -151,18 +193,19 @@ class AuthDomain:
     def _throttled(self, locked_until: dt.datetime) -> ResourceExhausted:
         wait = max(1.0, (locked_until - dt.datetime.now(dt.timezone.utc)).total_seconds())
         return ResourceExhausted(
-            f"Too many failed sign-ins for this email; try again in {int(wait)} seconds.",
+            f"Too many failed sign-ins; try again in {int(wait)} seconds.",
             reason="LOGIN_RATE_LIMITED", retry_after_seconds=wait, metadata={"retry_after_seconds": int(wait)})
 
     async def refresh(self, refresh_token: str) -> Session:
-        if not refresh_token:
-            raise InvalidArgument.field("refresh_token", "is required")
+        _check(_bounded("refresh_token", refresh_token, MAX_REFRESH_TOKEN_LENGTH))
         token_hash = _hash_refresh_token(refresh_token)
         async with self.repo.transaction() as conn:
             row = await self.repo.lock_refresh_token(conn, token_hash)
             if row is None:
                 raise Unauthenticated("The refresh token is not valid; sign in again.", reason="INVALID_REFRESH_TOKEN")
             if row.used_at is not None or row.revoked_at is not None:
+                # Deactivation revokes every token: say so rather than calling it a reuse.
+                self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))
                 # A spent token came back: someone holds a copy. Revoke the whole family, then refuse.
                 await self.repo.revoke_family(conn, row.family_id)
                 reused = True
@@ -172,9 +215,7 @@ class AuthDomain:
                     raise Unauthenticated("The refresh token has expired; sign in again.",
                                           reason="REFRESH_TOKEN_EXPIRED")
                 user = await self.repo.user_by_id(conn, row.user_id)
-                if user is None or not user.active:
-                    raise PermissionDenied("This account is deactivated; contact an administrator.",
-                                           reason="ACCOUNT_DISABLED")
+                self._check_may_sign_in(user)
                 await self.repo.mark_refresh_token_used(conn, token_hash)
                 return await self._new_session(conn, user, row.family_id)
         if reused:
@@ -189,10 +230,14 @@ class AuthDomain:
         return user
 
     async def change_password(self, caller: Principal, current: str, new: str, request_id: str = "") -> None:
-        _check(([] if current else [FieldViolation("current_password", "is required")])
-               + password_violations(new, "new_password"))
+        _check(_bounded("current_password", current, MAX_PASSWORD_INPUT) + password_violations(new, "new_password"))
         user = await self.me(caller)
+        # Guesses of the current password count against the same limit as sign-ins.
+        email_key = user.email.lower()
+        last_chance_until = await self._reserve_attempt(email_key, self.max_failures)
         if not await self.hasher.check(current, user.password_hash):
+            if last_chance_until is not None:
+                raise self._throttled(last_chance_until)
             raise InvalidArgument.field("current_password", "does not match the account's password",
                                         reason="WRONG_PASSWORD")
         new_hash = await self.hasher.hash(new)
@@ -201,6 +246,7 @@ class AuthDomain:
                 conn, f"ChangePassword:{caller.user_id}", request_id, (self._secret_digest(new),),
                 lambda c: self.repo.update_user(c, user.id, password_hash=new_hash))
             await self.repo.revoke_user_tokens(conn, user.id)
+            await self.repo.clear_failures(conn, email_key)
 
     # admin
 

@@ -195,6 +195,11 @@ class AuthRepository:
         await conn.execute(sa.update(login_throttle).where(login_throttle.c.email_key == email_key).values(
             failures=failures, window_started_at=window_started_at, locked_until=locked_until))
 
+    async def forgive_attempt(self, conn: AsyncConnection, key: str) -> None:
+        """Takes back one counted attempt (it succeeded), so only failures add up."""
+        await conn.execute(sa.update(login_throttle).where(login_throttle.c.email_key == key, login_throttle.c.failures > 0)
+                           .values(failures=login_throttle.c.failures - 1))
+
     async def clear_failures(self, conn: AsyncConnection, email_key: str) -> None:
         await conn.execute(sa.delete(login_throttle).where(login_throttle.c.email_key == email_key))
 
