@@ -146,3 +146,16 @@ async def test_health_list_answers(redemption_server):
     async with grpc.aio.insecure_channel(redemption_server) as channel:
         listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
     assert listed.statuses["coupons.redemption.v1.RedemptionService"].status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_metrics_listen_on_the_configured_host_only(running_suite):
+    """HOST is 127.0.0.1 in the suite: no metrics socket may listen on every interface."""
+    port = running_suite.ports["redemption"] + 1000
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.rpartition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, listening  # 127.0.0.1, little-endian
