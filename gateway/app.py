@@ -165,7 +165,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 async def _start(app: web.Application) -> None:
     # grpc.aio channels belong to the loop they are made on: make them on the serving loop.
-    app[BACKENDS] = Backends(app[CONFIG].backends)
+    app[BACKENDS] = Backends(app[CONFIG].backends, app[CONFIG].unbound_services)
     await app[BACKENDS].refresh()
     if app[CONFIG].rediscover_seconds > 0:
         app[_REFRESHER] = asyncio.create_task(app[BACKENDS].keep_refreshing(app[CONFIG].rediscover_seconds))

@@ -72,8 +72,9 @@ async def test_admin_lists_users_and_unknown_email_is_404(http, gateway_url, adm
     assert status == 200 and by_id["email"] == admin_session.user.email
 
 
-async def test_unannotated_batch_lookup(http, gateway_url, admin_session):
-    status, body = await post(http, f"{gateway_url}/coupons.auth.v1.AuthService/BatchLookupUsers",
+async def test_unannotated_batch_lookup_when_the_service_is_listed(http, start_gateway, auth_server, admin_session):
+    listed = await start_gateway({"auth": auth_server}, unbound_services=("coupons.auth.v1.AuthService",))
+    status, body = await post(http, f"{listed}/coupons.auth.v1.AuthService/BatchLookupUsers",
                               {"emails": [admin_session.user.email, "nobody@example.com"]},
                               headers=bearer(admin_session.access_token))
     assert status == 200
