@@ -1,9 +1,13 @@
 """The gateway's hardening, over real HTTP against the echo backend (fixtures_gateway.ECHO_PROTO): which methods are
 routed at all, and what a caller gets wrong (bodies, headers, slow uploads) never ending in a 500."""
 
+import asyncio
 import json
+import re
 
 import pytest
+import yarl
+from multidict import CIMultiDict
 from openapi_spec_validator import validate
 
 from gateway.config import GatewayConfig
@@ -22,6 +26,24 @@ async def listed_gateway_url(start_gateway, echo_server, echo_descriptor_set):
     """Both echo services listed in GATEWAY_UNBOUND_SERVICES, the internal one too."""
     return await start_gateway({"echo": echo_server}, descriptor_set=str(echo_descriptor_set),
                                unbound_services=(ECHO_SERVICE, INTERNAL_SERVICE))
+
+
+FRESH_ID = re.compile(r"[0-9a-f]{32}")  # a request id the gateway made
+
+
+async def raw_exchange(base_url: str, request: bytes, timeout: float = 5.0) -> tuple[int, CIMultiDict, bytes]:
+    """Sends bytes no HTTP client library would send; returns the status, headers and body of the answer."""
+    url = yarl.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *lines = head.decode("latin-1").strip().split("\r\n")
+        headers = CIMultiDict(line.split(": ", 1) for line in lines)
+        body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), timeout)
+        return int(status_line.split()[1]), headers, body
+    finally:
+        writer.close()
 
 
 async def status_of(http, method: str, url: str) -> tuple[int, dict]:
@@ -130,3 +152,42 @@ async def test_paired_surrogate_escapes_and_a_bom_are_fine(http, echo_gateway_ur
     body = b'\xef\xbb\xbf{"name": "\\ud83d\\ude00"}'
     status, answer = await post_raw(http, f"{echo_gateway_url}/v1/echo/j2:archive", body)
     assert status == 200 and answer["name"] == "\U0001F600"
+
+
+# --- 3. headers gRPC metadata cannot carry ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", ["X-Request-Id", "Authorization", "Grpc-Metadata-Tenant"])
+@pytest.mark.parametrize("value", [b"caf\xc3\xa9", b"\xff\xfe", b"a\tb"], ids=["utf-8", "latin-1", "tab"])
+async def test_a_header_that_is_not_printable_ascii_is_400(echo_gateway_url, header, value):
+    request = b"GET /v1/echo/h1 HTTP/1.1\r\nHost: gateway\r\n" + header.encode() + b": " + value + b"\r\n\r\n"
+    status, headers, body = await raw_exchange(echo_gateway_url, request)
+    answer = json.loads(body)
+    assert status == 400 and answer["code"] == 3 and reason_of(answer) == "INVALID_HEADER"
+    assert list(violations_of(answer)) == [header] and "printable ASCII" in violations_of(answer)[header]
+    assert FRESH_ID.fullmatch(headers["X-Request-Id"])
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("Grpc-Metadata-Trace-Bin", "café", "must be base64"),
+    ("Grpc-Metadata-X-Request-Id", "other", "set by the gateway"),
+    ("Grpc-Metadata-Authorization", "Bearer other", "set by the gateway"),
+    ("Grpc-Metadata-Grpc-Status", "0", "not a usable metadata name"),
+    ("Grpc-Timeout", "soon", "<digits><H|M|S|m|u|n>"),
+])
+async def test_other_header_refusals_name_the_header(http, echo_gateway_url, name, value, rule):
+    async with http.get(f"{echo_gateway_url}/v1/echo/h2", headers={name: value}) as response:
+        answer = await response.json()
+    assert response.status == 400 and rule in violations_of(answer)[name]
+
+
+@pytest.mark.parametrize("given", ["x" * 129, "two words", "<script>", "a;b"])
+async def test_an_unusable_request_id_is_replaced(http, echo_gateway_url, given):
+    async with http.get(f"{echo_gateway_url}/v1/echo/h3", headers={"X-Request-Id": given}) as response:
+        assert (await response.json())["labels"]["x-request-id"] == response.headers["X-Request-Id"]
+        assert FRESH_ID.fullmatch(response.headers["X-Request-Id"])
+
+
+@pytest.mark.parametrize("given", ["x" * 128, "Ab9._:/=+-", "0f8fad5b-d9cb-469f-a165-70867728950e"])
+async def test_a_plain_request_id_is_kept(http, echo_gateway_url, given):
+    async with http.get(f"{echo_gateway_url}/v1/echo/h4", headers={"X-Request-Id": given}) as response:
+        assert (await response.json())["labels"]["x-request-id"] == given == response.headers["X-Request-Id"]
