@@ -102,7 +102,7 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
         raise GatewayError(code_pb2.NOT_FOUND, f"No route for {request.method} {request.path}", "ROUTE_NOT_FOUND")
     route: Route = match.target
     # The headers first: a request they refuse is refused before its body is read.
-    metadata = headers.call_metadata(request.headers, request[_REQUEST_ID])
+    metadata = headers.call_metadata(request.headers, request[_REQUEST_ID], request.remote)
     timeout = headers.timeout_seconds(request.headers, config.default_timeout_seconds, config.max_timeout_seconds)
     body = await _read_body(request) if route.binder.body else b""
     message = route.binder.bind(body, request.rel_url.query, match.variables())

@@ -12,12 +12,13 @@ from gateway.errors import GatewayError
 
 METADATA_PREFIX = "grpc-metadata-"
 REQUEST_ID = "x-request-id"
+FORWARDED_FOR = "x-forwarded-for"
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _METADATA_KEY = re.compile(r"^[0-9a-z_.-]+$")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")  # all gRPC allows in a text metadata value
 _REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
-_OWN_KEYS = (REQUEST_ID, "authorization")  # set by the gateway; a Grpc-Metadata- header may not add a second
+_OWN_KEYS = (REQUEST_ID, FORWARDED_FOR, "authorization")  # set by the gateway, never by a Grpc-Metadata- header
 
 
 def _header_error(name: str, rule: str, reason: str = "INVALID_HEADER") -> GatewayError:
@@ -38,10 +39,17 @@ def _text(name: str, value: str) -> str:
     return value
 
 
-def call_metadata(headers: Mapping[str, str], request_id_value: str) -> list[tuple[str, str | bytes]]:
-    """Authorization, the request id, and every Grpc-Metadata-<name> header as <name>."""
+def call_metadata(headers: Mapping[str, str], request_id_value: str,
+                  client_address: str | None) -> list[tuple[str, str | bytes]]:
+    """The request id, the client's address, Authorization, and every Grpc-Metadata-<name> header as <name>.
+
+    The address is the TCP peer only: an X-Forwarded-For the client sent is not passed on, as the backends
+    believe x-forwarded-for from the gateway.
+    """
     _text("X-Request-Id", headers.get("X-Request-Id", ""))  # replaced when not a plain id, refused when not text
     metadata: list[tuple[str, str | bytes]] = [(REQUEST_ID, request_id_value)]
+    if client_address:  # None on a Unix socket
+        metadata.append((FORWARDED_FOR, client_address))
     authorization = headers.get("Authorization")
     if authorization:
         metadata.append(("authorization", _text("Authorization", authorization)))

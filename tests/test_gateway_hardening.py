@@ -171,6 +171,7 @@ async def test_a_header_that_is_not_printable_ascii_is_400(echo_gateway_url, hea
     ("Grpc-Metadata-Trace-Bin", "café", "must be base64"),
     ("Grpc-Metadata-X-Request-Id", "other", "set by the gateway"),
     ("Grpc-Metadata-Authorization", "Bearer other", "set by the gateway"),
+    ("Grpc-Metadata-X-Forwarded-For", "203.0.113.9", "set by the gateway"),
     ("Grpc-Metadata-Grpc-Status", "0", "not a usable metadata name"),
     ("Grpc-Timeout", "soon", "<digits><H|M|S|m|u|n>"),
 ])
@@ -191,3 +192,11 @@ async def test_an_unusable_request_id_is_replaced(http, echo_gateway_url, given)
 async def test_a_plain_request_id_is_kept(http, echo_gateway_url, given):
     async with http.get(f"{echo_gateway_url}/v1/echo/h4", headers={"X-Request-Id": given}) as response:
         assert (await response.json())["labels"]["x-request-id"] == given == response.headers["X-Request-Id"]
+
+
+# --- 4. the client's address --------------------------------------------------------------------------------------
+
+async def test_the_client_address_goes_to_the_backend_as_x_forwarded_for(http, echo_gateway_url):
+    async with http.get(f"{echo_gateway_url}/v1/echo/f1", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
+        labels = (await response.json())["labels"]
+    assert labels["x-forwarded-for"] == "127.0.0.1"  # the TCP peer; what the client claimed is not passed on
