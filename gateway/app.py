@@ -81,6 +81,8 @@ async def _frame(request: web.Request, handler) -> web.StreamResponse:
             if error.http == 405:
                 response.headers["Allow"] = ", ".join(
                     request.app[BACKENDS].router.allowed_methods(request.rel_url.raw_path))
+            elif error.http == 408:  # the rest of the body may still come: nothing else can follow on this connection
+                response.force_close()
         if not response.prepared:
             _decorate(request, response)
         log.info("http", extra={"fields": {"method": request.method, "path": request.path,
@@ -121,11 +123,16 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_body(request: web.Request) -> bytes:
+    config = request.app[CONFIG]
     try:
-        return await request.read()
+        async with asyncio.timeout(config.body_timeout_seconds):  # a stalled upload must not hold the connection
+            return await request.read()
+    except TimeoutError:
+        raise GatewayError(code_pb2.DEADLINE_EXCEEDED,
+                           f"The body did not arrive within {config.body_timeout_seconds:g} seconds.",
+                           "BODY_TIMEOUT", http=408) from None
     except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(code_pb2.RESOURCE_EXHAUSTED,
-                           f"The body is larger than {request.app[CONFIG].max_body_bytes} bytes.",
+        raise GatewayError(code_pb2.RESOURCE_EXHAUSTED, f"The body is larger than {config.max_body_bytes} bytes.",
                            "BODY_TOO_LARGE", http=413) from None
 
 

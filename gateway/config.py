@@ -34,6 +34,7 @@ class GatewayConfig:
     max_timeout_seconds: float = 300.0  # GATEWAY_MAX_TIMEOUT_SECONDS: a longer Grpc-Timeout is cut to this
     cors_origins: tuple[str, ...] = ()  # GATEWAY_CORS_ORIGINS: comma list, or "*"; empty means no CORS
     max_body_bytes: int = 4 * 1024 * 1024  # GATEWAY_MAX_BODY_BYTES: larger bodies get 413
+    body_timeout_seconds: float = 30.0  # GATEWAY_BODY_TIMEOUT_SECONDS: a body slower to arrive gets 408
     rediscover_seconds: float = 30.0  # GATEWAY_REDISCOVER_SECONDS: re-read descriptors; 0 disables
     descriptor_set: str = str(ROOT / "coupons" / "descriptors.binpb")  # GATEWAY_DESCRIPTOR_SET: comments
     unbound_services: tuple[str, ...] = ()  # GATEWAY_UNBOUND_SERVICES: full names whose unannotated methods are routed
@@ -50,6 +51,7 @@ class GatewayConfig:
             max_timeout_seconds=_number("GATEWAY_MAX_TIMEOUT_SECONDS", 300),
             cors_origins=_names("GATEWAY_CORS_ORIGINS"),
             max_body_bytes=int(_number("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+            body_timeout_seconds=_number("GATEWAY_BODY_TIMEOUT_SECONDS", 30),
             rediscover_seconds=_number("GATEWAY_REDISCOVER_SECONDS", 30),
             descriptor_set=_env("GATEWAY_DESCRIPTOR_SET", cls.descriptor_set),
             unbound_services=_names("GATEWAY_UNBOUND_SERVICES"),

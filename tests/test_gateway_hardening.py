@@ -200,3 +200,24 @@ async def test_the_client_address_goes_to_the_backend_as_x_forwarded_for(http, e
     async with http.get(f"{echo_gateway_url}/v1/echo/f1", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
         labels = (await response.json())["labels"]
     assert labels["x-forwarded-for"] == "127.0.0.1"  # the TCP peer; what the client claimed is not passed on
+
+
+# --- 5. a body that never finishes arriving -------------------------------------------------------------------------
+
+async def test_a_stalled_body_is_408_after_the_body_timeout(start_gateway, echo_server):
+    url = await start_gateway({"echo": echo_server}, body_timeout_seconds=1)
+    request = (b"POST /v1/echo/s1:archive HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n" + b'{"name": "')  # 10 of the 100 bytes, then nothing
+    started = asyncio.get_running_loop().time()
+    status, headers, body = await raw_exchange(url, request)
+    waited = asyncio.get_running_loop().time() - started
+    answer = json.loads(body)
+    assert status == 408 and answer["code"] == 4 and reason_of(answer) == "BODY_TIMEOUT"  # DEADLINE_EXCEEDED
+    assert 0.9 < waited < 4 and headers["Connection"] == "close" and FRESH_ID.fullmatch(headers["X-Request-Id"])
+
+
+def test_body_timeout_setting(monkeypatch):
+    monkeypatch.delenv("GATEWAY_BODY_TIMEOUT_SECONDS", raising=False)
+    assert GatewayConfig.from_env().body_timeout_seconds == 30
+    monkeypatch.setenv("GATEWAY_BODY_TIMEOUT_SECONDS", "2.5")
+    assert GatewayConfig.from_env().body_timeout_seconds == 2.5
