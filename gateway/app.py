@@ -12,7 +12,7 @@ from google.rpc import code_pb2, status_pb2
 from gateway import headers
 from gateway.backends import Backends
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError, http_status, status_json, status_of
+from gateway.errors import GatewayError, http_status, internal_status, status_json, status_of
 from gateway.openapi import OpenApiBuilder
 from gateway.transcode import Route, call_streaming, dumps
 from kernel.context import request_id_var
@@ -34,6 +34,12 @@ def _json_response(document, status: int = 200) -> web.Response:
 
 def _error_response(status: status_pb2.Status, http: int, pool=None) -> web.Response:
     return _json_response(status_json(status, pool), http)
+
+
+def _internal_error(request: web.Request) -> status_pb2.Status:
+    """Logs the exception being handled, with the request id; the client gets the id only."""
+    log.exception("unexpected error", extra={"fields": {"method": request.method, "path": request.path}})
+    return internal_status(request[_REQUEST_ID])
 
 
 def _cors_headers(config: GatewayConfig, request: web.Request) -> dict[str, str]:
@@ -83,6 +89,10 @@ async def _frame(request: web.Request, handler) -> web.StreamResponse:
                     request.app[BACKENDS].router.allowed_methods(request.rel_url.raw_path))
             elif error.http == 408:  # the rest of the body may still come: nothing else can follow on this connection
                 response.force_close()
+        except Exception:
+            if request.writer.output_size:  # a stream's answer is under way: aiohttp cuts the connection
+                raise
+            response = _error_response(_internal_error(request), 500)
         if not response.prepared:
             _decorate(request, response)
         log.info("http", extra={"fields": {"method": request.method, "path": request.path,
@@ -152,8 +162,9 @@ async def _stream(request: web.Request, route: Route, message, metadata, timeout
             await response.write(dumps(route.to_json(first)) + b"\n")
             async for item in responses:
                 await response.write(dumps(route.to_json(item)) + b"\n")
-    except grpc.aio.AioRpcError as error:
-        await response.write(dumps({"error": status_json(status_of(error), route.pool)}) + b"\n")
+    except Exception as error:  # the status line is out: the error is the last line
+        status = status_of(error) if isinstance(error, grpc.aio.AioRpcError) else _internal_error(request)
+        await response.write(dumps({"error": status_json(status, route.pool)}) + b"\n")
     finally:
         await responses.aclose()
     await response.write_eof()

@@ -221,3 +221,60 @@ def test_body_timeout_setting(monkeypatch):
     assert GatewayConfig.from_env().body_timeout_seconds == 30
     monkeypatch.setenv("GATEWAY_BODY_TIMEOUT_SECONDS", "2.5")
     assert GatewayConfig.from_env().body_timeout_seconds == 2.5
+
+
+# --- 6. a fault in the gateway itself -------------------------------------------------------------------------------
+
+def _fail(*args, **kwargs):
+    raise RuntimeError("a secret detail of the fault")
+
+
+def internal_details(answer: dict, request_id: str) -> None:
+    assert answer["code"] == 13 and reason_of(answer) == "INTERNAL" and "secret" not in json.dumps(answer)
+    assert request_id in answer["message"]
+    assert {"@type": "type.googleapis.com/google.rpc.RequestInfo", "request_id": request_id} in answer["details"]
+
+
+@pytest.mark.parametrize("target, path", [("gateway.transcode.Route.to_json", "/v1/echo/i1"),
+                                          ("gateway.openapi.OpenApiBuilder.document", "/openapi.json")])
+async def test_an_unexpected_exception_is_a_500_status_with_the_request_id(http, echo_gateway_url, monkeypatch,
+                                                                           target, path):
+    monkeypatch.setattr(target, _fail)
+    async with http.get(echo_gateway_url + path, headers={"X-Request-Id": "fault-1"}) as response:
+        assert response.status == 500 and response.headers["Content-Type"] == "application/json"
+        assert response.headers["X-Request-Id"] == "fault-1"
+        internal_details(await response.json(), "fault-1")
+
+
+async def test_an_unexpected_exception_mid_stream_is_the_last_line(http, echo_gateway_url, monkeypatch):
+    from gateway.transcode import Route
+
+    calls = []
+
+    def to_json_once(self, message):
+        calls.append(message)
+        return {"id": message.id} if len(calls) == 1 else _fail()
+
+    monkeypatch.setattr(Route, "to_json", to_json_once)
+    async with http.get(f"{echo_gateway_url}/v1/count?size=3", headers={"X-Request-Id": "fault-2"}) as response:
+        lines = [json.loads(line) for line in (await response.text()).splitlines()]
+    assert response.status == 200 and lines[0] == {"id": "0"} and len(lines) == 2
+    internal_details(lines[1]["error"], "fault-2")
+
+
+@pytest.mark.parametrize("method, path, body, headers", [
+    ("GET", "/v1/nowhere", None, {}),  # 404
+    ("DELETE", "/v1/echo/x", None, {}),  # 405
+    ("OPTIONS", "/v1/nowhere", None, {}),  # preflight of no route
+    ("POST", "/v1/echo/x:archive", b"null", {}),  # 400 body
+    ("GET", "/v1/echo/x", None, {"Grpc-Metadata-Bad-Bin": "%%"}),  # 400 header
+    ("POST", "/v1/echo/x:archive", b'{"id": "' + b"x" * 70_000 + b'"}', {}),  # 413
+    ("GET", "/v1/fail/INTERNAL", None, {}),  # a backend's 500
+    ("GET", "/v1/wait?size=2000", None, {"Grpc-Timeout": "50m"}),  # 504
+    ("GET", "/v1/count?size=0&id=NOT_FOUND", None, {}),  # a stream failing before its first message
+])
+async def test_every_error_answer_carries_the_request_id(http, echo_gateway_url, method, path, body, headers):
+    async with http.request(method, echo_gateway_url + path, data=body,
+                            headers={**headers, "X-Request-Id": "every-1"}) as response:
+        assert response.status >= 400 and response.headers["X-Request-Id"] == "every-1"
+        assert "code" in await response.json()
