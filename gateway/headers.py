@@ -1,7 +1,6 @@
 """HTTP headers -> gRPC call metadata and deadline."""
 
 import base64
-import binascii
 import re
 import uuid
 from typing import Mapping
@@ -59,7 +58,7 @@ def call_metadata(headers: Mapping[str, str], request_id_value: str,
             continue
         key = lowered[len(METADATA_PREFIX):]
         if not _METADATA_KEY.match(key) or key.startswith("grpc-"):
-            raise _header_error(name, "is not a usable metadata name (0-9 a-z _ . -, not grpc-*)")
+            raise _header_error(name, "not a usable metadata name (0-9 a-z _ . -, not grpc-*)")
         if key in _OWN_KEYS:
             raise _header_error(name, f"{key} is set by the gateway itself")
         if key.endswith("-bin"):  # binary metadata travels base64-encoded in HTTP

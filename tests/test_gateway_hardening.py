@@ -11,8 +11,12 @@ from multidict import CIMultiDict
 from openapi_spec_validator import validate
 
 from gateway.config import GatewayConfig
+from gateway.transcode import Route
 from tests.fixtures_gateway import ECHO_SERVICE, INTERNAL_SERVICE
 from tests.test_gateway_transcoding import reason_of
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+FRESH_ID = re.compile(r"[0-9a-f]{32}")  # a request id the gateway made
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +27,25 @@ async def default_gateway_url(start_gateway, echo_server):
 
 @pytest.fixture(scope="module")
 async def listed_gateway_url(start_gateway, echo_server, echo_descriptor_set):
-    """Both echo services listed in GATEWAY_UNBOUND_SERVICES, the internal one too."""
+    """Every service of the echo backend in GATEWAY_UNBOUND_SERVICES, the internal one too."""
     return await start_gateway({"echo": echo_server}, descriptor_set=str(echo_descriptor_set),
-                               unbound_services=(ECHO_SERVICE, INTERNAL_SERVICE))
+                               unbound_services=(ECHO_SERVICE, INTERNAL_SERVICE, HEALTH_SERVICE))
 
 
-FRESH_ID = re.compile(r"[0-9a-f]{32}")  # a request id the gateway made
+def violations_of(status: dict) -> dict[str, str]:
+    found = next((d for d in status["details"] if d["@type"].endswith("google.rpc.BadRequest")), {})
+    return {v["field"]: v["description"] for v in found.get("field_violations", [])}
+
+
+async def status_of(http, method: str, url: str) -> tuple[int, dict]:
+    async with http.request(method, url, json={} if method == "POST" else None) as response:
+        return response.status, await response.json()
+
+
+async def post_raw(http, url: str, body: bytes) -> tuple[int, dict]:
+    async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        assert response.headers["X-Request-Id"]
+        return response.status, await response.json()
 
 
 async def raw_exchange(base_url: str, request: bytes, timeout: float = 5.0) -> tuple[int, CIMultiDict, bytes]:
@@ -46,20 +63,14 @@ async def raw_exchange(base_url: str, request: bytes, timeout: float = 5.0) -> t
         writer.close()
 
 
-async def status_of(http, method: str, url: str) -> tuple[int, dict]:
-    async with http.request(method, url, json={} if method == "POST" else None) as response:
-        return response.status, await response.json()
+# --- 1. unbound methods and internal services -------------------------------------------------------------------------
 
-
-# --- 1. unbound methods and internal services --------------------------------------------------------------------
-
-@pytest.mark.parametrize("path", [f"/{ECHO_SERVICE}/Unannotated", "/grpc.health.v1.Health/Check"])
-async def test_unannotated_methods_are_not_routed_by_default(http, default_gateway_url, listed_gateway_url,
-                                                             echo_gateway_url, path):
+@pytest.mark.parametrize("path", [f"/{ECHO_SERVICE}/Unannotated", f"/{HEALTH_SERVICE}/Check"])
+async def test_unannotated_methods_are_routed_only_for_listed_services(http, default_gateway_url,
+                                                                       listed_gateway_url, path):
     status, body = await status_of(http, "POST", default_gateway_url + path)
     assert status == 404 and reason_of(body) == "ROUTE_NOT_FOUND"
-    listed = echo_gateway_url if "Health" in path else listed_gateway_url
-    status, _ = await status_of(http, "POST", listed + path)
+    status, _ = await status_of(http, "POST", listed_gateway_url + path)
     assert status == 200
 
 
@@ -94,22 +105,11 @@ async def test_openapi_shows_access_rules_and_hides_what_is_not_routed(http, lis
 def test_unbound_services_setting(monkeypatch):
     monkeypatch.delenv("GATEWAY_UNBOUND_SERVICES", raising=False)
     assert GatewayConfig.from_env().unbound_services == ()
-    monkeypatch.setenv("GATEWAY_UNBOUND_SERVICES", f" {ECHO_SERVICE}, grpc.health.v1.Health ,")
-    assert GatewayConfig.from_env().unbound_services == (ECHO_SERVICE, "grpc.health.v1.Health")
+    monkeypatch.setenv("GATEWAY_UNBOUND_SERVICES", f" {ECHO_SERVICE}, {HEALTH_SERVICE} ,")
+    assert GatewayConfig.from_env().unbound_services == (ECHO_SERVICE, HEALTH_SERVICE)
 
 
-# --- 2. bodies that are JSON but not what the route takes ----------------------------------------------------------
-
-def violations_of(status: dict) -> dict[str, str]:
-    found = next((d for d in status["details"] if d["@type"].endswith("google.rpc.BadRequest")), {})
-    return {v["field"]: v["description"] for v in found.get("field_violations", [])}
-
-
-async def post_raw(http, url: str, body: bytes) -> tuple[int, dict]:
-    async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
-        assert response.headers["X-Request-Id"]
-        return response.status, await response.json()
-
+# --- 2. bodies that are JSON but not what the route takes -------------------------------------------------------------
 
 @pytest.mark.parametrize("body, kind", [(b"null", "null"), (b"1", "a number"), (b"true", "a boolean"),
                                         (b'"x"', "a string"), (b"[]", "an array")])
@@ -154,7 +154,7 @@ async def test_paired_surrogate_escapes_and_a_bom_are_fine(http, echo_gateway_ur
     assert status == 200 and answer["name"] == "\U0001F600"
 
 
-# --- 3. headers gRPC metadata cannot carry ---------------------------------------------------------------------------
+# --- 3. headers gRPC metadata cannot carry ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("header", ["X-Request-Id", "Authorization", "Grpc-Metadata-Tenant"])
 @pytest.mark.parametrize("value", [b"caf\xc3\xa9", b"\xff\xfe", b"a\tb"], ids=["utf-8", "latin-1", "tab"])
@@ -194,7 +194,25 @@ async def test_a_plain_request_id_is_kept(http, echo_gateway_url, given):
         assert (await response.json())["labels"]["x-request-id"] == given == response.headers["X-Request-Id"]
 
 
-# --- 4. the client's address --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method, path, body, headers", [
+    ("GET", "/v1/nowhere", None, {}),  # 404
+    ("DELETE", "/v1/echo/x", None, {}),  # 405
+    ("OPTIONS", "/v1/nowhere", None, {}),  # preflight of no route
+    ("POST", "/v1/echo/x:archive", b"null", {}),  # 400 body
+    ("GET", "/v1/echo/x", None, {"Grpc-Metadata-Bad-Bin": "%%"}),  # 400 header
+    ("POST", "/v1/echo/x:archive", b'{"id": "' + b"x" * 70_000 + b'"}', {}),  # 413
+    ("GET", "/v1/fail/INTERNAL", None, {}),  # a backend's 500
+    ("GET", "/v1/wait?size=2000", None, {"Grpc-Timeout": "50m"}),  # 504
+    ("GET", "/v1/count?size=0&id=NOT_FOUND", None, {}),  # a stream failing before its first message
+])
+async def test_every_error_answer_carries_the_request_id(http, echo_gateway_url, method, path, body, headers):
+    async with http.request(method, echo_gateway_url + path, data=body,
+                            headers={**headers, "X-Request-Id": "every-1"}) as response:
+        assert response.status >= 400 and response.headers["X-Request-Id"] == "every-1"
+        assert "code" in await response.json()
+
+
+# --- 4. the client's address ------------------------------------------------------------------------------------------
 
 async def test_the_client_address_goes_to_the_backend_as_x_forwarded_for(http, echo_gateway_url):
     async with http.get(f"{echo_gateway_url}/v1/echo/f1", headers={"X-Forwarded-For": "203.0.113.9"}) as response:
@@ -202,7 +220,7 @@ async def test_the_client_address_goes_to_the_backend_as_x_forwarded_for(http, e
     assert labels["x-forwarded-for"] == "127.0.0.1"  # the TCP peer; what the client claimed is not passed on
 
 
-# --- 5. a body that never finishes arriving -------------------------------------------------------------------------
+# --- 5. a body that never finishes arriving ---------------------------------------------------------------------------
 
 async def test_a_stalled_body_is_408_after_the_body_timeout(start_gateway, echo_server):
     url = await start_gateway({"echo": echo_server}, body_timeout_seconds=1)
@@ -223,7 +241,7 @@ def test_body_timeout_setting(monkeypatch):
     assert GatewayConfig.from_env().body_timeout_seconds == 2.5
 
 
-# --- 6. a fault in the gateway itself -------------------------------------------------------------------------------
+# --- 6. a fault in the gateway itself ---------------------------------------------------------------------------------
 
 def _fail(*args, **kwargs):
     raise RuntimeError("a secret detail of the fault")
@@ -247,8 +265,6 @@ async def test_an_unexpected_exception_is_a_500_status_with_the_request_id(http,
 
 
 async def test_an_unexpected_exception_mid_stream_is_the_last_line(http, echo_gateway_url, monkeypatch):
-    from gateway.transcode import Route
-
     calls = []
 
     def to_json_once(self, message):
@@ -261,20 +277,3 @@ async def test_an_unexpected_exception_mid_stream_is_the_last_line(http, echo_ga
     assert response.status == 200 and lines[0] == {"id": "0"} and len(lines) == 2
     internal_details(lines[1]["error"], "fault-2")
 
-
-@pytest.mark.parametrize("method, path, body, headers", [
-    ("GET", "/v1/nowhere", None, {}),  # 404
-    ("DELETE", "/v1/echo/x", None, {}),  # 405
-    ("OPTIONS", "/v1/nowhere", None, {}),  # preflight of no route
-    ("POST", "/v1/echo/x:archive", b"null", {}),  # 400 body
-    ("GET", "/v1/echo/x", None, {"Grpc-Metadata-Bad-Bin": "%%"}),  # 400 header
-    ("POST", "/v1/echo/x:archive", b'{"id": "' + b"x" * 70_000 + b'"}', {}),  # 413
-    ("GET", "/v1/fail/INTERNAL", None, {}),  # a backend's 500
-    ("GET", "/v1/wait?size=2000", None, {"Grpc-Timeout": "50m"}),  # 504
-    ("GET", "/v1/count?size=0&id=NOT_FOUND", None, {}),  # a stream failing before its first message
-])
-async def test_every_error_answer_carries_the_request_id(http, echo_gateway_url, method, path, body, headers):
-    async with http.request(method, echo_gateway_url + path, data=body,
-                            headers={**headers, "X-Request-Id": "every-1"}) as response:
-        assert response.status >= 400 and response.headers["X-Request-Id"] == "every-1"
-        assert "code" in await response.json()
