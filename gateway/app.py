@@ -12,7 +12,7 @@ from google.rpc import code_pb2, status_pb2
 from gateway import headers
 from gateway.backends import Backends
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError, http_status, status_json, status_of
+from gateway.errors import GatewayError, http_status, internal_status, status_json, status_of
 from gateway.openapi import OpenApiBuilder
 from gateway.transcode import Route, call_streaming, dumps
 from kernel.context import request_id_var
@@ -34,6 +34,12 @@ def _json_response(document, status: int = 200) -> web.Response:
 
 def _error_response(status: status_pb2.Status, http: int, pool=None) -> web.Response:
     return _json_response(status_json(status, pool), http)
+
+
+def _internal_error(request: web.Request) -> status_pb2.Status:
+    """Logs the exception being handled, with the request id; the client gets the id only."""
+    log.exception("unexpected error", extra={"fields": {"method": request.method, "path": request.path}})
+    return internal_status(request[_REQUEST_ID])
 
 
 def _cors_headers(config: GatewayConfig, request: web.Request) -> dict[str, str]:
@@ -81,6 +87,12 @@ async def _frame(request: web.Request, handler) -> web.StreamResponse:
             if error.http == 405:
                 response.headers["Allow"] = ", ".join(
                     request.app[BACKENDS].router.allowed_methods(request.rel_url.raw_path))
+            elif error.http == 408:  # the rest of the body may still come: nothing else can follow on this connection
+                response.force_close()
+        except Exception:
+            if request.writer.output_size:  # a stream's answer is under way: aiohttp cuts the connection
+                raise
+            response = _error_response(_internal_error(request), 500)
         if not response.prepared:
             _decorate(request, response)
         log.info("http", extra={"fields": {"method": request.method, "path": request.path,
@@ -101,10 +113,11 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
                                "METHOD_NOT_ALLOWED", http=405)
         raise GatewayError(code_pb2.NOT_FOUND, f"No route for {request.method} {request.path}", "ROUTE_NOT_FOUND")
     route: Route = match.target
+    # The headers first: a request they refuse is refused before its body is read.
+    metadata = headers.call_metadata(request.headers, request[_REQUEST_ID], request.remote)
+    timeout = headers.timeout_seconds(request.headers, config.default_timeout_seconds, config.max_timeout_seconds)
     body = await _read_body(request) if route.binder.body else b""
     message = route.binder.bind(body, request.rel_url.query, match.variables())
-    metadata = headers.call_metadata(request.headers, request[_REQUEST_ID])
-    timeout = headers.timeout_seconds(request.headers, config.default_timeout_seconds, config.max_timeout_seconds)
     if route.server_streaming:
         return await _stream(request, route, message, metadata, timeout)
     call = route.call(message, metadata=metadata, timeout=timeout)
@@ -120,11 +133,16 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_body(request: web.Request) -> bytes:
+    config = request.app[CONFIG]
     try:
-        return await request.read()
+        async with asyncio.timeout(config.body_timeout_seconds):  # a stalled upload must not hold the connection
+            return await request.read()
+    except TimeoutError:
+        raise GatewayError(code_pb2.DEADLINE_EXCEEDED,
+                           f"The body did not arrive within {config.body_timeout_seconds:g} seconds.",
+                           "BODY_TIMEOUT", http=408) from None
     except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(code_pb2.RESOURCE_EXHAUSTED,
-                           f"The body is larger than {request.app[CONFIG].max_body_bytes} bytes.",
+        raise GatewayError(code_pb2.RESOURCE_EXHAUSTED, f"The body is larger than {config.max_body_bytes} bytes.",
                            "BODY_TOO_LARGE", http=413) from None
 
 
@@ -144,8 +162,9 @@ async def _stream(request: web.Request, route: Route, message, metadata, timeout
             await response.write(dumps(route.to_json(first)) + b"\n")
             async for item in responses:
                 await response.write(dumps(route.to_json(item)) + b"\n")
-    except grpc.aio.AioRpcError as error:
-        await response.write(dumps({"error": status_json(status_of(error), route.pool)}) + b"\n")
+    except Exception as error:  # the status line is out: the error is the last line
+        status = status_of(error) if isinstance(error, grpc.aio.AioRpcError) else _internal_error(request)
+        await response.write(dumps({"error": status_json(status, route.pool)}) + b"\n")
     finally:
         await responses.aclose()
     await response.write_eof()
@@ -165,7 +184,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 async def _start(app: web.Application) -> None:
     # grpc.aio channels belong to the loop they are made on: make them on the serving loop.
-    app[BACKENDS] = Backends(app[CONFIG].backends)
+    app[BACKENDS] = Backends(app[CONFIG].backends, app[CONFIG].unbound_services)
     await app[BACKENDS].refresh()
     if app[CONFIG].rediscover_seconds > 0:
         app[_REFRESHER] = asyncio.create_task(app[BACKENDS].keep_refreshing(app[CONFIG].rediscover_seconds))

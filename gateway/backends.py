@@ -17,8 +17,9 @@ _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class Backends:
-    def __init__(self, addresses: dict[str, str]):
+    def __init__(self, addresses: dict[str, str], unbound_services: tuple[str, ...] = ()):
         self.addresses = dict(addresses)
+        self.unbound_services = unbound_services  # whose unannotated methods are routed
         self.channels = {name: backend_channel(address) for name, address in addresses.items()}
         self.schemas: dict[str, Schema] = {}
         self.routes: list[Route] = []
@@ -46,7 +47,7 @@ class Backends:
             return False
         claimed: set[str] = set()
         routes = [route for name in self.channels if name in schemas
-                  for route in routes_of(name, schemas[name], self.channels[name], claimed)]
+                  for route in routes_of(name, schemas[name], self.channels[name], claimed, self.unbound_services)]
         self.router, self.routes = build_router(routes)
         self.schemas = schemas
         self.generation += 1

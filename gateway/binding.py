@@ -7,6 +7,7 @@ repeating the parameter, enums by name (or number). An unknown or doubly-bound p
 """
 
 import json
+import re
 from typing import Mapping
 
 from google.protobuf import descriptor, json_format
@@ -25,6 +26,14 @@ SCALAR_LIKE = {
     "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
 }
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
+# Deeper bodies are refused: decoding and json_format recurse, and no request message needs more.
+MAX_JSON_DEPTH = 64
+# \uD800-\uDFFF: a pair of these escapes is one character, one alone is none (and upb fails on it).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_KIND = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+         float: "a number", type(None): "null"}
+# The JSON a body bound to a field of these types must be (None: any; a message type not listed: an object).
+_FORM_OF_TYPE = {**dict.fromkeys(SCALAR_LIKE), "google.protobuf.Value": None, "google.protobuf.ListValue": list}
 
 
 def _field_named(message: descriptor.Descriptor, name: str) -> descriptor.FieldDescriptor | None:
@@ -80,6 +89,49 @@ def _bad_request(reason: str, violations: dict[str, str], message: str = "") -> 
     return GatewayError(code_pb2.INVALID_ARGUMENT, summary, reason, violations=violations)
 
 
+def _json_form(field: descriptor.FieldDescriptor) -> type | None:
+    """What a body bound to this field must be: dict (messages, maps), list (repeated), None (anything)."""
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return dict
+    if field.is_repeated:
+        return list
+    return None if field.message_type is None else _FORM_OF_TYPE.get(field.message_type.full_name, dict)
+
+
+def _deeper_than(document, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels; walked level by level, not recursively."""
+    level = [document] if isinstance(document, (dict, list)) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+    return bool(level)
+
+
+def _too_deep() -> GatewayError:
+    return _bad_request("JSON_TOO_DEEP", {"body": f"nests objects and arrays deeper than {MAX_JSON_DEPTH} levels"})
+
+
+def _decode(body: bytes):
+    """The body's JSON: UTF-8 (RFC 8259), valid Unicode, at most MAX_JSON_DEPTH levels deep."""
+    try:
+        text = body.decode("utf-8-sig")
+        document = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(document, ensure_ascii=False).encode()  # fails on an unpaired surrogate
+    except UnicodeEncodeError:
+        raise _bad_request("MALFORMED_JSON", {"body": "has an unpaired surrogate escape (\\uD800-\\uDFFF)"}) from None
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as error:
+        raise _bad_request("MALFORMED_JSON", {"body": f"not valid JSON: {error}"},
+                           f"The body is not valid JSON: {error}") from error
+    if _deeper_than(document, MAX_JSON_DEPTH):
+        raise _too_deep()
+    return document
+
+
 class RequestBinder:
     """Per-route, precomputed: which fields the path and the body own, and how query names resolve."""
 
@@ -90,8 +142,10 @@ class RequestBinder:
         self._path_setters = {path: self._path_setter(path) for path in path_fields}
         self._bound = [tuple(path) for path in path_fields] + ([(body,)] if body and body != "*" else [])
         self._query_fields: dict[str, tuple[FieldPath, descriptor.FieldDescriptor]] = {}
-        if body and body != "*":
-            self._body_key = resolve_field_path(self.message, [body])[0].name
+        field = resolve_field_path(self.message, [body])[0] if body and body != "*" else None
+        self._body_key = field.name if field else None  # None: the body is the whole request
+        self._body_form = _json_form(field) if field else dict
+        self._body_is = f"the request's {field.name} field" if field else "the request message"
 
     def _path_setter(self, path: FieldPath):
         fields = resolve_field_path(self.message, path)  # raises KeyError: the route is refused at build
@@ -128,19 +182,15 @@ class RequestBinder:
         return message
 
     def _bind_body(self, message: Message, body: bytes) -> None:
+        document = _decode(body)
+        if self._body_form is not None and not isinstance(document, self._body_form):
+            raise _bad_request("INVALID_BODY", {"body": f"must be {_KIND[self._body_form]} ({self._body_is}), "
+                                                        f"got {_KIND[type(document)]}"})
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise GatewayError(code_pb2.INVALID_ARGUMENT, f"The body is not valid JSON: {error}",
-                               "MALFORMED_JSON") from error
-        try:
-            if self.body == "*":
-                json_format.ParseDict(document, message)
-            else:
-                json_format.ParseDict({self._body_key: document}, message)
-        except json_format.ParseError as error:
-            raise GatewayError(code_pb2.INVALID_ARGUMENT, f"The body does not fit {self.message.full_name}: {error}",
-                               "INVALID_BODY") from error
+            json_format.ParseDict(document if self._body_key is None else {self._body_key: document}, message)
+        except (json_format.ParseError, OverflowError) as error:  # OverflowError: json_format on 1e999 for an enum
+            raise _bad_request("INVALID_BODY", {"body": str(error)},
+                               f"The body does not fit {self.message.full_name}: {error}") from error
 
     def _bind_query(self, message: Message, query: Mapping) -> None:
         tree: dict = {}

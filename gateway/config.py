@@ -12,6 +12,11 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def _names(name: str) -> tuple[str, ...]:
+    """A comma list, blanks dropped."""
+    return tuple(item.strip() for item in _env(name, "").split(",") if item.strip())
+
+
 def _number(name: str, default: float) -> float:
     raw = _env(name, str(default))
     try:
@@ -29,23 +34,26 @@ class GatewayConfig:
     max_timeout_seconds: float = 300.0  # GATEWAY_MAX_TIMEOUT_SECONDS: a longer Grpc-Timeout is cut to this
     cors_origins: tuple[str, ...] = ()  # GATEWAY_CORS_ORIGINS: comma list, or "*"; empty means no CORS
     max_body_bytes: int = 4 * 1024 * 1024  # GATEWAY_MAX_BODY_BYTES: larger bodies get 413
+    body_timeout_seconds: float = 30.0  # GATEWAY_BODY_TIMEOUT_SECONDS: a body slower to arrive gets 408
     rediscover_seconds: float = 30.0  # GATEWAY_REDISCOVER_SECONDS: re-read descriptors; 0 disables
     descriptor_set: str = str(ROOT / "coupons" / "descriptors.binpb")  # GATEWAY_DESCRIPTOR_SET: comments
+    unbound_services: tuple[str, ...] = ()  # GATEWAY_UNBOUND_SERVICES: full names whose unannotated methods are routed
     log_level: str = "INFO"  # LOG_LEVEL
 
     @classmethod
     def from_env(cls) -> "GatewayConfig":
         settings = Settings.from_env("gateway")
-        origins = tuple(o.strip() for o in _env("GATEWAY_CORS_ORIGINS", "").split(",") if o.strip())
         return cls(
             host=settings.host,
             port=settings.port,
             backends={name: getattr(settings, f"{name}_addr") for name in BACKENDS},
             default_timeout_seconds=_number("GATEWAY_DEFAULT_TIMEOUT_SECONDS", 30),
             max_timeout_seconds=_number("GATEWAY_MAX_TIMEOUT_SECONDS", 300),
-            cors_origins=origins,
+            cors_origins=_names("GATEWAY_CORS_ORIGINS"),
             max_body_bytes=int(_number("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+            body_timeout_seconds=_number("GATEWAY_BODY_TIMEOUT_SECONDS", 30),
             rediscover_seconds=_number("GATEWAY_REDISCOVER_SECONDS", 30),
             descriptor_set=_env("GATEWAY_DESCRIPTOR_SET", cls.descriptor_set),
+            unbound_services=_names("GATEWAY_UNBOUND_SERVICES"),
             log_level=settings.log_level,
         )

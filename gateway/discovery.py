@@ -15,6 +15,8 @@ from google.api import annotations_pb2  # noqa: F401  registers the google.api.h
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2 as reflection
 
+from coupons.access.v1 import access_pb2  # noqa: F401  registers the (coupons.access.v1.access) option too
+
 REFLECTION_METHODS = (
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",  # same messages, older name

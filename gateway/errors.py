@@ -54,6 +54,13 @@ class GatewayError(Exception):
             self.status.details.add().Pack(detail)
 
 
+def internal_status(request_id: str) -> status_pb2.Status:
+    """All a client learns of a fault in the gateway: that it happened, and the request id the log has it under."""
+    status = GatewayError(code_pb2.INTERNAL, f"Internal error (request id {request_id}).", "INTERNAL").status
+    status.details.add().Pack(error_details_pb2.RequestInfo(request_id=request_id))
+    return status
+
+
 def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     """The rich status a backend put in the trailers, or a plain one from the code and message."""
     for key, value in error.trailing_metadata() or ():

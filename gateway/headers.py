@@ -1,7 +1,6 @@
 """HTTP headers -> gRPC call metadata and deadline."""
 
 import base64
-import binascii
 import re
 import uuid
 from typing import Mapping
@@ -12,36 +11,63 @@ from gateway.errors import GatewayError
 
 METADATA_PREFIX = "grpc-metadata-"
 REQUEST_ID = "x-request-id"
+FORWARDED_FOR = "x-forwarded-for"
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _METADATA_KEY = re.compile(r"^[0-9a-z_.-]+$")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")  # all gRPC allows in a text metadata value
+_REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+_OWN_KEYS = (REQUEST_ID, FORWARDED_FOR, "authorization")  # set by the gateway, never by a Grpc-Metadata- header
+
+
+def _header_error(name: str, rule: str, reason: str = "INVALID_HEADER") -> GatewayError:
+    return GatewayError(code_pb2.INVALID_ARGUMENT, f"{name}: {rule}", reason, violations={name: rule})
 
 
 def request_id(headers: Mapping[str, str]) -> str:
-    """The caller's X-Request-Id, or a new one."""
-    return headers.get("X-Request-Id", "").strip()[:128] or uuid.uuid4().hex
+    """The caller's X-Request-Id when it is a plain id (1-128 of A-Z a-z 0-9 . _ : / = + -), else a new one:
+    it goes into every log line and to every backend, so nothing else is passed on."""
+    given = headers.get("X-Request-Id", "").strip()
+    return given if _REQUEST_ID_FORM.fullmatch(given) else uuid.uuid4().hex
 
 
-def call_metadata(headers: Mapping[str, str], request_id_value: str) -> list[tuple[str, str | bytes]]:
-    """Authorization, the request id, and every Grpc-Metadata-<name> header as <name>."""
+def _text(name: str, value: str) -> str:
+    """A header value as text metadata. gRPC refuses anything but printable ASCII, which would end in a 500."""
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        raise _header_error(name, "must be printable ASCII (no control characters, no non-ASCII bytes)")
+    return value
+
+
+def call_metadata(headers: Mapping[str, str], request_id_value: str,
+                  client_address: str | None) -> list[tuple[str, str | bytes]]:
+    """The request id, the client's address, Authorization, and every Grpc-Metadata-<name> header as <name>.
+
+    The address is the TCP peer only: an X-Forwarded-For the client sent is not passed on, as the backends
+    believe x-forwarded-for from the gateway.
+    """
+    _text("X-Request-Id", headers.get("X-Request-Id", ""))  # replaced when not a plain id, refused when not text
     metadata: list[tuple[str, str | bytes]] = [(REQUEST_ID, request_id_value)]
+    if client_address:  # None on a Unix socket
+        metadata.append((FORWARDED_FOR, client_address))
     authorization = headers.get("Authorization")
     if authorization:
-        metadata.append(("authorization", authorization))
+        metadata.append(("authorization", _text("Authorization", authorization)))
     for name, value in headers.items():
         lowered = name.lower()
         if not lowered.startswith(METADATA_PREFIX):
             continue
         key = lowered[len(METADATA_PREFIX):]
         if not _METADATA_KEY.match(key) or key.startswith("grpc-"):
-            raise GatewayError(code_pb2.INVALID_ARGUMENT, f"{name} is not a usable metadata name", "INVALID_HEADER")
+            raise _header_error(name, "not a usable metadata name (0-9 a-z _ . -, not grpc-*)")
+        if key in _OWN_KEYS:
+            raise _header_error(name, f"{key} is set by the gateway itself")
         if key.endswith("-bin"):  # binary metadata travels base64-encoded in HTTP
             try:
                 metadata.append((key, base64.b64decode(value, validate=True)))
-            except binascii.Error:
-                raise GatewayError(code_pb2.INVALID_ARGUMENT, f"{name} is not base64", "INVALID_HEADER") from None
+            except ValueError:  # binascii.Error, or a value that is not even ASCII
+                raise _header_error(name, "must be base64") from None
         else:
-            metadata.append((key, value))
+            metadata.append((key, _text(name, value)))
     return metadata
 
 
@@ -52,8 +78,7 @@ def timeout_seconds(headers: Mapping[str, str], default: float, maximum: float) 
         return default
     match = _TIMEOUT.match(raw.strip())
     if not match:
-        raise GatewayError(code_pb2.INVALID_ARGUMENT, f"Grpc-Timeout {raw!r} is not <digits><H|M|S|m|u|n>",
-                           "INVALID_TIMEOUT")
+        raise _header_error("Grpc-Timeout", "must be <digits><H|M|S|m|u|n>, at most 8 digits", "INVALID_TIMEOUT")
     return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], maximum)
 
 

@@ -124,6 +124,8 @@ class _Document:
             parameters += self._query_parameters(request, bound)
         operation = {"operationId": self._operation_id(method), "tags": [method.containing_service.full_name],
                      "parameters": parameters}
+        if route.callers:
+            operation["x-callers"] = list(route.callers)
         text = self.comments.get(method.full_name)
         if text:
             operation["summary"] = text.split("\n")[0]

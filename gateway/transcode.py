@@ -14,6 +14,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
+from coupons.access.v1 import access_pb2
 from gateway import templates
 from gateway.binding import RequestBinder
 from gateway.discovery import Schema
@@ -22,6 +23,7 @@ from gateway.routes import ConflictError, Router
 log = logging.getLogger("gateway.routes")
 
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+_CALLERS = access_pb2.Caller.DESCRIPTOR.values_by_number
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Route:
     server_streaming: bool
     call: object  # grpc.aio UnaryUnaryMultiCallable or UnaryStreamMultiCallable
     pool: descriptor_pool.DescriptorPool
+    callers: tuple[str, ...]  # the access rule's caller kinds, for the OpenAPI document
 
     def to_json(self, response: Message) -> dict:
         """Canonical JSON with proto field names; fields without presence are always printed (see docs)."""
@@ -60,10 +63,29 @@ def _bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: set[str]) -> list[Route]:
+def _callers(options) -> tuple[int, ...]:
+    """The callers a method's (coupons.access.v1.access) rule admits; empty when it declares none."""
+    return tuple(options.Extensions[access_pb2.access].callers) if options.HasExtension(access_pb2.access) else ()
+
+
+def _service_only(callers: tuple[int, ...]) -> bool:
+    """Only other services may call it: not for the web, whatever its http rule says."""
+    return set(callers) == {access_pb2.CALLER_SERVICE}
+
+
+def _caller_names(callers: tuple[int, ...]) -> tuple[str, ...]:
+    # A caller kind newer than the gateway's copy of access.proto is shown by number.
+    return tuple(_CALLERS[c].name if c in _CALLERS else str(c) for c in callers)
+
+
+def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: set[str],
+              unbound: tuple[str, ...] = ()) -> list[Route]:
     """Every HTTP route a backend's methods offer; client- and bidi-streaming methods stay gRPC-only.
 
     A service already in `claimed` (served by an earlier backend, e.g. grpc.health.v1.Health) is skipped.
+    Methods only other services may call are never routed, so a service made only of them (an internal
+    service) has no route and no place in the OpenAPI document. Unannotated methods are routed only for the
+    services in `unbound` (grpc-gateway's generate_unbound_methods).
     """
     routes = []
     for service_name in schema.services:
@@ -71,27 +93,28 @@ def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: 
             continue
         claimed.add(service_name)
         service = schema.pool.FindServiceByName(service_name)
-        declared = {m.name: m for m in schema.service_proto(service_name).method}
+        declared = {m.name: m.options for m in schema.service_proto(service_name).method}
         for method in service.methods:
-            if method.client_streaming:
+            options = declared[method.name]
+            callers = _callers(options)
+            if method.client_streaming or _service_only(callers):
                 continue
-            options = declared[method.name].options
             rule = options.Extensions[annotations_pb2.http] if options.HasExtension(annotations_pb2.http) else None
             bindings = _bindings(rule) if rule else []
             grpc_method = f"/{service_name}/{method.name}"
-            if not bindings:  # unannotated: the whole request as the JSON body
+            if not bindings and service_name in unbound:
                 bindings = [("POST", grpc_method, "*", "")]
             for http_method, path, body, response_body in bindings:
                 try:
-                    routes.append(_route(backend, schema.pool, channel, method, grpc_method,
-                                         http_method, path, body, response_body))
+                    routes.append(_route(backend, schema.pool, channel, method, grpc_method, http_method, path,
+                                         body, response_body, _caller_names(callers)))
                 except (templates.TemplateError, KeyError) as error:
                     log.warning("route skipped", extra={"fields": {"method": grpc_method, "path": path,
                                                                    "error": str(error)}})
     return routes
 
 
-def _route(backend, pool, channel, method, grpc_method, http_method, path, body, response_body) -> Route:
+def _route(backend, pool, channel, method, grpc_method, http_method, path, body, response_body, callers) -> Route:
     template = templates.parse(path)
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
@@ -101,7 +124,7 @@ def _route(backend, pool, channel, method, grpc_method, http_method, path, body,
     codec = {"request_serializer": request_class.SerializeToString, "response_deserializer": response_class.FromString}
     call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(grpc_method, **codec)
     return Route(backend, http_method, template, grpc_method, method, binder, response_body,
-                 method.server_streaming, call, pool)
+                 method.server_streaming, call, pool, callers)
 
 
 def build_router(routes: list[Route]) -> tuple[Router, list[Route]]:

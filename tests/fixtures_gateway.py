@@ -29,6 +29,7 @@ syntax = "proto3";
 // Test-only service: echoes what it was sent, so a test sees how the gateway bound the request.
 package gatewaytest.v1;
 
+import "coupons/access/v1/access.proto";
 import "google/api/annotations.proto";
 import "google/protobuf/timestamp.proto";
 
@@ -58,8 +59,33 @@ service EchoService {
   rpc Wait(EchoRequest) returns (EchoRequest) {
     option (google.api.http) = {get: "/v1/wait"};
   }
-  // No annotation: reachable at POST /gatewaytest.v1.EchoService/Unannotated.
+  // No annotation: reachable at POST /gatewaytest.v1.EchoService/Unannotated when the service is listed.
   rpc Unannotated(EchoRequest) returns (EchoRequest);
+  // Annotated but only for other services: never routed.
+  rpc ServiceOnly(EchoRequest) returns (EchoRequest) {
+    option (google.api.http) = {get: "/v1/service-only/{id}"};
+    option (coupons.access.v1.access) = {callers: CALLER_SERVICE};
+  }
+  // For admins and services: routed, and its rule shown in the OpenAPI document.
+  rpc AdminOrService(EchoRequest) returns (EchoRequest) {
+    option (google.api.http) = {get: "/v1/admin-or-service/{id}"};
+    option (coupons.access.v1.access) = {callers: [CALLER_ADMIN, CALLER_SERVICE]};
+  }
+  // Unannotated and only for other services: not routed even when the service is listed.
+  rpc UnannotatedServiceOnly(EchoRequest) returns (EchoRequest) {
+    option (coupons.access.v1.access) = {callers: CALLER_SERVICE};
+  }
+}
+
+// Every method only for other services: an internal service, never routed nor documented.
+service InternalService {
+  rpc Ping(EchoRequest) returns (EchoRequest) {
+    option (google.api.http) = {get: "/v1/internal/ping"};
+    option (coupons.access.v1.access) = {callers: CALLER_SERVICE};
+  }
+  rpc Unannotated(EchoRequest) returns (EchoRequest) {
+    option (coupons.access.v1.access) = {callers: CALLER_SERVICE};
+  }
 }
 
 enum Color {
@@ -91,6 +117,8 @@ message EchoRequest {
 }
 """
 ECHO_SERVICE = "gatewaytest.v1.EchoService"
+INTERNAL_SERVICE = "gatewaytest.v1.InternalService"
+PROTOS = pathlib.Path(__file__).resolve().parent.parent / "protos"  # for coupons/access/v1/access.proto
 
 
 def compile_proto(source: str, directory: pathlib.Path) -> pathlib.Path:
@@ -100,7 +128,7 @@ def compile_proto(source: str, directory: pathlib.Path) -> pathlib.Path:
     from grpc_tools import protoc
 
     (directory / "test.proto").write_text(source)
-    includes = [directory, pathlib.Path(google.api.__path__[0]).parent.parent,
+    includes = [directory, PROTOS, pathlib.Path(google.api.__path__[0]).parent.parent,
                 pathlib.Path(grpc_tools.__file__).parent / "_proto"]
     out = directory / "test.binpb"
     code = protoc.main(["protoc", *(f"-I{d}" for d in includes), f"--descriptor_set_out={out}",
@@ -127,7 +155,7 @@ def _failure(code_name: str, message: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def _echo_handler(pool: descriptor_pool.DescriptorPool) -> grpc.GenericRpcHandler:
+def _echo_handlers(pool: descriptor_pool.DescriptorPool) -> tuple[grpc.GenericRpcHandler, ...]:
     request_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("gatewaytest.v1.EchoRequest"))
     codec = {"request_deserializer": request_class.FromString, "response_serializer": request_class.SerializeToString}
 
@@ -150,13 +178,18 @@ def _echo_handler(pool: descriptor_pool.DescriptorPool) -> grpc.GenericRpcHandle
         if request.id:
             await context.abort_with_status(_failure(request.id, "the stream failed as asked"))
 
-    return grpc.method_handlers_generic_handler(ECHO_SERVICE, {
-        "Echo": grpc.unary_unary_rpc_method_handler(echo, **codec),
+    # Methods the gateway must not route still answer, so a test that reaches them fails visibly.
+    echoing = {name: grpc.unary_unary_rpc_method_handler(echo, **codec)
+               for name in ("Echo", "Unannotated", "ServiceOnly", "AdminOrService", "UnannotatedServiceOnly")}
+    return (grpc.method_handlers_generic_handler(ECHO_SERVICE, {
+        **echoing,
         "Fail": grpc.unary_unary_rpc_method_handler(fail, **codec),
         "Count": grpc.unary_stream_rpc_method_handler(count, **codec),
         "Wait": grpc.unary_unary_rpc_method_handler(wait, **codec),
+    }), grpc.method_handlers_generic_handler(INTERNAL_SERVICE, {
+        "Ping": grpc.unary_unary_rpc_method_handler(echo, **codec),
         "Unannotated": grpc.unary_unary_rpc_method_handler(echo, **codec),
-    })
+    }))
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +203,11 @@ async def echo_server(echo_descriptor_set):
     """Address of a gRPC server with the echo service, health and reflection (v1alpha only)."""
     pool = pool_of(echo_descriptor_set)
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((_echo_handler(pool),))
+    server.add_generic_rpc_handlers(_echo_handlers(pool))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((ECHO_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool)
+    reflection.enable_server_reflection((ECHO_SERVICE, INTERNAL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                        server, pool)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -208,9 +242,11 @@ async def gateway_url(start_gateway, auth_server):
 
 @pytest.fixture(scope="session")
 async def echo_gateway_url(start_gateway, echo_server, echo_descriptor_set):
-    """A gateway in front of the echo backend, with CORS for one origin and a small body limit."""
+    """A gateway in front of the echo backend, with CORS for one origin, a small body limit, and the unannotated
+    methods of the echo and health services routed."""
     return await start_gateway({"echo": echo_server}, cors_origins=("https://app.example",),
-                               max_body_bytes=64 * 1024, descriptor_set=str(echo_descriptor_set))
+                               max_body_bytes=64 * 1024, descriptor_set=str(echo_descriptor_set),
+                               unbound_services=(ECHO_SERVICE, health.SERVICE_NAME))
 
 
 @pytest.fixture(scope="session")

@@ -72,10 +72,13 @@ async def test_admin_lists_users_and_unknown_email_is_404(http, gateway_url, adm
     assert status == 200 and by_id["email"] == admin_session.user.email
 
 
-async def test_internal_batch_lookup_is_not_routed(http, gateway_url, admin_session):
-    status, body = await post(http, f"{gateway_url}/coupons.auth.v1.AuthInternalService/BatchLookupUsers",
-                              {"emails": [admin_session.user.email]}, headers=bearer(admin_session.access_token))
-    assert status == 404 and reason_of(body) == "ROUTE_NOT_FOUND"
+async def test_internal_batch_lookup_is_not_routed_even_when_its_service_is_listed(http, start_gateway, auth_server,
+                                                                                   admin_session):
+    listed = await start_gateway({"auth": auth_server}, unbound_services=("coupons.auth.v1.AuthInternalService",))
+    for base in (listed, await start_gateway({"auth": auth_server})):
+        status, body = await post(http, f"{base}/coupons.auth.v1.AuthInternalService/BatchLookupUsers",
+                                  {"emails": [admin_session.user.email]}, headers=bearer(admin_session.access_token))
+        assert status == 404 and reason_of(body) == "ROUTE_NOT_FOUND"
 
 
 async def test_bad_email_is_400_with_field_violations(http, gateway_url):
