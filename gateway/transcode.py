@@ -83,8 +83,8 @@ def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: 
     """Every HTTP route a backend's methods offer; client- and bidi-streaming methods stay gRPC-only.
 
     A service already in `claimed` (served by an earlier backend, e.g. grpc.health.v1.Health) is skipped.
-    Methods only other services may call are never routed, so a service made only of them (an internal
-    service) has no route and no place in the OpenAPI document. Unannotated methods are routed only for the
+    Methods only other services may call are never routed, nor any method of a service declared
+    `(coupons.access.v1.internal)`: such services have no route and no place in the OpenAPI document. Unannotated methods are routed only for the
     services in `unbound` (grpc-gateway's generate_unbound_methods).
     """
     routes = []
@@ -92,6 +92,8 @@ def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: 
         if service_name in claimed:
             continue
         claimed.add(service_name)
+        if schema.service_proto(service_name).options.Extensions[access_pb2.internal]:
+            continue  # declared internal: for the suite's own services only
         service = schema.pool.FindServiceByName(service_name)
         declared = {m.name: m.options for m in schema.service_proto(service_name).method}
         for method in service.methods:

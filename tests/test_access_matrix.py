@@ -126,3 +126,21 @@ async def test_a_user_cannot_act_on_another_users_coupons(ledger):
             assert rich_error(error).reason == reason, name
         else:
             raise AssertionError(f"{name} acted on another user's coupon")
+
+
+async def test_the_gateway_reaches_no_internal_method(start_gateway, http, servers, tokens):
+    """Every service-only method of every service is off the web, listed as unbound or not."""
+    backends = dict(zip(("auth", "books", "redemption", "pools"), servers))
+    internal = [(path, service) for address, names in servers.items() for service in names
+                for path, method in _methods((service,)) if access.rule_of(method).callers == {access.SERVICE_ONLY}]
+    assert {service for _, service in internal} == {"coupons.auth.v1.AuthInternalService",
+                                                    "coupons.redemption.v1.LedgerInternalService"}
+    gateway = await start_gateway(backends, unbound_services=tuple(s for _, s in internal))
+    for path, _ in internal:
+        async with http.post(gateway + path, json={}, headers={"authorization": tokens[ADMIN][0][1]}) as response:
+            assert response.status == 404, path
+    async with http.get(f"{gateway}/openapi.json") as response:
+        document = await response.json()
+    assert not [p for p in document["paths"] if "Internal" in p or "PutBookRules" in p or "BulkAssign" in p]
+    assert all(operation.get("x-callers") != ["CALLER_SERVICE"]
+               for item in document["paths"].values() for operation in item.values() if isinstance(operation, dict))
