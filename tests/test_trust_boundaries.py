@@ -159,3 +159,26 @@ def test_metrics_listen_on_the_configured_host_only(running_suite):
             if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                 listening.add(address)
     assert listening == {"0100007F"}, listening  # 127.0.0.1, little-endian
+
+
+async def test_the_transaction_helper_maps_database_refusals(database_url):
+    """Deadlocks and serialization failures are ABORTED (retry), values PostgreSQL refuses INVALID_ARGUMENT."""
+    import dataclasses
+
+    import pytest
+    import sqlalchemy as sa
+
+    from kernel import db
+    from kernel.errors import Aborted, InvalidArgument
+
+    engine = db.create_engine(dataclasses.replace(Settings.from_env("books"), database_url=database_url))
+    try:
+        for sqlstate, expected in (("40P01", Aborted), ("40001", Aborted)):
+            with pytest.raises(expected):
+                async with db.transaction(engine) as conn:
+                    await conn.execute(sa.text(f"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{sqlstate}'; END $$"))
+        with pytest.raises(InvalidArgument):
+            async with db.transaction(engine) as conn:
+                await conn.execute(sa.text("SELECT CAST(:n AS int)"), {"n": "not a number"})
+    finally:
+        await engine.dispose()
