@@ -178,6 +178,11 @@ async def _healthz(request: web.Request) -> web.Response:
                           200 if serving else 503)
 
 
+async def _livez(request: web.Request) -> web.Response:
+    """Liveness: the gateway answers (whatever its backends do; /healthz is readiness)."""
+    return _json_response({"status": "SERVING"})
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return _json_response(request.app[_OPENAPI].document(request.app[BACKENDS]))
 
@@ -207,6 +212,7 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.on_cleanup.append(_stop)
     # The gateway's own endpoints come first, so a backend cannot shadow them.
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/livez", _livez)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_route("*", "/{tail:.*}", _transcode)
     return app

@@ -1,13 +1,16 @@
 """The async SQLAlchemy engine (psycopg 3) with a bounded pool, and the one transaction helper."""
 
+import asyncio
 import contextlib
 from typing import AsyncIterator
 
+import psycopg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text as sa_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from kernel.errors import Aborted, FieldViolation, InvalidArgument
+from kernel.errors import Aborted, FieldViolation, InvalidArgument, Unavailable
 from kernel.settings import Settings
 
 
@@ -26,7 +29,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,
-        connect_args={"application_name": f"coupons-{settings.component}"},
+        # A connection the server dropped (a restart, a failover) is replaced at checkout instead of failing
+        # the next caller: one extra round trip per transaction.
+        pool_pre_ping=True,
+        connect_args={"application_name": f"coupons-{settings.component}", "connect_timeout": 5},
     )
 
 
@@ -49,6 +55,26 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                                               "character or a number out of range")],
                               reason="INVALID_VALUE") from error
     except sa_exc.DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-            raise
-        raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error
+        if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error
+        if error.connection_invalidated or isinstance(error.orig, psycopg.OperationalError):
+            raise _unavailable() from error  # lost mid-call or refused: whether it committed, a retry tells
+        raise
+    except sa_exc.TimeoutError as error:  # no pooled connection came free in DB_POOL_TIMEOUT_SECONDS
+        raise _unavailable() from error
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("The database cannot be reached right now; retry shortly (with the same request_id).",
+                       reason="DATABASE_UNAVAILABLE", retry_after_seconds=1.0)
+
+
+async def ping(engine: AsyncEngine, timeout_seconds: float = 2.0) -> bool:
+    """Whether the database answers now (for readiness)."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async with engine.connect() as conn:
+                await conn.execute(sa_text("SELECT 1"))
+        return True
+    except Exception:
+        return False

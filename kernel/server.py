@@ -7,7 +7,7 @@ service, and a graceful stop: NOT_SERVING first, a short drain, then in-flight c
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,6 +22,10 @@ from kernel.tokens import TokenVerifier
 log = logging.getLogger("kernel.server")
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# Health names: "" and each service are readiness (NOT_SERVING while the database cannot be reached or
+# the server stops); LIVENESS stays SERVING while the process answers, for the liveness probe.
+LIVENESS = "liveness"
+READINESS_INTERVAL_SECONDS = 2.0
 # Requests are refused above 4 MiB before anything is parsed (large uploads are streamed in chunks);
 # answers may be larger (a bulk assignment's codes).
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
@@ -40,6 +44,8 @@ class ServiceSpec:
     component: str
     service_names: tuple[str, ...]  # whose methods' access rules (kernel.access) the server enforces
     register: Callable[[grpc.aio.Server], None]
+    # Whether what the service needs (its database) answers now; polled for readiness.
+    ready: Callable[[], Awaitable[bool]] | None = None
 
 
 def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> None:
@@ -90,17 +96,35 @@ class GrpcServer:
         _register_reflection_v1(self.server, names)
         self.port = 0
         self._stopped = asyncio.Event()
-        self._revocations: asyncio.Task | None = None
+        self._background: list[asyncio.Task] = []
 
     async def start(self, address: str) -> int:
         if self.verifier.watches_revocations:
-            self._revocations = asyncio.create_task(self.verifier.keep_revocations(self.revocation_poll_seconds))
+            self._background.append(asyncio.create_task(
+                self.verifier.keep_revocations(self.revocation_poll_seconds)))
         self.port = self.server.add_insecure_port(address)
         await self.server.start()
-        for name in ("", *self.spec.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_ready(self.spec.ready is None or await self.spec.ready())
+        if self.spec.ready is not None:
+            self._background.append(asyncio.create_task(self._watch_readiness()))
         log.info("serving", extra={"fields": {"component": self.spec.component, "port": self.port}})
         return self.port
+
+    async def _set_ready(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.spec.service_names):
+            await self.health.set(name, status)  # ignored once a graceful shutdown began
+
+    async def _watch_readiness(self) -> None:
+        ready = True
+        while True:
+            await asyncio.sleep(READINESS_INTERVAL_SECONDS)
+            now = await self.spec.ready()
+            if now != ready:
+                log.warning("readiness", extra={"fields": {"component": self.spec.component, "ready": now}})
+                ready = now
+            await self._set_ready(now)
 
     async def stop(self, grace_seconds: float) -> None:
         """NOT_SERVING, a drain so probes and balancers notice, then in-flight calls get grace_seconds."""
@@ -110,8 +134,8 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.drain_seconds)
         await self.server.stop(grace_seconds)
-        if self._revocations is not None:
-            self._revocations.cancel()
+        for task in self._background:
+            task.cancel()
         log.info("stopped", extra={"fields": {"component": self.spec.component}})
 
     async def wait_stopped(self) -> None:

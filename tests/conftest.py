@@ -37,8 +37,8 @@ def _server_url():
         with container:
             yield container.get_connection_url()
         return
-    with temporary_postgres() as url:
-        yield url
+    with temporary_postgres() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -127,3 +127,29 @@ async def test_a_long_password_is_just_wrong(auth_stub):
     _, session = await _register(auth_stub)
     await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="q" * 500)),
                        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+
+
+async def test_an_email_shaped_like_a_client_key_cannot_pause_that_client(database_url, signing_key):
+    stub, stop = await _server(database_url, signing_key, login_max_failures=2, login_max_failures_per_client=2)
+    try:
+        victim, attacker = _from_a_client_of_its_own(), _from_a_client_of_its_own()
+        address = victim[0][1].rpartition(",")[2].strip()
+        for _ in range(4):
+            try:
+                await stub.Login(auth_pb2.LoginRequest(email=f"client:{address}", password="wrong-password"),
+                                 metadata=attacker)
+            except grpc.aio.AioRpcError:
+                pass
+        _, session = await _register(stub)
+        assert (await stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="first-pass-1"),
+                                 metadata=victim)).user.id == session.user.id
+    finally:
+        await stop()
+
+
+async def test_a_password_past_72_bytes_never_matches_its_prefix(auth_stub):
+    password = "p" * 72
+    _, session = await _register(auth_stub, password=password)
+    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password=password + "x")),
+                       grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    assert (await auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password=password))).user.id

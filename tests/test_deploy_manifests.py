@@ -18,8 +18,8 @@ What is checked, and how:
      every interface, with the right DATABASE_URL (pooler for services, primary for migrations);
    - the *_ADDR variables point at headless Services (clusterIP None) on the right port;
    - every Deployment and Job runs the image named in kustomization.yaml;
-   - each gRPC Deployment has native grpc startup, readiness and liveness probes on its port, the
-     gateway httpGet /healthz on 8080;
+   - each gRPC Deployment has native grpc startup, readiness and liveness probes on its port (liveness
+     and startup on the "liveness" health name), the gateway httpGet /healthz (readiness) and /livez on 8080;
    - every pod and container is hardened (non-root, read-only root filesystem, no privilege escalation,
      all capabilities dropped, RuntimeDefault seccomp, no service account token, resources set);
    - terminationGracePeriodSeconds covers the preStop sleep plus SHUTDOWN_GRACE_SECONDS;
@@ -301,11 +301,15 @@ def test_ports_of_containers_probes_and_services_equal_the_code_defaults():
 def test_grpc_services_have_native_grpc_probes_and_the_gateway_http_healthz():
     for name, deployment in _deployments().items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
+        # Readiness follows the backends and the database; liveness and startup only the process itself,
+        # so a database outage takes replicas out of rotation without restarting them.
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if name == "gateway":
-                assert container[probe]["httpGet"] == {"path": "/healthz", "port": DEFAULT_PORTS["gateway"]}
+                path = "/healthz" if probe == "readinessProbe" else "/livez"
+                assert container[probe]["httpGet"] == {"path": path, "port": DEFAULT_PORTS["gateway"]}
             else:
-                assert container[probe]["grpc"] == {"port": DEFAULT_PORTS[name]}, f"{name} {probe}"
+                expected = {"port": DEFAULT_PORTS[name], **({} if probe == "readinessProbe" else {"service": "liveness"})}
+                assert container[probe]["grpc"] == expected, f"{name} {probe}"
 
 
 def test_each_grpc_component_has_a_headless_and_a_regular_service():

@@ -1,6 +1,7 @@
 """Wires the auth service: repository, domain, servicer and the shared server."""
 
 from coupons.auth.v1 import auth_pb2_grpc
+from kernel import db
 from kernel.db import create_engine
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import CALLING_SERVICES, Settings
@@ -35,5 +36,5 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
 
     # The auth service verifies with its own key and reads revocations from its own schema: no hop to itself.
     verifier = TokenVerifier.with_keys([key.public_key], settings.jwt_issuer, settings.jwt_audience, revocations)
-    spec = ServiceSpec(component="auth", service_names=SERVICE_NAMES, register=register)
+    spec = ServiceSpec(component="auth", service_names=SERVICE_NAMES, register=register, ready=lambda: db.ping(engine))
     return GrpcServer(spec, verifier, revocation_poll_seconds=settings.revocation_poll_seconds), engine.dispose

@@ -3,6 +3,7 @@
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import uuid
@@ -47,6 +48,21 @@ def _email_violations(email: str, field: str = "email") -> list[FieldViolation]:
     if len(email) > MAX_EMAIL_LENGTH or not EMAIL.match(email):
         return [FieldViolation(field, "must be an email address like name@example.com")]
     return []
+
+
+def _email_key(email: str) -> str:
+    """A sign-in counter's key names its kind, so no email typed at Login can reach a client's counter."""
+    return f"email:{email.strip().lower()}"
+
+
+def _client_key(address: str) -> str:
+    """"" when unknown; an IPv6 client is counted per /64, the block one subscriber is usually given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return f"client:{ipaddress.ip_network((ip, 64), strict=False) if ip.version == 6 else ip}"
 
 
 def _bounded(field: str, value: str, limit: int) -> list[FieldViolation]:
@@ -131,7 +147,7 @@ class AuthDomain:
             return await self._new_session(conn, user)
 
     async def _check_replayed_sign_in(self, conn, user: UserRow, password: str) -> None:
-        row = await self.repo.lock_throttle(conn, user.email.lower())
+        row = await self.repo.lock_throttle(conn, _email_key(user.email))
         if row.locked_until is not None and row.locked_until > row.now:
             raise self._throttled(row.locked_until)
         if not await self.hasher.check(password, user.password_hash):  # changed since the registration
@@ -148,14 +164,12 @@ class AuthDomain:
 
     async def login(self, email: str, password: str) -> Session:
         _check(_bounded("email", email, MAX_EMAIL_LENGTH) + _bounded("password", password, MAX_PASSWORD_INPUT))
-        email_key = email.strip().lower()
-        client = client_address()
+        email_key, client = _email_key(email), _client_key(client_address())
         # Per client too, so spraying one password over many accounts from one address is slowed.
-        client_last_chance = await self._reserve_attempt(f"client:{client}", self.max_failures_per_client) \
-            if client else None
+        client_last_chance = await self._reserve_attempt(client, self.max_failures_per_client) if client else None
         last_chance_until = await self._reserve_attempt(email_key, self.max_failures) or client_last_chance
         async with self.repo.transaction() as conn:
-            user = await self.repo.user_by_email(conn, email_key)
+            user = await self.repo.user_by_email(conn, email.strip())
         # The same work and the same answer whether the email is unknown or the password wrong.
         valid = await self.hasher.check(password, user.password_hash if user else None)
         if not valid:
@@ -167,15 +181,15 @@ class AuthDomain:
             # one password cannot reset it.
             await self.repo.clear_failures(conn, email_key)
             if client:
-                await self.repo.forgive_attempt(conn, f"client:{client}")
+                await self.repo.forgive_attempt(conn, client)
             self._check_may_sign_in(user)
             return await self._new_session(conn, user)
 
-    async def _reserve_attempt(self, email_key: str, max_failures: int) -> dt.datetime | None:
+    async def _reserve_attempt(self, key: str, max_failures: int) -> dt.datetime | None:
         """Counts the attempt before the password is checked, so a burst of parallel guesses cannot outrun the
         limit; a correct password clears the count. Returns the pause's end when this is the last allowed try."""
         async with self.repo.transaction() as conn:
-            row = await self.repo.lock_throttle(conn, email_key)
+            row = await self.repo.lock_throttle(conn, key)
             if row.locked_until is not None and row.locked_until > row.now:
                 locked_until = row.locked_until
             else:
@@ -185,7 +199,7 @@ class AuthDomain:
                 failures = (0 if fresh else row.failures) + 1
                 started = row.now if fresh else row.window_started_at
                 pause_until = row.now + window if failures >= max_failures else None
-                await self.repo.save_throttle(conn, email_key, 0 if pause_until else failures, started, pause_until)
+                await self.repo.save_throttle(conn, key, 0 if pause_until else failures, started, pause_until)
         if locked_until is not None:
             raise self._throttled(locked_until)
         return pause_until
@@ -233,7 +247,7 @@ class AuthDomain:
         _check(_bounded("current_password", current, MAX_PASSWORD_INPUT) + password_violations(new, "new_password"))
         user = await self.me(caller)
         # Guesses of the current password count against the same limit as sign-ins.
-        email_key = user.email.lower()
+        email_key = _email_key(user.email)
         last_chance_until = await self._reserve_attempt(email_key, self.max_failures)
         if not await self.hasher.check(current, user.password_hash):
             if last_chance_until is not None:

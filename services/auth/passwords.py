@@ -29,7 +29,9 @@ class PasswordHasher:
         return hashed.decode()
 
     async def check(self, password: str, hashed: str | None) -> bool:
-        candidate = password.encode()[:MAX_BYTES]
+        candidate = password.encode()
         target = hashed.encode() if hashed else self._decoy
-        matches = await asyncio.to_thread(bcrypt.checkpw, candidate, target)
-        return matches and hashed is not None
+        # bcrypt reads 72 bytes: a longer password would match the one that is its prefix. None is stored
+        # that long, so it never matches; the same work is done either way.
+        matches = await asyncio.to_thread(bcrypt.checkpw, candidate[:MAX_BYTES], target)
+        return matches and hashed is not None and len(candidate) <= MAX_BYTES

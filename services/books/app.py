@@ -1,7 +1,7 @@
 """Wires the books service: repository, ledger client, domain, servicer and the shared server."""
 
 from coupons.books.v1 import books_pb2_grpc
-from kernel import grpc_clients
+from kernel import db, grpc_clients
 from kernel.db import create_engine
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
@@ -24,6 +24,7 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         component="books",
         service_names=(SERVICE_NAME,),
         register=lambda server: books_pb2_grpc.add_BookServiceServicer_to_server(servicer, server),
+        ready=lambda: db.ping(engine),
     )
 
     async def cleanup() -> None:

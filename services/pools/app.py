@@ -1,6 +1,7 @@
 """Wires the pools service: repository, clients to auth and redemption, domain, servicer and the shared server."""
 
 from coupons.pools.v1 import pools_pb2_grpc
+from kernel import db
 from kernel.db import create_engine
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
@@ -22,6 +23,7 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         component="pools",
         service_names=(SERVICE_NAME,),
         register=lambda server: pools_pb2_grpc.add_PoolServiceServicer_to_server(servicer, server),
+        ready=lambda: db.ping(engine),
     )
 
     async def cleanup() -> None:

@@ -1,6 +1,7 @@
 """Wires the redemption service: repository, domain, servicers and the shared server."""
 
 from coupons.redemption.v1 import redemption_pb2_grpc
+from kernel import db
 from kernel.db import create_engine
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
@@ -28,7 +29,8 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         await identity.close()
         await engine.dispose()
 
-    spec = ServiceSpec(component="redemption", service_names=SERVICE_NAMES, register=register)
+    spec = ServiceSpec(component="redemption", service_names=SERVICE_NAMES, register=register,
+                       ready=lambda: db.ping(engine))
     server = GrpcServer(spec, verifier or remote_verifier(settings, identity),
                         revocation_poll_seconds=settings.revocation_poll_seconds)
     return server, cleanup
