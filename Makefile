@@ -6,7 +6,9 @@ INSTALLED := $(VENV)/.installed
 STUBS := coupons/.stubs-built
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all install stubs run test bench clean
+.PHONY: all install stubs run lint test bench clean
+
+LINTED := kernel services gateway cli suite bench tests tools
 
 all: stubs
 
@@ -27,7 +29,12 @@ $(STUBS): $(INSTALLED) $(PROTOS) tools/build_stubs.py
 run: stubs
 	$(PY) -m suite
 
-test: stubs
+# Lint, import order and format (ruff); `make test` runs it first.
+lint: stubs
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: stubs

@@ -23,8 +23,15 @@ async def main(args) -> int:
     started = time.monotonic()
     config = Config(profile=args.profile)
     if args.quick:
-        config = Config(runs=1, seconds=2.0, warmup=0.5, pgbench_seconds=3, generation_codes=100_000,
-                        assignment_sizes=(1_000, 100_000), profile=args.profile)
+        config = Config(
+            runs=1,
+            seconds=2.0,
+            warmup=0.5,
+            pgbench_seconds=3,
+            generation_codes=100_000,
+            assignment_sizes=(1_000, 100_000),
+            profile=args.profile,
+        )
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     # the client processes first: spawned before this process has any gRPC channel or thread
     generator = LoadGenerator(config.processes)
@@ -33,9 +40,12 @@ async def main(args) -> int:
     bench = None
     try:
         env = report.environment(stack)
-        print(f"  {env['cores']} cores, Python {env['python']}, grpcio {env['grpcio']}, {env['postgres']}, "
-              f"fsync={env['fsync']}, synchronous_commit={env['synchronous_commit']}; "
-              f"components: {', '.join(c.name for c in stack.suite.components)}", flush=True)
+        print(
+            f"  {env['cores']} cores, Python {env['python']}, grpcio {env['grpcio']}, {env['postgres']}, "
+            f"fsync={env['fsync']}, synchronous_commit={env['synchronous_commit']}; "
+            f"components: {', '.join(c.name for c in stack.suite.components)}",
+            flush=True,
+        )
         for note in stack.notes:
             print(f"  note: {note}", flush=True)
         bench = Bench(stack, generator, config)
@@ -66,8 +76,9 @@ async def main(args) -> int:
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="")
     parser.add_argument("--profile", action="store_true")

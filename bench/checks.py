@@ -51,13 +51,21 @@ GLOBAL_CHECKS = {
 
 
 def book_totals(conn: psycopg.Connection, book_id: str) -> dict[str, int]:
-    row = conn.execute("""SELECT count(*), count(*) FILTER (WHERE user_id IS NOT NULL),
+    row = conn.execute(
+        """SELECT count(*), count(*) FILTER (WHERE user_id IS NOT NULL),
             coalesce(sum(redemption_count), 0),
             (SELECT count(*) FROM redemption.history WHERE book_id = %(b)s AND event = 'REDEEMED_EVENT'),
             (SELECT count(*) FROM redemption.history WHERE book_id = %(b)s AND event = 'ASSIGNED_EVENT')
-        FROM redemption.coupons WHERE book_id = %(b)s""", {"b": book_id}).fetchone()
-    return {"codes": row[0], "held": row[1], "redemptions": row[2], "redeemed_events": row[3],
-            "assigned_events": row[4]}
+        FROM redemption.coupons WHERE book_id = %(b)s""",
+        {"b": book_id},
+    ).fetchone()
+    return {
+        "codes": row[0],
+        "held": row[1],
+        "redemptions": row[2],
+        "redeemed_events": row[3],
+        "assigned_events": row[4],
+    }
 
 
 def _robust_plans(conn: psycopg.Connection) -> None:
@@ -67,13 +75,20 @@ def _robust_plans(conn: psycopg.Connection) -> None:
     conn.execute("SET enable_nestloop = off")
 
 
-def check_book(conn: psycopg.Connection, book_id: str, *, redemptions: int | None = None,
-               assignments: int | None = None, skip: tuple[str, ...] = ()) -> dict[str, int]:
+def check_book(
+    conn: psycopg.Connection,
+    book_id: str,
+    *,
+    redemptions: int | None = None,
+    assignments: int | None = None,
+    skip: tuple[str, ...] = (),
+) -> dict[str, int]:
     """The book's violations (all 0 when sound), with the client's own count of successes compared to the
     ledger's when given (a difference is a violation too)."""
     _robust_plans(conn)
-    found = {name: conn.execute(sql, {"b": book_id}).fetchone()[0]
-             for name, sql in BOOK_CHECKS.items() if name not in skip}
+    found = {
+        name: conn.execute(sql, {"b": book_id}).fetchone()[0] for name, sql in BOOK_CHECKS.items() if name not in skip
+    }
     totals = book_totals(conn, book_id)
     if redemptions is not None:
         found["client_vs_ledger_redemptions"] = abs(totals["redemptions"] - redemptions)

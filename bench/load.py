@@ -52,12 +52,14 @@ def _grpc_call(kind: str, job: dict, stubs: list, work, pb):
     """The coroutine factory for one call of this kind."""
     if kind == "health":
         from grpc_health.v1 import health_pb2
+
         request = health_pb2.HealthCheckRequest()
         return lambda stub, _item: stub.Check(request, timeout=job["timeout"])
     if kind in ("redeem", "hot"):
         metadata = (("authorization", f"Bearer {work['token']}"),)
-        return lambda stub, code: stub.RedeemCoupon(pb.RedeemCouponRequest(code=code), metadata=metadata,
-                                                    timeout=job["timeout"])
+        return lambda stub, code: stub.RedeemCoupon(
+            pb.RedeemCouponRequest(code=code), metadata=metadata, timeout=job["timeout"]
+        )
     if kind == "assign":
         metadata = (("authorization", f"Bearer {work['token']}"),)
         request = pb.AssignRandomCouponRequest(book_id=job["book_id"], user_id="me")
@@ -76,6 +78,7 @@ async def _run_worker(job: dict) -> dict:
 
     if job["transport"] == "http":
         import aiohttp
+
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=job["timeout"]))
         base = f"http://{job['target']}"
@@ -85,13 +88,18 @@ async def _run_worker(job: dict) -> dict:
             async with session.post(f"{base}/api/v1/coupons/redeem/{code}", data=b"{}", headers=headers) as reply:
                 await reply.read()
                 return str(reply.status)
+
         channels = []
     else:
+        from grpc_health.v1 import health_pb2_grpc
+
         from coupons.redemption.v1 import redemption_pb2 as pb
         from coupons.redemption.v1 import redemption_pb2_grpc
-        from grpc_health.v1 import health_pb2_grpc
-        channels = [grpc.aio.insecure_channel(job["target"], options=[("grpc.use_local_subchannel_pool", 1)])
-                    for _ in range(job.get("channels", 2))]
+
+        channels = [
+            grpc.aio.insecure_channel(job["target"], options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(job.get("channels", 2))
+        ]
         if kind == "health":
             stubs = [health_pb2_grpc.HealthStub(c) for c in channels]
         else:
@@ -148,8 +156,11 @@ async def _run_worker(job: dict) -> dict:
         await c.close()
     if job["transport"] == "http":
         await session.close()
-    return {"records": records, "exhausted": exhausted,
-            "cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)}
+    return {
+        "records": records,
+        "exhausted": exhausted,
+        "cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
+    }
 
 
 def _worker_main(connection) -> None:
@@ -192,9 +203,20 @@ class LoadGenerator:
             if process.is_alive():
                 process.kill()
 
-    def run(self, *, kind: str, target: str, callers: list[dict], transport: str = "grpc",
-            seconds: float | None = None, warmup: float = 1.0, processes: int | None = None,
-            timeout: float = 30.0, settle: float = 1.0, **extra) -> RunResult:
+    def run(
+        self,
+        *,
+        kind: str,
+        target: str,
+        callers: list[dict],
+        transport: str = "grpc",
+        seconds: float | None = None,
+        warmup: float = 1.0,
+        processes: int | None = None,
+        timeout: float = 30.0,
+        settle: float = 1.0,
+        **extra,
+    ) -> RunResult:
         """Runs `callers` (one work dict each) spread over the client processes.
 
         With `seconds` the run is a time window after `warmup`; without it every caller does its own
@@ -205,10 +227,20 @@ class LoadGenerator:
         start_at = time.time() + settle
         window_start = start_at + (warmup if seconds else 0.0)
         window_end = window_start + seconds if seconds else float("inf")
-        for connection, share in zip(self.connections, shares):
-            connection.send({"kind": kind, "target": target, "transport": transport, "callers": share,
-                             "start_at": start_at, "window_start": window_start, "window_end": window_end,
-                             "timeout": timeout, **extra})
+        for connection, share in zip(self.connections, shares, strict=True):
+            connection.send(
+                {
+                    "kind": kind,
+                    "target": target,
+                    "transport": transport,
+                    "callers": share,
+                    "start_at": start_at,
+                    "window_start": window_start,
+                    "window_end": window_end,
+                    "timeout": timeout,
+                    **extra,
+                }
+            )
         replies = [connection.recv() for connection in self.connections[:count]]
         errors = [r["error"] for r in replies if "error" in r]
         if errors:
@@ -224,10 +256,14 @@ class LoadGenerator:
             inside = records
             window = (max(r[0] for r in records) - start_at) if records else 0.0
         return RunResult(
-            calls=len(inside), seconds=window, latencies_ms=[r[1] for r in inside], outcomes=outcomes,
+            calls=len(inside),
+            seconds=window,
+            latencies_ms=[r[1] for r in inside],
+            outcomes=outcomes,
             client_cpu_seconds=sum(r["cpu"] for r in replies),
             exhausted_callers=sum(r["exhausted"] for r in replies),
-            all_latencies_ms=[r[1] for r in records])
+            all_latencies_ms=[r[1] for r in records],
+        )
 
 
 def median(values: list[float]) -> float:

@@ -27,32 +27,55 @@ def _status(met) -> str:
 
 
 def _cpu_table(cpu: dict) -> list[str]:
-    lines = ["| run | seconds | " + " | ".join(["redemption", "gateway", "books", "pools", "auth", "postgres",
-                                                  "load generator", "other processes"]) + " |",
-             "|---|---:|" + "---:|" * 8]
+    lines = [
+        "| run | seconds | "
+        + " | ".join(
+            ["redemption", "gateway", "books", "pools", "auth", "postgres", "load generator", "other processes"]
+        )
+        + " |",
+        "|---|---:|" + "---:|" * 8,
+    ]
     for name, shares in cpu.items():
         share = shares[len(shares) // 2]
         percent = share.percent()
-        cells = [f"{percent.get(k, 0):.0f}%" for k in ("redemption", "gateway", "books", "pools", "auth", "postgres",
-                                                         "load generator", "other processes")]
+        cells = [
+            f"{percent.get(k, 0):.0f}%"
+            for k in (
+                "redemption",
+                "gateway",
+                "books",
+                "pools",
+                "auth",
+                "postgres",
+                "load generator",
+                "other processes",
+            )
+        ]
         lines.append(f"| {name} | {share.seconds:.1f} | " + " | ".join(cells) + " |")
     return lines
 
 
 def markdown(bench, environment: dict, wall_seconds: float) -> str:
-    lines = ["# Benchmark results", "",
-             f"Machine: {environment['cores']} cores, {environment['platform']}; Python {environment['python']}, "
-             f"grpcio {environment['grpcio']}, {environment['postgres']} (embedded wheel; fsync={environment['fsync']}, "
-             f"synchronous_commit={environment['synchronous_commit']}, shared_buffers={environment['shared_buffers']}).",
-             f"Each figure is the median of {bench.config.runs} runs (closed-loop windows of {bench.config.seconds:g} s "
-             f"after {bench.config.warmup:g} s of warm-up, {bench.config.processes} load-generator processes); "
-             f"bench wall time {wall_seconds:.0f} s.", "",
-             "| section | figure | value | runs | target | ratio | status |", "|---|---|---:|---|---|---:|---|"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {environment['cores']} cores, {environment['platform']}; Python {environment['python']}, "
+        f"grpcio {environment['grpcio']}, {environment['postgres']} (embedded wheel; fsync={environment['fsync']}, "
+        f"synchronous_commit={environment['synchronous_commit']}, shared_buffers={environment['shared_buffers']}).",
+        f"Each figure is the median of {bench.config.runs} runs (closed-loop windows of {bench.config.seconds:g} s "
+        f"after {bench.config.warmup:g} s of warm-up, {bench.config.processes} load-generator processes); "
+        f"bench wall time {wall_seconds:.0f} s.",
+        "",
+        "| section | figure | value | runs | target | ratio | status |",
+        "|---|---|---:|---|---|---:|---|",
+    ]
     for f in bench.figures:
         runs = ", ".join(f"{r:g}" for r in f.runs) if f.runs else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
-        lines.append(f"| {f.section} | {f.label} | {_value(f.value, f.unit)} | {runs} | {f.target} | {ratio} | "
-                     f"{_status(f.met)} |")
+        lines.append(
+            f"| {f.section} | {f.label} | {_value(f.value, f.unit)} | {runs} | {f.target} | {ratio} | "
+            f"{_status(f.met)} |"
+        )
     notes = [f"- {f.label}: {f.note}" for f in bench.figures if f.note] + [f"- {n}" for n in bench.notes]
     if notes:
         lines += ["", "## Notes", "", *notes]
@@ -65,8 +88,10 @@ def terminal(bench) -> str:
     lines = []
     for f in bench.figures:
         ratio = f"ratio {f.ratio:.2f}" if f.ratio is not None else ""
-        lines.append(f"{f.section + ' / ' + f.label:<{width}}  {_value(f.value, f.unit):>22}  {ratio:<11} "
-                     f"{f.target} {('MET' if f.met else 'MISSED') if f.met is not None else ''}".rstrip())
+        lines.append(
+            f"{f.section + ' / ' + f.label:<{width}}  {_value(f.value, f.unit):>22}  {ratio:<11} "
+            f"{f.target} {('MET' if f.met else 'MISSED') if f.met is not None else ''}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -74,10 +99,16 @@ def write(bench, environment: dict, wall_seconds: float) -> Path:
     RESULTS.mkdir(exist_ok=True)
     text = markdown(bench, environment, wall_seconds)
     (RESULTS / "latest.md").write_text(text)
-    data = {"environment": environment, "wall_seconds": wall_seconds, "config": dataclasses.asdict(bench.config),
-            "figures": [dataclasses.asdict(f) for f in bench.figures], "checks": bench.violations,
-            "cpu": {k: [dataclasses.asdict(s) for s in v] for k, v in bench.cpu.items()},
-            "details": bench.details, "notes": bench.notes}
+    data = {
+        "environment": environment,
+        "wall_seconds": wall_seconds,
+        "config": dataclasses.asdict(bench.config),
+        "figures": [dataclasses.asdict(f) for f in bench.figures],
+        "checks": bench.violations,
+        "cpu": {k: [dataclasses.asdict(s) for s in v] for k, v in bench.cpu.items()},
+        "details": bench.details,
+        "notes": bench.notes,
+    }
     (RESULTS / "latest.json").write_text(json.dumps(data, indent=2, default=str))
     return RESULTS / "latest.md"
 
@@ -86,8 +117,15 @@ def environment(stack) -> dict:
     import grpc
 
     from bench.stack import cpu_count, postgres_version
+
     settings = stack.pg_settings()
-    return {"cores": cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "grpcio": grpc.__version__, "postgres": postgres_version(), "fsync": settings.get("fsync"),
-            "synchronous_commit": settings.get("synchronous_commit"),
-            "shared_buffers": f"{int(settings.get('shared_buffers', 0)) * 8 // 1024} MB"}
+    return {
+        "cores": cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "postgres": postgres_version(),
+        "fsync": settings.get("fsync"),
+        "synchronous_commit": settings.get("synchronous_commit"),
+        "shared_buffers": f"{int(settings.get('shared_buffers', 0)) * 8 // 1024} MB",
+    }

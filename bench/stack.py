@@ -112,18 +112,35 @@ class Stack:
     def new_users(self, count: int) -> list[str]:
         """Accounts straight into auth.users (the ledger assigns only to existing accounts)."""
         with self.connect() as conn:
-            return [row[0] for row in conn.execute("""INSERT INTO auth.users (email, name, role, password_hash)
+            return [
+                row[0]
+                for row in conn.execute(
+                    """INSERT INTO auth.users (email, name, role, password_hash)
                 SELECT 'bench-' || gen_random_uuid() || '@example.com', '', 'USER', '' FROM generate_series(1, %s)
-                RETURNING id::text""", (count,))]
+                RETURNING id::text""",
+                    (count,),
+                )
+            ]
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.database_url, autocommit=True)
 
     def pg_settings(self) -> dict[str, str]:
         with self.connect() as conn:
-            rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
-                                (["fsync", "synchronous_commit", "full_page_writes", "wal_level",
-                                  "shared_buffers", "max_connections", "server_version"],)).fetchall()
+            rows = conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                (
+                    [
+                        "fsync",
+                        "synchronous_commit",
+                        "full_page_writes",
+                        "wal_level",
+                        "shared_buffers",
+                        "max_connections",
+                        "server_version",
+                    ],
+                ),
+            ).fetchall()
         return dict(rows)
 
 
@@ -168,8 +185,11 @@ async def start_stack() -> Stack:
     run_dir = base / "run"
     run_dir.mkdir()
     notes: list[str] = []
-    suite = BenchSuite(database_url=url, run_dir=run_dir,
-                       ports={name: free_port() for name in ("auth", "books", "redemption", "pools", "gateway")})
+    suite = BenchSuite(
+        database_url=url,
+        run_dir=run_dir,
+        ports={name: free_port() for name in ("auth", "books", "redemption", "pools", "gateway")},
+    )
     try:
         services = available_services()
         for name in services:

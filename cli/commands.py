@@ -7,12 +7,12 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from cli.output import Progress, write_csv
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
 from coupons.books.v1 import books_pb2, books_pb2_grpc
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel.grpc_clients import channel
-from cli.output import Progress, write_csv
 
 UPLOAD_CHUNK = 5000
 
@@ -55,10 +55,16 @@ async def login(args, client: Client) -> None:
 
 
 async def books_create(args, client: Client) -> None:
-    book = books_pb2.Book(name=args.name, description=args.description or "", code_pattern=args.pattern or "",
-                          code_length=args.length or 0, allow_multi_redemption=args.multi,
-                          max_redemptions_per_user=args.max_redemptions or 0,
-                          max_assignments_per_user=args.max_assignments or 0, lock_ttl_seconds=args.lock_ttl or 0)
+    book = books_pb2.Book(
+        name=args.name,
+        description=args.description or "",
+        code_pattern=args.pattern or "",
+        code_length=args.length or 0,
+        allow_multi_redemption=args.multi,
+        max_redemptions_per_user=args.max_redemptions or 0,
+        max_assignments_per_user=args.max_assignments or 0,
+        lock_ttl_seconds=args.lock_ttl or 0,
+    )
     show(await client.books.CreateBook(books_pb2.CreateBookRequest(book=book), metadata=client.metadata))
 
 
@@ -66,9 +72,10 @@ async def books_list(args, client: Client) -> None:
     token = ""
     rows = []
     while True:
-        page = await client.books.ListBooks(books_pb2.ListBooksRequest(page_size=200, page_token=token,
-                                                                       name_contains=args.name or ""),
-                                            metadata=client.metadata)
+        page = await client.books.ListBooks(
+            books_pb2.ListBooksRequest(page_size=200, page_token=token, name_contains=args.name or ""),
+            metadata=client.metadata,
+        )
         rows += [(b.id, b.name, books_pb2.BookStatus.Name(b.status), b.code_count) for b in page.books]
         token = page.next_page_token
         if not token:
@@ -82,8 +89,9 @@ async def books_stats(args, client: Client) -> None:
 
 async def codes_generate(args, client: Client) -> None:
     progress = Progress(args.count, "generating")
-    stream = client.books.GenerateCodes(books_pb2.GenerateCodesRequest(book_id=args.book_id, count=args.count),
-                                        metadata=client.metadata)
+    stream = client.books.GenerateCodes(
+        books_pb2.GenerateCodesRequest(book_id=args.book_id, count=args.count), metadata=client.metadata
+    )
     async for update in stream:
         progress.update(update.generated)
     progress.finish()
@@ -105,8 +113,9 @@ async def codes_upload(args, client: Client) -> int:
 
     async def chunks():
         for start in range(0, len(codes), UPLOAD_CHUNK):
-            yield books_pb2.UploadCodesChunk(book_id=args.book_id if start == 0 else "",
-                                             codes=codes[start:start + UPLOAD_CHUNK])
+            yield books_pb2.UploadCodesChunk(
+                book_id=args.book_id if start == 0 else "", codes=codes[start : start + UPLOAD_CHUNK]
+            )
             progress.update(min(start + UPLOAD_CHUNK, len(codes)))
 
     report = await client.books.UploadCodes(chunks(), metadata=client.metadata)
@@ -122,13 +131,18 @@ async def codes_export(args, client: Client) -> None:
         token = ""
         state = redemption_pb2.CouponState.Value(args.state) if args.state else 0
         while True:
-            page = await client.redemption.ListBookCoupons(redemption_pb2.ListBookCouponsRequest(
-                book_id=args.book_id, state=state, page_size=1000, page_token=token), metadata=client.metadata)
+            page = await client.redemption.ListBookCoupons(
+                redemption_pb2.ListBookCouponsRequest(
+                    book_id=args.book_id, state=state, page_size=1000, page_token=token
+                ),
+                metadata=client.metadata,
+            )
             for c in page.coupons:
                 yield [c.code, redemption_pb2.CouponState.Name(c.state), c.user_id, c.redemption_count]
             token = page.next_page_token
             if not token:
                 return
+
     written = write_csv(args.output, ["code", "state", "user_id", "redemption_count"], [r async for r in rows()])
     if args.output not in (None, "-"):
         print(f"wrote {written:,} codes to {args.output}")
@@ -139,27 +153,43 @@ async def history_export(args, client: Client) -> None:
         token = ""
         while True:
             if args.code:
-                page = await client.redemption.ListCouponHistory(redemption_pb2.ListCouponHistoryRequest(
-                    code=args.code, page_size=1000, page_token=token), metadata=client.metadata)
+                page = await client.redemption.ListCouponHistory(
+                    redemption_pb2.ListCouponHistoryRequest(code=args.code, page_size=1000, page_token=token),
+                    metadata=client.metadata,
+                )
             else:
-                page = await client.redemption.ListBookHistory(redemption_pb2.ListBookHistoryRequest(
-                    book_id=args.book_id, page_size=1000, page_token=token), metadata=client.metadata)
+                page = await client.redemption.ListBookHistory(
+                    redemption_pb2.ListBookHistoryRequest(book_id=args.book_id, page_size=1000, page_token=token),
+                    metadata=client.metadata,
+                )
             for e in page.entries:
-                yield [e.time.ToJsonString(), e.code, redemption_pb2.HistoryEvent.Name(e.event), e.user_id,
-                       e.actor_id, e.request_id, e.distribution_id]
+                yield [
+                    e.time.ToJsonString(),
+                    e.code,
+                    redemption_pb2.HistoryEvent.Name(e.event),
+                    e.user_id,
+                    e.actor_id,
+                    e.request_id,
+                    e.distribution_id,
+                ]
             token = page.next_page_token
             if not token:
                 return
-    written = write_csv(args.output, ["time", "code", "event", "user_id", "actor_id", "request_id",
-                                      "distribution_id"], [r async for r in rows()])
+
+    written = write_csv(
+        args.output,
+        ["time", "code", "event", "user_id", "actor_id", "request_id", "distribution_id"],
+        [r async for r in rows()],
+    )
     if args.output not in (None, "-"):
         print(f"wrote {written:,} entries to {args.output}")
 
 
 async def _user_id(args, client: Client) -> str:
     if getattr(args, "email", None):
-        user = await client.auth.LookupUserByEmail(auth_pb2.LookupUserByEmailRequest(email=args.email),
-                                                   metadata=client.metadata)
+        user = await client.auth.LookupUserByEmail(
+            auth_pb2.LookupUserByEmailRequest(email=args.email), metadata=client.metadata
+        )
         return user.id
     return args.user
 
@@ -168,10 +198,12 @@ async def assign(args, client: Client) -> None:
     user_id = await _user_id(args, client)
     if args.code:
         coupon = await client.redemption.AssignCoupon(
-            redemption_pb2.AssignCouponRequest(code=args.code, user_id=user_id), metadata=client.metadata)
+            redemption_pb2.AssignCouponRequest(code=args.code, user_id=user_id), metadata=client.metadata
+        )
     else:
         coupon = await client.redemption.AssignRandomCoupon(
-            redemption_pb2.AssignRandomCouponRequest(book_id=args.book_id, user_id=user_id), metadata=client.metadata)
+            redemption_pb2.AssignRandomCouponRequest(book_id=args.book_id, user_id=user_id), metadata=client.metadata
+        )
     show(coupon)
 
 
@@ -179,10 +211,13 @@ async def coupons(args, client: Client) -> None:
     user_id = await _user_id(args, client) if (args.email or args.user) else "me"
     rows, token = [], ""
     while True:
-        page = await client.redemption.ListUserCoupons(redemption_pb2.ListUserCouponsRequest(
-            user_id=user_id, page_size=1000, page_token=token), metadata=client.metadata)
-        rows += [[c.code, c.book_id, redemption_pb2.CouponState.Name(c.state), c.redemption_count]
-                 for c in page.coupons]
+        page = await client.redemption.ListUserCoupons(
+            redemption_pb2.ListUserCouponsRequest(user_id=user_id, page_size=1000, page_token=token),
+            metadata=client.metadata,
+        )
+        rows += [
+            [c.code, c.book_id, redemption_pb2.CouponState.Name(c.state), c.redemption_count] for c in page.coupons
+        ]
         token = page.next_page_token
         if not token:
             break
@@ -191,12 +226,18 @@ async def coupons(args, client: Client) -> None:
 
 async def distribute(args, client: Client) -> int:
     request = pools_pb2.DistributeRequest(
-        pool_id=args.pool_id, book_id=args.book_id, mode=pools_pb2.DistributionMode.Value(args.mode.upper()),
-        codes_per_member=args.per_member or 0, total_codes=args.total or 0)
+        pool_id=args.pool_id,
+        book_id=args.book_id,
+        mode=pools_pb2.DistributionMode.Value(args.mode.upper()),
+        codes_per_member=args.per_member or 0,
+        total_codes=args.total or 0,
+    )
     if args.preview:
         plan = await client.pools.PreviewDistribution(request, metadata=client.metadata)
-        print(f"members {plan.member_count:,}, codes needed {plan.codes_needed:,}, "
-              f"available {plan.available_codes:,}, satisfiable: {'yes' if plan.satisfiable else 'no'}")
+        print(
+            f"members {plan.member_count:,}, codes needed {plan.codes_needed:,}, "
+            f"available {plan.available_codes:,}, satisfiable: {'yes' if plan.satisfiable else 'no'}"
+        )
         if plan.shortfall:
             print(f"  {plan.shortfall}")
         if plan.members_over_limit:

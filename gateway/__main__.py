@@ -14,8 +14,14 @@ def main() -> None:
     logs.configure("gateway", config.log_level)
     # handler_cancellation: a client that hangs up cancels its handler, and with it the gRPC call.
     url = f"http://{config.host}:{config.port}"
-    web.run_app(build_app(config), host=config.host, port=config.port, access_log=None, handler_cancellation=True,
-                print=lambda _: logging.getLogger("gateway").info("serving", extra={"fields": {"url": url}}))
+    web.run_app(
+        build_app(config),
+        host=config.host,
+        port=config.port,
+        access_log=None,
+        handler_cancellation=True,
+        print=lambda _: logging.getLogger("gateway").info("serving", extra={"fields": {"url": url}}),
+    )
 
 
 if __name__ == "__main__":

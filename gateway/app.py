@@ -49,8 +49,11 @@ def _cors_headers(config: GatewayConfig, request: web.Request) -> dict[str, str]
     if "*" in config.cors_origins:
         return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": _EXPOSED_HEADERS}
     if origin in config.cors_origins:
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": _EXPOSED_HEADERS,
-                "Vary": "Origin"}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": _EXPOSED_HEADERS,
+            "Vary": "Origin",
+        }
     return {}
 
 
@@ -68,7 +71,8 @@ def _preflight(request: web.Request) -> web.Response:
     if _cors_headers(request.app[CONFIG], request):
         response.headers["Access-Control-Allow-Methods"] = ", ".join(allowed)
         response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-            "Access-Control-Request-Headers", "Authorization, Content-Type, X-Request-Id, Grpc-Timeout")
+            "Access-Control-Request-Headers", "Authorization, Content-Type, X-Request-Id, Grpc-Timeout"
+        )
         response.headers["Access-Control-Max-Age"] = _PREFLIGHT_MAX_AGE
     return response
 
@@ -86,7 +90,8 @@ async def _frame(request: web.Request, handler) -> web.StreamResponse:
             response = _error_response(error.status, error.http)
             if error.http == 405:
                 response.headers["Allow"] = ", ".join(
-                    request.app[BACKENDS].router.allowed_methods(request.rel_url.raw_path))
+                    request.app[BACKENDS].router.allowed_methods(request.rel_url.raw_path)
+                )
             elif error.http == 408:  # the rest of the body may still come: nothing else can follow on this connection
                 response.force_close()
         except Exception:
@@ -95,9 +100,17 @@ async def _frame(request: web.Request, handler) -> web.StreamResponse:
             response = _error_response(_internal_error(request), 500)
         if not response.prepared:
             _decorate(request, response)
-        log.info("http", extra={"fields": {"method": request.method, "path": request.path,
-                                           "status": response.status,
-                                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)}})
+        log.info(
+            "http",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            },
+        )
         return response
     finally:
         request_id_var.reset(reset)
@@ -109,8 +122,12 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
     match = backends.router.match(request.method, raw_path)
     if match is None:
         if backends.router.allowed_methods(raw_path):
-            raise GatewayError(code_pb2.UNIMPLEMENTED, f"{request.method} is not allowed on {request.path}",
-                               "METHOD_NOT_ALLOWED", http=405)
+            raise GatewayError(
+                code_pb2.UNIMPLEMENTED,
+                f"{request.method} is not allowed on {request.path}",
+                "METHOD_NOT_ALLOWED",
+                http=405,
+            )
         raise GatewayError(code_pb2.NOT_FOUND, f"No route for {request.method} {request.path}", "ROUTE_NOT_FOUND")
     route: Route = match.target
     # The headers first: a request they refuse is refused before its body is read.
@@ -138,12 +155,19 @@ async def _read_body(request: web.Request) -> bytes:
         async with asyncio.timeout(config.body_timeout_seconds):  # a stalled upload must not hold the connection
             return await request.read()
     except TimeoutError:
-        raise GatewayError(code_pb2.DEADLINE_EXCEEDED,
-                           f"The body did not arrive within {config.body_timeout_seconds:g} seconds.",
-                           "BODY_TIMEOUT", http=408) from None
+        raise GatewayError(
+            code_pb2.DEADLINE_EXCEEDED,
+            f"The body did not arrive within {config.body_timeout_seconds:g} seconds.",
+            "BODY_TIMEOUT",
+            http=408,
+        ) from None
     except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(code_pb2.RESOURCE_EXHAUSTED, f"The body is larger than {config.max_body_bytes} bytes.",
-                           "BODY_TOO_LARGE", http=413) from None
+        raise GatewayError(
+            code_pb2.RESOURCE_EXHAUSTED,
+            f"The body is larger than {config.max_body_bytes} bytes.",
+            "BODY_TOO_LARGE",
+            http=413,
+        ) from None
 
 
 async def _stream(request: web.Request, route: Route, message, metadata, timeout: float) -> web.StreamResponse:
@@ -174,8 +198,9 @@ async def _stream(request: web.Request, route: Route, message, metadata, timeout
 async def _healthz(request: web.Request) -> web.Response:
     report = await request.app[BACKENDS].health()
     serving = bool(report) and all(b["status"] == "SERVING" and b["routed"] for b in report.values())
-    return _json_response({"status": "SERVING" if serving else "NOT_SERVING", "backends": report},
-                          200 if serving else 503)
+    return _json_response(
+        {"status": "SERVING" if serving else "NOT_SERVING", "backends": report}, 200 if serving else 503
+    )
 
 
 async def _livez(request: web.Request) -> web.Response:

@@ -26,9 +26,13 @@ class Backends:
         self.router = Router()
         self.generation = 0  # bumped on every routing change; the OpenAPI document is cached by it
         self._health_checks = {
-            name: channel.unary_unary(_HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                                      response_deserializer=health_pb2.HealthCheckResponse.FromString)
-            for name, channel in self.channels.items()}
+            name: channel.unary_unary(
+                _HEALTH_CHECK,
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            for name, channel in self.channels.items()
+        }
 
     async def refresh(self) -> bool:
         """Re-reads every backend's descriptors; rebuilds the routes when any changed. Returns whether they did.
@@ -46,8 +50,12 @@ class Backends:
         if fingerprints == {name: s.fingerprint for name, s in self.schemas.items()}:
             return False
         claimed: set[str] = set()
-        routes = [route for name in self.channels if name in schemas
-                  for route in routes_of(name, schemas[name], self.channels[name], claimed, self.unbound_services)]
+        routes = [
+            route
+            for name in self.channels
+            if name in schemas
+            for route in routes_of(name, schemas[name], self.channels[name], claimed, self.unbound_services)
+        ]
         self.router, self.routes = build_router(routes)
         self.schemas = schemas
         self.generation += 1
@@ -69,15 +77,19 @@ class Backends:
 
     async def health(self, timeout: float = 2.0) -> dict[str, dict[str, str]]:
         """Each backend's overall gRPC health status (the empty service name)."""
+
         async def check(name: str) -> tuple[str, str]:
             try:
                 response = await self._health_checks[name](health_pb2.HealthCheckRequest(service=""), timeout=timeout)
                 return name, health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
             except grpc.aio.AioRpcError as error:
                 return name, f"UNREACHABLE ({error.code().name})"
+
         results = await asyncio.gather(*(check(name) for name in self.channels))
-        return {name: {"address": self.addresses[name], "status": status, "routed": name in self.schemas}
-                for name, status in results}
+        return {
+            name: {"address": self.addresses[name], "status": status, "routed": name in self.schemas}
+            for name, status in results
+        }
 
     async def close(self) -> None:
         for channel in self.channels.values():

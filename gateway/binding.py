@@ -8,7 +8,7 @@ repeating the parameter, enums by name (or number). An unknown or doubly-bound p
 
 import json
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
@@ -20,18 +20,33 @@ FieldPath = tuple[str, ...]
 
 # Well-known message types whose JSON form is a plain string or number: usable as one query value.
 SCALAR_LIKE = {
-    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
-    "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value",
-    "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    "google.protobuf.DoubleValue",
+    "google.protobuf.FloatValue",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.StringValue",
+    "google.protobuf.BytesValue",
 }
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 # Deeper bodies are refused: decoding and json_format recurse, and no request message needs more.
 MAX_JSON_DEPTH = 64
 # \uD800-\uDFFF: a pair of these escapes is one character, one alone is none (and upb fails on it).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_KIND = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-         float: "a number", type(None): "null"}
+_KIND = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
 # The JSON a body bound to a field of these types must be (None: any; a message type not listed: an object).
 _FORM_OF_TYPE = {**dict.fromkeys(SCALAR_LIKE), "google.protobuf.Value": None, "google.protobuf.ListValue": list}
 
@@ -52,7 +67,7 @@ def resolve_field_path(message: descriptor.Descriptor, names: list[str] | tuple[
             raise KeyError(".".join(names[:position]) + " is not a message")
         field = _field_named(current, name)
         if field is None:
-            raise KeyError(".".join(names[:position + 1]))
+            raise KeyError(".".join(names[: position + 1]))
         fields.append(field)
         current = field.message_type
     return fields
@@ -64,7 +79,8 @@ def _is_message(field: descriptor.FieldDescriptor) -> bool:
 
 def _is_bool(field: descriptor.FieldDescriptor) -> bool:
     return field.type == descriptor.FieldDescriptor.TYPE_BOOL or (
-        _is_message(field) and field.message_type.full_name == "google.protobuf.BoolValue")
+        _is_message(field) and field.message_type.full_name == "google.protobuf.BoolValue"
+    )
 
 
 def _json_value(field: descriptor.FieldDescriptor, text: str):
@@ -104,8 +120,12 @@ def _deeper_than(document, limit: int) -> bool:
     for _ in range(limit):
         if not level:
             return False
-        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
-                 if isinstance(child, (dict, list))]
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
     return bool(level)
 
 
@@ -125,8 +145,9 @@ def _decode(body: bytes):
     except RecursionError:
         raise _too_deep() from None
     except ValueError as error:
-        raise _bad_request("MALFORMED_JSON", {"body": f"not valid JSON: {error}"},
-                           f"The body is not valid JSON: {error}") from error
+        raise _bad_request(
+            "MALFORMED_JSON", {"body": f"not valid JSON: {error}"}, f"The body is not valid JSON: {error}"
+        ) from error
     if _deeper_than(document, MAX_JSON_DEPTH):
         raise _too_deep()
     return document
@@ -159,6 +180,7 @@ class RequestBinder:
                 for name in names[:-1]:
                     message = getattr(message, name)
                 setattr(message, names[-1], value)
+
             return set_string
         proto_path = tuple(f.name for f in fields)
 
@@ -166,6 +188,7 @@ class RequestBinder:
             tree: dict = {}
             _nest(tree, proto_path, _json_value(leaf, value))
             json_format.ParseDict(tree, message)
+
         return set_by_json
 
     def bind(self, body: bytes, query: Mapping, path_values: dict[FieldPath, str]) -> Message:
@@ -184,13 +207,16 @@ class RequestBinder:
     def _bind_body(self, message: Message, body: bytes) -> None:
         document = _decode(body)
         if self._body_form is not None and not isinstance(document, self._body_form):
-            raise _bad_request("INVALID_BODY", {"body": f"must be {_KIND[self._body_form]} ({self._body_is}), "
-                                                        f"got {_KIND[type(document)]}"})
+            raise _bad_request(
+                "INVALID_BODY",
+                {"body": f"must be {_KIND[self._body_form]} ({self._body_is}), got {_KIND[type(document)]}"},
+            )
         try:
             json_format.ParseDict(document if self._body_key is None else {self._body_key: document}, message)
         except (json_format.ParseError, OverflowError) as error:  # OverflowError: json_format on 1e999 for an enum
-            raise _bad_request("INVALID_BODY", {"body": str(error)},
-                               f"The body does not fit {self.message.full_name}: {error}") from error
+            raise _bad_request(
+                "INVALID_BODY", {"body": str(error)}, f"The body does not fit {self.message.full_name}: {error}"
+            ) from error
 
     def _bind_query(self, message: Message, query: Mapping) -> None:
         tree: dict = {}
@@ -216,15 +242,14 @@ class RequestBinder:
         if cached is not None:
             return cached
         if self.body == "*":
-            raise _bad_request("UNKNOWN_QUERY_PARAMETER",
-                               {name: "this method takes its whole request from the body"})
+            raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: "this method takes its whole request from the body"})
         try:
             fields = resolve_field_path(self.message, name.split("."))
         except KeyError:
             raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: f"not a field of {self.message.full_name}"}) from None
         path = tuple(f.name for f in fields)
         leaf = fields[-1]
-        if any(path[:len(bound)] == bound or bound[:len(path)] == path for bound in self._bound):
+        if any(path[: len(bound)] == bound or bound[: len(path)] == path for bound in self._bound):
             raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: "this field is set by the path or the body"})
         if leaf.message_type is not None and leaf.message_type.full_name not in SCALAR_LIKE:
             raise _bad_request("UNKNOWN_QUERY_PARAMETER", {name: "names a message or map; give its fields instead"})

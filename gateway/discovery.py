@@ -103,9 +103,11 @@ def _pool_of(files: dict[str, descriptor_pb2.FileDescriptorProto]) -> descriptor
 
 async def fetch_schema(channel: grpc.aio.Channel, timeout: float = 10.0) -> Schema:
     for method in REFLECTION_METHODS:
-        call = channel.stream_stream(method, request_serializer=reflection.ServerReflectionRequest.SerializeToString,
-                                     response_deserializer=reflection.ServerReflectionResponse.FromString)(
-            timeout=timeout)
+        call = channel.stream_stream(
+            method,
+            request_serializer=reflection.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection.ServerReflectionResponse.FromString,
+        )(timeout=timeout)
         try:
             stream = _ReflectionStream(call)
             listed = await stream.ask(list_services="")
@@ -130,4 +132,4 @@ async def fetch_all(channels: dict[str, grpc.aio.Channel], timeout: float = 10.0
     """Discovers every backend at once; a backend that does not answer gets its exception instead."""
     names = list(channels)
     results = await asyncio.gather(*(fetch_schema(channels[n], timeout) for n in names), return_exceptions=True)
-    return dict(zip(names, results))
+    return dict(zip(names, results, strict=True))

@@ -40,15 +40,21 @@ def http_status(code: grpc.StatusCode | int) -> int:
 class GatewayError(Exception):
     """A failure found by the gateway itself, before or instead of a backend call."""
 
-    def __init__(self, code: int, message: str, reason: str, *, http: int | None = None,
-                 violations: dict[str, str] | None = None):
+    def __init__(
+        self, code: int, message: str, reason: str, *, http: int | None = None, violations: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.http = http or http_status(code)
         details = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)]
         if violations:
-            details.append(error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=name, description=text)
-                for name, text in violations.items()]))
+            details.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=name, description=text)
+                        for name, text in violations.items()
+                    ]
+                )
+            )
         self.status = status_pb2.Status(code=code, message=message)
         for detail in details:
             self.status.details.add().Pack(detail)

@@ -3,7 +3,7 @@
 import base64
 import re
 import uuid
-from typing import Mapping
+from collections.abc import Mapping
 
 from google.rpc import code_pb2
 
@@ -38,8 +38,9 @@ def _text(name: str, value: str) -> str:
     return value
 
 
-def call_metadata(headers: Mapping[str, str], request_id_value: str,
-                  client_address: str | None) -> list[tuple[str, str | bytes]]:
+def call_metadata(
+    headers: Mapping[str, str], request_id_value: str, client_address: str | None
+) -> list[tuple[str, str | bytes]]:
     """The request id, the client's address, Authorization, and every Grpc-Metadata-<name> header as <name>.
 
     The address is the TCP peer only: an X-Forwarded-For the client sent is not passed on, as the backends
@@ -56,7 +57,7 @@ def call_metadata(headers: Mapping[str, str], request_id_value: str,
         lowered = name.lower()
         if not lowered.startswith(METADATA_PREFIX):
             continue
-        key = lowered[len(METADATA_PREFIX):]
+        key = lowered[len(METADATA_PREFIX) :]
         if not _METADATA_KEY.match(key) or key.startswith("grpc-"):
             raise _header_error(name, "not a usable metadata name (0-9 a-z _ . -, not grpc-*)")
         if key in _OWN_KEYS:

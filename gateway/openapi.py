@@ -15,15 +15,21 @@ OPENAPI_VERSION = "3.0.3"
 _QUERY_DEPTH = 3  # how deep nested request messages are spelled out as dotted query parameters
 _F = descriptor.FieldDescriptor
 _SCALARS = {
-    _F.TYPE_DOUBLE: {"type": "number", "format": "double"}, _F.TYPE_FLOAT: {"type": "number", "format": "float"},
-    _F.TYPE_INT32: {"type": "integer", "format": "int32"}, _F.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    _F.TYPE_SFIXED32: {"type": "integer", "format": "int32"}, _F.TYPE_UINT32: {"type": "integer", "format": "int64"},
+    _F.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    _F.TYPE_FLOAT: {"type": "number", "format": "float"},
+    _F.TYPE_INT32: {"type": "integer", "format": "int32"},
+    _F.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    _F.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    _F.TYPE_UINT32: {"type": "integer", "format": "int64"},
     _F.TYPE_FIXED32: {"type": "integer", "format": "int64"},
     # 64-bit integers are JSON strings in the canonical mapping.
-    _F.TYPE_INT64: {"type": "string", "format": "int64"}, _F.TYPE_SINT64: {"type": "string", "format": "int64"},
-    _F.TYPE_SFIXED64: {"type": "string", "format": "int64"}, _F.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    _F.TYPE_INT64: {"type": "string", "format": "int64"},
+    _F.TYPE_SINT64: {"type": "string", "format": "int64"},
+    _F.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    _F.TYPE_UINT64: {"type": "string", "format": "uint64"},
     _F.TYPE_FIXED64: {"type": "string", "format": "uint64"},
-    _F.TYPE_BOOL: {"type": "boolean"}, _F.TYPE_STRING: {"type": "string"},
+    _F.TYPE_BOOL: {"type": "boolean"},
+    _F.TYPE_STRING: {"type": "string"},
     _F.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
 _WELL_KNOWN = {
@@ -34,18 +40,25 @@ _WELL_KNOWN = {
     "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
     "google.protobuf.Value": {},
     "google.protobuf.ListValue": {"type": "array", "items": {}},
-    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
-                            "additionalProperties": True},
-    "google.protobuf.DoubleValue": {"type": "number"}, "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "google.protobuf.DoubleValue": {"type": "number"},
+    "google.protobuf.FloatValue": {"type": "number"},
     "google.protobuf.Int64Value": {"type": "string", "format": "int64"},
     "google.protobuf.UInt64Value": {"type": "string", "format": "uint64"},
     "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
     "google.protobuf.UInt32Value": {"type": "integer", "format": "int64"},
-    "google.protobuf.BoolValue": {"type": "boolean"}, "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
 }
-_ERROR_RESPONSE = {"description": "An error: google.rpc.Status with its details.",
-                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}}
+_ERROR_RESPONSE = {
+    "description": "An error: google.rpc.Status with its details.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}},
+}
 
 
 def _ref(message: descriptor.Descriptor) -> dict:
@@ -75,13 +88,17 @@ class _Document:
         if message.full_name not in self.schemas:
             self.schemas[message.full_name] = {}  # reserved first: recursive messages refer to themselves
             properties = {f.name: self._described(self.field_schema(f), f.full_name) for f in message.fields}
-            self.schemas[message.full_name] = self._described({"type": "object", "properties": properties},
-                                                              message.full_name)
+            self.schemas[message.full_name] = self._described(
+                {"type": "object", "properties": properties}, message.full_name
+            )
         return _ref(message)
 
     def field_schema(self, field: descriptor.FieldDescriptor, *, element: bool = False) -> dict:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            return {"type": "object", "additionalProperties": self.field_schema(field.message_type.fields_by_name["value"])}
+            return {
+                "type": "object",
+                "additionalProperties": self.field_schema(field.message_type.fields_by_name["value"]),
+            }
         if field.is_repeated and not element:
             return {"type": "array", "items": self.field_schema(field, element=True)}
         if field.message_type is not None:
@@ -90,12 +107,13 @@ class _Document:
             return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
         return dict(_SCALARS[field.type])
 
-    def _query_parameters(self, message: descriptor.Descriptor, bound: list[tuple[str, ...]],
-                          prefix: tuple[str, ...] = ()) -> list[dict]:
+    def _query_parameters(
+        self, message: descriptor.Descriptor, bound: list[tuple[str, ...]], prefix: tuple[str, ...] = ()
+    ) -> list[dict]:
         parameters = []
         for field in message.fields:
             path = prefix + (field.name,)
-            if any(path[:len(b)] == b for b in bound):
+            if any(path[: len(b)] == b for b in bound):
                 continue
             kind = field.message_type
             if kind is None or kind.full_name in SCALAR_LIKE:
@@ -104,8 +122,12 @@ class _Document:
                     parameter.update(style="form", explode=True)
                 text = self.comments.get(field.full_name)
                 parameters.append({**parameter, "description": text} if text else parameter)
-            elif (not field.is_repeated and not kind.GetOptions().map_entry
-                  and len(path) < _QUERY_DEPTH and kind.full_name not in _WELL_KNOWN):
+            elif (
+                not field.is_repeated
+                and not kind.GetOptions().map_entry
+                and len(path) < _QUERY_DEPTH
+                and kind.full_name not in _WELL_KNOWN
+            ):
                 parameters += self._query_parameters(kind, bound, path)
         return parameters
 
@@ -122,8 +144,11 @@ class _Document:
         if body != "*":
             bound = [v.field_path for v in route.template.variables] + ([(body,)] if body else [])
             parameters += self._query_parameters(request, bound)
-        operation = {"operationId": self._operation_id(method), "tags": [method.containing_service.full_name],
-                     "parameters": parameters}
+        operation = {
+            "operationId": self._operation_id(method),
+            "tags": [method.containing_service.full_name],
+            "parameters": parameters,
+        }
         if route.callers:
             operation["x-callers"] = list(route.callers)
         text = self.comments.get(method.full_name)
@@ -133,12 +158,17 @@ class _Document:
         if body:
             schema = self.message_schema(request) if body == "*" else self.field_schema(request.fields_by_name[body])
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-        schema = (self.field_schema(response.fields_by_name[route.response_body]) if route.response_body
-                  else self.message_schema(response))
+        schema = (
+            self.field_schema(response.fields_by_name[route.response_body])
+            if route.response_body
+            else self.message_schema(response)
+        )
         media = "application/x-ndjson" if route.server_streaming else "application/json"
         note = "A stream of messages, one JSON object per line." if route.server_streaming else "Success."
-        operation["responses"] = {"200": {"description": note, "content": {media: {"schema": schema}}},
-                                  "default": _ERROR_RESPONSE}
+        operation["responses"] = {
+            "200": {"description": note, "content": {media: {"schema": schema}}},
+            "default": _ERROR_RESPONSE,
+        }
         self.paths.setdefault(route.template.openapi_path(), {})[route.http_method.lower()] = operation
 
     def _operation_id(self, method: descriptor.MethodDescriptor) -> str:
@@ -175,8 +205,11 @@ class OpenApiBuilder:
         services = sorted({r.method.containing_service.full_name for r in backends.routes})
         document = {
             "openapi": OPENAPI_VERSION,
-            "info": {"title": "HTTP/JSON gateway", "version": str(backends.generation),
-                     "description": "Transcoded from the gRPC services' google.api.http annotations."},
+            "info": {
+                "title": "HTTP/JSON gateway",
+                "version": str(backends.generation),
+                "description": "Transcoded from the gRPC services' google.api.http annotations.",
+            },
             "tags": [{"name": s, "description": comments[s]} if s in comments else {"name": s} for s in services],
             "paths": built.paths,
             "components": {"schemas": built.schemas},

@@ -40,7 +40,7 @@ class Variable:
 
     def value(self, segments: list[str]) -> str:
         """The decoded value from the request's raw (still percent-encoded) segments."""
-        parts = segments[self.start:self.end]
+        parts = segments[self.start : self.end]
         if self.end is not None and self.end - self.start == 1:
             return unquote(parts[0])
         # A multi-segment value keeps an encoded slash encoded, so it stays distinguishable from a separator.
@@ -59,7 +59,7 @@ class Template:
         parts: list[str] = []
         position = 0
         for variable in self.variables:
-            parts += [_segment_text(s) for s in self.segments[position:variable.start]]
+            parts += [_segment_text(s) for s in self.segments[position : variable.start]]
             parts.append("{" + variable.name + "}")
             position = len(self.segments) if variable.end is None else variable.end
         parts += [_segment_text(s) for s in self.segments[position:]]

@@ -6,8 +6,8 @@ routes are built, so a request only matches, binds, calls and prints.
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import grpc
 from google.api import annotations_pb2, http_pb2
@@ -42,8 +42,12 @@ class Route:
 
     def to_json(self, response: Message) -> dict:
         """Canonical JSON with proto field names; fields without presence are always printed (see docs)."""
-        document = json_format.MessageToDict(response, preserving_proto_field_name=True,
-                                             always_print_fields_with_no_presence=True, descriptor_pool=self.pool)
+        document = json_format.MessageToDict(
+            response,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+            descriptor_pool=self.pool,
+        )
         return document.get(self.response_body) if self.response_body else document
 
 
@@ -78,14 +82,16 @@ def _caller_names(callers: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(_CALLERS[c].name if c in _CALLERS else str(c) for c in callers)
 
 
-def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: set[str],
-              unbound: tuple[str, ...] = ()) -> list[Route]:
+def routes_of(
+    backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: set[str], unbound: tuple[str, ...] = ()
+) -> list[Route]:
     """Every HTTP route a backend's methods offer; client- and bidi-streaming methods stay gRPC-only.
 
     A service already in `claimed` (served by an earlier backend, e.g. grpc.health.v1.Health) is skipped.
     Methods only other services may call are never routed, nor any method of a service declared
-    `(coupons.access.v1.internal)`: such services have no route and no place in the OpenAPI document. Unannotated methods are routed only for the
-    services in `unbound` (grpc-gateway's generate_unbound_methods).
+    `(coupons.access.v1.internal)`: such services have no route and no place in the OpenAPI document.
+    Unannotated methods are routed only for the services in `unbound` (grpc-gateway's
+    generate_unbound_methods).
     """
     routes = []
     for service_name in schema.services:
@@ -108,11 +114,24 @@ def routes_of(backend: str, schema: Schema, channel: grpc.aio.Channel, claimed: 
                 bindings = [("POST", grpc_method, "*", "")]
             for http_method, path, body, response_body in bindings:
                 try:
-                    routes.append(_route(backend, schema.pool, channel, method, grpc_method, http_method, path,
-                                         body, response_body, _caller_names(callers)))
+                    routes.append(
+                        _route(
+                            backend,
+                            schema.pool,
+                            channel,
+                            method,
+                            grpc_method,
+                            http_method,
+                            path,
+                            body,
+                            response_body,
+                            _caller_names(callers),
+                        )
+                    )
                 except (templates.TemplateError, KeyError) as error:
-                    log.warning("route skipped", extra={"fields": {"method": grpc_method, "path": path,
-                                                                   "error": str(error)}})
+                    log.warning(
+                        "route skipped", extra={"fields": {"method": grpc_method, "path": path, "error": str(error)}}
+                    )
     return routes
 
 
@@ -125,8 +144,19 @@ def _route(backend, pool, channel, method, grpc_method, http_method, path, body,
     binder = RequestBinder(request_class, [v.field_path for v in template.variables], body)
     codec = {"request_serializer": request_class.SerializeToString, "response_deserializer": response_class.FromString}
     call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(grpc_method, **codec)
-    return Route(backend, http_method, template, grpc_method, method, binder, response_body,
-                 method.server_streaming, call, pool, callers)
+    return Route(
+        backend,
+        http_method,
+        template,
+        grpc_method,
+        method,
+        binder,
+        response_body,
+        method.server_streaming,
+        call,
+        pool,
+        callers,
+    )
 
 
 def build_router(routes: list[Route]) -> tuple[Router, list[Route]]:

@@ -35,14 +35,17 @@ class Rule:
         if principal.role in self.roles():
             return
         if self.callers == {SERVICE_ONLY}:
-            raise PermissionDenied("This method is internal: only the suite's own services may call it.",
-                                   reason="SERVICE_ONLY")
+            raise PermissionDenied(
+                "This method is internal: only the suite's own services may call it.", reason="SERVICE_ONLY"
+            )
         if principal.is_service:
-            raise PermissionDenied("Services may not call this method; it acts for a signed-in person.",
-                                   reason="PERSON_ONLY")
+            raise PermissionDenied(
+                "Services may not call this method; it acts for a signed-in person.", reason="PERSON_ONLY"
+            )
         if not self.callers:
-            raise PermissionDenied("This method declares no access rule, so nobody may call it.",
-                                   reason="NO_ACCESS_RULE")
+            raise PermissionDenied(
+                "This method declares no access rule, so nobody may call it.", reason="NO_ACCESS_RULE"
+            )
         raise PermissionDenied("This method needs the ADMIN role.", reason="PERMISSION_DENIED")
 
 

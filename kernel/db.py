@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import psycopg
 from sqlalchemy import exc as sa_exc
@@ -51,9 +51,14 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
     except sa_exc.DataError as error:
-        raise InvalidArgument([FieldViolation("request", "holds a value that cannot be stored, such as a NUL "
-                                              "character or a number out of range")],
-                              reason="INVALID_VALUE") from error
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "request", "holds a value that cannot be stored, such as a NUL character or a number out of range"
+                )
+            ],
+            reason="INVALID_VALUE",
+        ) from error
     except sa_exc.DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
             raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error
@@ -65,8 +70,11 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 def _unavailable() -> Unavailable:
-    return Unavailable("The database cannot be reached right now; retry shortly (with the same request_id).",
-                       reason="DATABASE_UNAVAILABLE", retry_after_seconds=1.0)
+    return Unavailable(
+        "The database cannot be reached right now; retry shortly (with the same request_id).",
+        reason="DATABASE_UNAVAILABLE",
+        retry_after_seconds=1.0,
+    )
 
 
 async def ping(engine: AsyncEngine, timeout_seconds: float = 2.0) -> bool:

@@ -37,14 +37,20 @@ class Directory:
         entries = [("email", e) for e in emails] + [("id", i) for i in user_ids]
         results: dict[str, FoundUser] = {}
         for start in range(0, len(entries), LOOKUP_BATCH):
-            batch = entries[start:start + LOOKUP_BATCH]
-            request = auth_pb2.BatchLookupUsersRequest(emails=[v for k, v in batch if k == "email"],
-                                                       user_ids=[v for k, v in batch if k == "id"])
+            batch = entries[start : start + LOOKUP_BATCH]
+            request = auth_pb2.BatchLookupUsersRequest(
+                emails=[v for k, v in batch if k == "email"], user_ids=[v for k, v in batch if k == "id"]
+            )
             with remote_call("auth", doing="looking up users"):
                 response = await self.identity.auth.BatchLookupUsers(
-                    request, metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS)
-            results.update({r.query: FoundUser(r.query, r.user.id, r.user.email, r.user.active, r.error_reason)
-                            for r in response.results})
+                    request, metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS
+                )
+            results.update(
+                {
+                    r.query: FoundUser(r.query, r.user.id, r.user.email, r.user.active, r.error_reason)
+                    for r in response.results
+                }
+            )
         return results
 
     async def check_assignable(self, user_ids: list[str]) -> None:
@@ -53,9 +59,15 @@ class Directory:
         for user_id in user_ids:
             user = found[user_id]
             if user.error_reason:
-                raise NotFound("user", user_id, reason="USER_NOT_FOUND",
-                               message=f"User {user_id} does not exist; codes go only to existing accounts.")
+                raise NotFound(
+                    "user",
+                    user_id,
+                    reason="USER_NOT_FOUND",
+                    message=f"User {user_id} does not exist; codes go only to existing accounts.",
+                )
             if not user.active:
                 raise FailedPrecondition(
                     f"User {user.email} is deactivated; codes are not assigned to deactivated accounts.",
-                    reason="USER_DISABLED", metadata={"user_id": user_id, "email": user.email})
+                    reason="USER_DISABLED",
+                    metadata={"user_id": user_id, "email": user.email},
+                )

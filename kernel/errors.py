@@ -53,8 +53,15 @@ class NotFound(DomainError):
 
 
 class AlreadyExists(DomainError):
-    def __init__(self, resource_type: str, resource_name: str, *, reason: str = "ALREADY_EXISTS", message: str = "",
-                 field: str = ""):
+    def __init__(
+        self,
+        resource_type: str,
+        resource_name: str,
+        *,
+        reason: str = "ALREADY_EXISTS",
+        message: str = "",
+        field: str = "",
+    ):
         super().__init__(
             message or f"{resource_type} {resource_name} already exists.",
             reason=reason,
@@ -66,8 +73,14 @@ class AlreadyExists(DomainError):
 
 
 class FailedPrecondition(DomainError):
-    def __init__(self, message: str, *, reason: str, metadata: dict[str, object] | None = None,
-                 violations: list[PreconditionViolation] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        metadata: dict[str, object] | None = None,
+        violations: list[PreconditionViolation] | None = None,
+    ):
         super().__init__(message, reason=reason, metadata=metadata)
         self.violations = violations or []
 
@@ -79,8 +92,9 @@ class Aborted(DomainError):
 class Unavailable(DomainError):
     """A service this one depends on did not answer; the caller may retry after a short wait."""
 
-    def __init__(self, message: str, *, reason: str, retry_after_seconds: float = 1.0,
-                 metadata: dict[str, object] | None = None):
+    def __init__(
+        self, message: str, *, reason: str, retry_after_seconds: float = 1.0, metadata: dict[str, object] | None = None
+    ):
         super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
 
@@ -102,9 +116,15 @@ class QuotaViolation:
 
 
 class ResourceExhausted(DomainError):
-    def __init__(self, message: str, *, reason: str, retry_after_seconds: float | None = None,
-                 violations: list[QuotaViolation] | None = None,
-                 metadata: dict[str, object] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        retry_after_seconds: float | None = None,
+        violations: list[QuotaViolation] | None = None,
+        metadata: dict[str, object] | None = None,
+    ):
         super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
         self.violations = list(violations or [])

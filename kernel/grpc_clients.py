@@ -65,9 +65,11 @@ class ServiceIdentity:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:  # a configuration fault, not the person's
                 log.error("service credentials refused", extra={"fields": {"service": self.name}})
-                raise Unavailable(f"The {self.name} service cannot sign in to auth (its SERVICE_SECRET is refused).",
-                                  reason="SERVICE_CREDENTIALS_REFUSED") from None
-            raise domain_error(error, "auth", doing="signing in as a service") or error
+                raise Unavailable(
+                    f"The {self.name} service cannot sign in to auth (its SERVICE_SECRET is refused).",
+                    reason="SERVICE_CREDENTIALS_REFUSED",
+                ) from None
+            raise (domain_error(error, "auth", doing="signing in as a service") or error) from None
         self._token = response.access_token
         self._renew_at = time.monotonic() + response.expires_in / 2
 
@@ -90,11 +92,13 @@ def revocation_loader(identity: ServiceIdentity) -> RevocationLoader:
     from coupons.auth.v1 import auth_pb2
 
     async def load_revocations() -> dict[str, Revocation]:
-        response = await identity.auth.ListRevocations(auth_pb2.ListRevocationsRequest(),
-                                                       metadata=await identity.metadata(),
-                                                       timeout=AUTH_CALL_TIMEOUT_SECONDS)
-        return {r.user_id: Revocation(r.not_before_time.ToDatetime(dt.timezone.utc).timestamp(), r.disabled)
-                for r in response.revocations}
+        response = await identity.auth.ListRevocations(
+            auth_pb2.ListRevocationsRequest(), metadata=await identity.metadata(), timeout=AUTH_CALL_TIMEOUT_SECONDS
+        )
+        return {
+            r.user_id: Revocation(r.not_before_time.ToDatetime(dt.UTC).timestamp(), r.disabled)
+            for r in response.revocations
+        }
 
     return load_revocations
 

@@ -9,7 +9,8 @@ waits on the unique key until the first transaction ends. Each schema has its ow
 
 import hashlib
 import re
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,34 +52,48 @@ class IdempotencyStore:
             f"INSERT INTO {schema}.idempotency_keys AS k (scope, request_id, request_hash) "
             "VALUES (:scope, :request_id, :request_hash) ON CONFLICT (scope, request_id) DO UPDATE "
             "SET request_hash = EXCLUDED.request_hash, response = NULL, created_at = now() "
-            f"WHERE k.created_at < now() - interval '{RETENTION}' RETURNING 1")
+            f"WHERE k.created_at < now() - interval '{RETENTION}' RETURNING 1"
+        )
         self._read = sa.text(
             f"SELECT request_hash, response FROM {schema}.idempotency_keys "
-            "WHERE scope = :scope AND request_id = :request_id")
+            "WHERE scope = :scope AND request_id = :request_id"
+        )
         self._record = sa.text(
             f"UPDATE {schema}.idempotency_keys SET response = :response "
-            "WHERE scope = :scope AND request_id = :request_id")
+            "WHERE scope = :scope AND request_id = :request_id"
+        )
 
     async def claim(self, conn: AsyncConnection, scope: str, request_id: str, request_hash: bytes) -> bytes | None:
         """Claims the id; returns the stored answer when this same request was already answered."""
         if not REQUEST_ID.match(request_id):
-            raise InvalidArgument.field("request_id", "must be 1 to 128 letters, digits, '.', '_', ':' or '-' "
-                                        "(a UUID is a good choice)", reason="INVALID_REQUEST_ID")
+            raise InvalidArgument.field(
+                "request_id",
+                "must be 1 to 128 letters, digits, '.', '_', ':' or '-' (a UUID is a good choice)",
+                reason="INVALID_REQUEST_ID",
+            )
         key = {"scope": scope, "request_id": request_id}
         if (await conn.execute(self._claim, {**key, "request_hash": request_hash})).first():
             return None
         stored = (await conn.execute(self._read, key)).one()
         if stored.request_hash != request_hash:
-            raise InvalidArgument.field("request_id", "was already used for a request with different arguments",
-                                        reason="REQUEST_ID_REUSED")
+            raise InvalidArgument.field(
+                "request_id", "was already used for a request with different arguments", reason="REQUEST_ID_REUSED"
+            )
         return stored.response
 
     async def record(self, conn: AsyncConnection, scope: str, request_id: str, response: bytes) -> None:
         await conn.execute(self._record, {"scope": scope, "request_id": request_id, "response": response})
 
-    async def once(self, conn: AsyncConnection, scope: str, request_id: str, parts: tuple,
-                   run: Callable[[], Awaitable[T]], encode: Callable[[T], bytes],
-                   replay: Callable[[bytes], Awaitable[T]]) -> T:
+    async def once(
+        self,
+        conn: AsyncConnection,
+        scope: str,
+        request_id: str,
+        parts: tuple,
+        run: Callable[[], Awaitable[T]],
+        encode: Callable[[T], bytes],
+        replay: Callable[[bytes], Awaitable[T]],
+    ) -> T:
         """run() once per (scope, request_id) inside the caller's transaction; a retry gets replay(first answer).
 
         parts are the request's arguments: the same id with other parts is refused. Without a request_id

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -24,8 +24,10 @@ from kernel.tokens import TokenVerifier
 log = logging.getLogger("kernel.rpc")
 
 # Peers whose x-forwarded-for is believed: the gateway runs on loopback locally and on the cluster network.
-TRUSTED_PROXY_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"))
+TRUSTED_PROXY_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
+)
 MAX_ACTOR_LENGTH = 64
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 # Open to everyone so grpcurl and Kubernetes probes work without a token.
@@ -54,8 +56,10 @@ def _parser(deserialize) -> Callable:
         try:
             return deserialize(raw)
         except Exception:  # DecodeError and friends: say what is wrong, not where in our code
-            raise InvalidArgument.field("request", "is not a valid protobuf message for this method",
-                                        reason="MALFORMED_MESSAGE") from None
+            raise InvalidArgument.field(
+                "request", "is not a valid protobuf message for this method", reason="MALFORMED_MESSAGE"
+            ) from None
+
     return parse
 
 
@@ -64,34 +68,43 @@ def _wrap(handler: grpc.RpcMethodHandler, scope, parse_inside: bool = False) -> 
     only inside the scope (after the caller was admitted), a malformed one refused as INVALID_ARGUMENT."""
     deserialize = handler.request_deserializer
     parse = _parser(deserialize) if parse_inside and deserialize else (lambda request: request)
-    codec = {"request_deserializer": None if parse_inside else deserialize,
-             "response_serializer": handler.response_serializer}
+    codec = {
+        "request_deserializer": None if parse_inside else deserialize,
+        "response_serializer": handler.response_serializer,
+    }
 
     async def parse_all(requests):
         async for request in requests:
             yield parse(request)
 
     if handler.unary_unary:
+
         async def unary_unary(request, context):
             async with scope(context):
                 return await handler.unary_unary(parse(request), context)
+
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.stream_unary:
+
         async def stream_unary(requests, context):
             async with scope(context):
                 return await handler.stream_unary(parse_all(requests), context)
+
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     behavior = handler.unary_stream or handler.stream_stream
     read = parse if handler.unary_stream else parse_all
     if inspect.isasyncgenfunction(behavior):
+
         async def streaming(request_or_iterator, context) -> AsyncIterator:
             async with scope(context):
                 async for response in behavior(read(request_or_iterator), context):
                     yield response
     else:  # a coroutine that writes its responses with context.write (e.g. the health service's Watch)
+
         async def streaming(request_or_iterator, context) -> None:
             async with scope(context):
                 await behavior(read(request_or_iterator), context)
+
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(streaming, **codec)
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)

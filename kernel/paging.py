@@ -3,7 +3,7 @@
 import base64
 import datetime as dt
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from kernel.errors import InvalidArgument
 from kernel.validation import is_uuid
@@ -23,8 +23,7 @@ def encode_token(cursor: dict) -> str:
 
 
 def _foreign_token(field: str) -> InvalidArgument:
-    return InvalidArgument.field(field, "is not a token from a previous page of this list",
-                                 reason="INVALID_PAGE_TOKEN")
+    return InvalidArgument.field(field, "is not a token from a previous page of this list", reason="INVALID_PAGE_TOKEN")
 
 
 def decode_token(token: str, field: str = "page_token") -> dict | None:

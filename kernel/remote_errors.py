@@ -19,16 +19,26 @@ def _details(error: grpc.aio.AioRpcError) -> dict[type, object]:
         if key != "grpc-status-details-bin":
             continue
         for packed in status_pb2.Status.FromString(value).details:
-            for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
-                         error_details_pb2.PreconditionFailure, error_details_pb2.ResourceInfo):
+            for kind in (
+                error_details_pb2.ErrorInfo,
+                error_details_pb2.BadRequest,
+                error_details_pb2.PreconditionFailure,
+                error_details_pb2.ResourceInfo,
+            ):
                 if packed.Is(kind.DESCRIPTOR):
                     found[kind] = kind()
                     packed.Unpack(found[kind])
     return found
 
 
-def domain_error(error: grpc.aio.AioRpcError, service: str, *, not_answering=NOT_ANSWERING,
-                 unavailable_reason: str = "", doing: str = "") -> errors.DomainError | None:
+def domain_error(
+    error: grpc.aio.AioRpcError,
+    service: str,
+    *,
+    not_answering=NOT_ANSWERING,
+    unavailable_reason: str = "",
+    doing: str = "",
+) -> errors.DomainError | None:
     """The remote refusal as the kernel error that maps back to the same status; None when unexpected.
 
     Codes in not_answering become Unavailable, reason unavailable_reason (default <SERVICE>_UNAVAILABLE).
@@ -39,22 +49,29 @@ def domain_error(error: grpc.aio.AioRpcError, service: str, *, not_answering=NOT
         return errors.Unavailable(
             f"The {service} service did not answer{while_doing} ({code.name}); retry shortly.",
             reason=unavailable_reason or f"{service.upper()}_UNAVAILABLE",
-            metadata={"service": service, "remote_code": code.name, **({"operation": doing} if doing else {})})
+            metadata={"service": service, "remote_code": code.name, **({"operation": doing} if doing else {})},
+        )
     info = details.get(error_details_pb2.ErrorInfo, error_details_pb2.ErrorInfo(reason=code.name))
     reason, metadata = info.reason, dict(info.metadata)
     resource = details.get(error_details_pb2.ResourceInfo, error_details_pb2.ResourceInfo())
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         bad = details.get(error_details_pb2.BadRequest, error_details_pb2.BadRequest())
-        mapped = errors.InvalidArgument([errors.FieldViolation(v.field, v.description) for v in bad.field_violations],
-                                        reason=reason, message=message)
+        mapped = errors.InvalidArgument(
+            [errors.FieldViolation(v.field, v.description) for v in bad.field_violations],
+            reason=reason,
+            message=message,
+        )
     elif code == grpc.StatusCode.NOT_FOUND:
         mapped = errors.NotFound(resource.resource_type, resource.resource_name, reason=reason, message=message)
     elif code == grpc.StatusCode.ALREADY_EXISTS:
         mapped = errors.AlreadyExists(resource.resource_type, resource.resource_name, reason=reason, message=message)
     elif code == grpc.StatusCode.FAILED_PRECONDITION:
         failure = details.get(error_details_pb2.PreconditionFailure, error_details_pb2.PreconditionFailure())
-        mapped = errors.FailedPrecondition(message, reason=reason, violations=[
-            errors.PreconditionViolation(v.type, v.subject, v.description) for v in failure.violations])
+        mapped = errors.FailedPrecondition(
+            message,
+            reason=reason,
+            violations=[errors.PreconditionViolation(v.type, v.subject, v.description) for v in failure.violations],
+        )
     elif code == grpc.StatusCode.ABORTED:
         mapped = errors.Aborted(message, reason=reason)
     elif code == grpc.StatusCode.PERMISSION_DENIED:

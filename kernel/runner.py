@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import signal
 import sys
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kernel import logs, metrics, migrations
 from kernel.localdb import shared_local_postgres

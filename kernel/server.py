@@ -6,8 +6,8 @@ service, and a graceful stop: NOT_SERVING first, a short drain, then in-flight c
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,8 +56,9 @@ def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> 
         request_deserializer=reflection_v1alpha.ServerReflectionRequest.FromString,
         response_serializer=reflection_v1alpha.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
-        "ServerReflectionInfo": handler}),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
     assert reflection_v1.DESCRIPTOR.services_by_name["ServerReflection"]  # keeps v1 in the descriptor pool
 
 
@@ -65,13 +66,21 @@ class _Health(health.aio.HealthServicer):
     """The standard health service with List too (grpcio-health-checking leaves it unimplemented)."""
 
     async def List(self, request, context):
-        return health_pb2.HealthListResponse(statuses={
-            name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()})
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()
+            }
+        )
 
 
 class GrpcServer:
-    def __init__(self, spec: ServiceSpec, verifier: TokenVerifier, drain_seconds: float = 0.5,
-                 revocation_poll_seconds: float = 2.0):
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        verifier: TokenVerifier,
+        drain_seconds: float = 0.5,
+        revocation_poll_seconds: float = 2.0,
+    ):
         self.spec = spec
         self.verifier = verifier
         self.drain_seconds = drain_seconds
@@ -100,8 +109,7 @@ class GrpcServer:
 
     async def start(self, address: str) -> int:
         if self.verifier.watches_revocations:
-            self._background.append(asyncio.create_task(
-                self.verifier.keep_revocations(self.revocation_poll_seconds)))
+            self._background.append(asyncio.create_task(self.verifier.keep_revocations(self.revocation_poll_seconds)))
         self.port = self.server.add_insecure_port(address)
         await self.server.start()
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)

@@ -152,6 +152,8 @@ class Settings:
         migration Job needs none)."""
         secret = self.service_secrets.get(name, "")
         if self.production and len(secret) < MIN_SERVICE_SECRET_LENGTH:
-            raise SystemExit(f"SERVICE_SECRET_{name.upper()} of at least {MIN_SERVICE_SECRET_LENGTH} characters "
-                             "is required when ENVIRONMENT=production")
+            raise SystemExit(
+                f"SERVICE_SECRET_{name.upper()} of at least {MIN_SERVICE_SECRET_LENGTH} characters "
+                "is required when ENVIRONMENT=production"
+            )
         return secret

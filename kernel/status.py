@@ -29,27 +29,49 @@ def _pack(message) -> any_pb2.Any:
 def _details(error: errors.DomainError) -> list:
     details = []
     if isinstance(error, errors.InvalidArgument):
-        details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ]))
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
     if isinstance(error, (errors.NotFound, errors.AlreadyExists)):
-        details.append(error_details_pb2.ResourceInfo(
-            resource_type=error.resource_type, resource_name=error.resource_name, description=error.message))
+        details.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=error.resource_type, resource_name=error.resource_name, description=error.message
+            )
+        )
     if isinstance(error, errors.AlreadyExists) and error.field:
-        details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)]))
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                ]
+            )
+        )
     if isinstance(error, errors.FailedPrecondition) and error.violations:
-        details.append(error_details_pb2.PreconditionFailure(violations=[
-            error_details_pb2.PreconditionFailure.Violation(type=v.type, subject=v.subject, description=v.description)
-            for v in error.violations
-        ]))
+        details.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
     if isinstance(error, errors.ResourceExhausted):
         if error.violations:
-            details.append(error_details_pb2.QuotaFailure(violations=[
-                error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
-                for v in error.violations
-            ]))
+            details.append(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
         if error.retry_after_seconds is not None:
             delay = duration_pb2.Duration()
             delay.FromMilliseconds(int(error.retry_after_seconds * 1000))
@@ -75,7 +97,8 @@ def code_of(error: errors.DomainError) -> int:
 def from_domain_error(error: errors.DomainError, domain: str) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
     status = status_pb2.Status(
-        code=code_of(error), message=error.message,
+        code=code_of(error),
+        message=error.message,
         details=[_pack(info)] + [_pack(d) for d in _details(error)],
     )
     return rpc_status.to_status(status)

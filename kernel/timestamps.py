@@ -21,7 +21,8 @@ def from_timestamp(message, field: str) -> dt.datetime | None:
     if not message.HasField(field):
         return None
     try:
-        return getattr(message, field).ToDatetime(tzinfo=dt.timezone.utc)
+        return getattr(message, field).ToDatetime(tzinfo=dt.UTC)
     except (ValueError, OverflowError):
-        raise InvalidArgument.field(field, "must be a time between the years 0001 and 9999",
-                                    reason="INVALID_TIMESTAMP") from None
+        raise InvalidArgument.field(
+            field, "must be a time between the years 0001 and 9999", reason="INVALID_TIMESTAMP"
+        ) from None

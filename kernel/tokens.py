@@ -7,8 +7,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -117,8 +117,9 @@ class TokenVerifier:
     # Verifying an Ed25519 signature costs ~10% of a redeem's CPU; the same token comes back on every call.
     CACHE_SIZE = 10_000
 
-    def __init__(self, load_keys: KeyLoader, issuer: str, audience: str,
-                 load_revocations: RevocationLoader | None = None):
+    def __init__(
+        self, load_keys: KeyLoader, issuer: str, audience: str, load_revocations: RevocationLoader | None = None
+    ):
         self._load_keys = load_keys
         self._load_revocations = load_revocations
         self._revoked: dict[str, Revocation] = {}
@@ -130,8 +131,9 @@ class TokenVerifier:
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
-    def with_keys(cls, keys: list[Ed25519PublicKey], issuer: str, audience: str,
-                  load_revocations: RevocationLoader | None = None) -> "TokenVerifier":
+    def with_keys(
+        cls, keys: list[Ed25519PublicKey], issuer: str, audience: str, load_revocations: RevocationLoader | None = None
+    ) -> "TokenVerifier":
         fixed = {key_id(k): k for k in keys}
 
         async def load() -> dict[str, Ed25519PublicKey]:
@@ -162,8 +164,7 @@ class TokenVerifier:
         if revocation is None:
             return
         if revocation.disabled:
-            raise PermissionDenied("This account is deactivated; contact an administrator.",
-                                   reason="ACCOUNT_DISABLED")
+            raise PermissionDenied("This account is deactivated; contact an administrator.", reason="ACCOUNT_DISABLED")
         if principal.issued_at < revocation.not_before:
             raise Unauthenticated("The token was revoked; sign in again.", reason="TOKEN_REVOKED")
 
@@ -176,8 +177,10 @@ class TokenVerifier:
                         self._keys = await self._load_keys()
                     except Exception as error:
                         # Not stamped as loaded: the next call asks again instead of refusing good tokens for 30 s.
-                        raise Unavailable("The token signing keys cannot be fetched from the auth service; retry.",
-                                          reason="AUTH_KEYS_UNAVAILABLE") from error
+                        raise Unavailable(
+                            "The token signing keys cannot be fetched from the auth service; retry.",
+                            reason="AUTH_KEYS_UNAVAILABLE",
+                        ) from error
                     self._loaded_at = time.monotonic()
         try:
             return self._keys[kid]
@@ -208,7 +211,11 @@ class TokenVerifier:
         key = await self._key(str(header.get("kid", "")))
         try:
             claims = jwt.decode(
-                token, key, algorithms=[ALGORITHM], audience=self._audience, issuer=self._issuer,
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError:

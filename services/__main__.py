@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     names = list(SERVICES) if target == "all" else [n.strip() for n in target.split(",") if n.strip()]
     unknown = [n for n in names if n not in SERVICES] + ([] if command in ("serve", "migrate") else [command])
     if unknown or not names:
-        raise SystemExit(f"usage: python -m services [all | {','.join(SERVICES)}] [serve|migrate] "
-                         f"(unknown: {', '.join(unknown)})")
+        raise SystemExit(
+            f"usage: python -m services [all | {','.join(SERVICES)}] [serve|migrate] (unknown: {', '.join(unknown)})"
+        )
     builders = {name: importlib.import_module(f"services.{name}.app").build for name in names}
     runner.run_components(names, builders, migrate_only=command == "migrate")
 

@@ -24,14 +24,14 @@ def _banner(suite: Suite, demo_summary: str) -> str:
         lines.append(f"  {component.name:<11} {kind}://{component.address}    log: {component.log_path}")
     lines.append(demo_summary)
     auth, redemption = suite.ports["auth"], suite.ports["redemption"]
-    login = "'{\"email\":\"alice@example.com\",\"password\":\"demo123\"}'"
+    login = '\'{"email":"alice@example.com","password":"demo123"}\''
     lines += [
         "",
         "Try it with grpcurl (demo users: admin@example.com / admin123, alice@example.com / demo123):",
         f"  {grpcurl} -plaintext 127.0.0.1:{auth} list",
         f"  TOKEN=$({grpcurl} -plaintext -d {login} 127.0.0.1:{auth} coupons.auth.v1.AuthService/Login"
         " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
-        f"  {grpcurl} -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"user_id\":\"me\"}}' "
+        f'  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" -d \'{{"user_id":"me"}}\' '
         f"127.0.0.1:{redemption} coupons.redemption.v1.RedemptionService/ListUserCoupons",
     ]
     if any(c.name == "gateway" for c in suite.components):
@@ -41,7 +41,7 @@ def _banner(suite: Suite, demo_summary: str) -> str:
             "And with curl through the gateway:",
             f"  TOKEN=$(curl -s -X POST http://127.0.0.1:{port}/api/v1/auth/login -d {login}"
             " | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
-            f"  curl -s http://127.0.0.1:{port}/api/v1/users/me/coupons -H \"authorization: Bearer $TOKEN\"",
+            f'  curl -s http://127.0.0.1:{port}/api/v1/users/me/coupons -H "authorization: Bearer $TOKEN"',
             f"  curl -s http://127.0.0.1:{port}/openapi.json | head -c 300",
         ]
     lines += ["", "A full walk-through (create a book, generate, assign, lock, redeem, history): docs/try-it.md"]

@@ -11,13 +11,30 @@ from kernel.grpc_clients import channel
 from suite.processes import Suite
 
 DEMO_BOOKS = [
-    books_pb2.Book(name="Summer Sale 2026", description="20% off everything, once per code.",
-                   code_pattern="SUMMER-{}-2026", code_length=6, max_assignments_per_user=3),
-    books_pb2.Book(name="VIP Rewards", description="A free coffee, up to three times per code.",
-                   code_pattern="VIP-{}", code_length=8, allow_multi_redemption=True, max_redemptions_per_user=3),
+    books_pb2.Book(
+        name="Summer Sale 2026",
+        description="20% off everything, once per code.",
+        code_pattern="SUMMER-{}-2026",
+        code_length=6,
+        max_assignments_per_user=3,
+    ),
+    books_pb2.Book(
+        name="VIP Rewards",
+        description="A free coffee, up to three times per code.",
+        code_pattern="VIP-{}",
+        code_length=8,
+        allow_multi_redemption=True,
+        max_redemptions_per_user=3,
+    ),
     # Self-service: any signed-in user may claim one code (POST /api/v1/coupons/assign {"book_id": ...}).
-    books_pb2.Book(name="Welcome Gift", description="A welcome gift every member may claim once, themself.",
-                   code_pattern="WELCOME-{}", code_length=6, max_assignments_per_user=1, allow_self_claim=True),
+    books_pb2.Book(
+        name="Welcome Gift",
+        description="A welcome gift every member may claim once, themself.",
+        code_pattern="WELCOME-{}",
+        code_length=6,
+        max_assignments_per_user=1,
+        allow_self_claim=True,
+    ),
 ]
 CODES_PER_BOOK = 1000
 POOL = pools_pb2.Pool(name="Beta Testers", description="Early users who try new offers first.")
@@ -30,8 +47,9 @@ async def _ensure_book(books, book: books_pb2.Book, metadata) -> books_pb2.Book:
         if existing.name == book.name:
             return existing
     created = await books.CreateBook(books_pb2.CreateBookRequest(book=book), metadata=metadata)
-    async for _ in books.GenerateCodes(books_pb2.GenerateCodesRequest(book_id=created.id, count=CODES_PER_BOOK),
-                                       metadata=metadata):
+    async for _ in books.GenerateCodes(
+        books_pb2.GenerateCodesRequest(book_id=created.id, count=CODES_PER_BOOK), metadata=metadata
+    ):
         pass
     return created
 
@@ -44,26 +62,30 @@ async def load(suite: Suite) -> str:
         auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
         admin = await auth.Login(auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))
         metadata = (("authorization", f"Bearer {admin.access_token}"),)
-        alice = await auth.LookupUserByEmail(auth_pb2.LookupUserByEmailRequest(email="alice@example.com"),
-                                             metadata=metadata)
+        alice = await auth.LookupUserByEmail(
+            auth_pb2.LookupUserByEmailRequest(email="alice@example.com"), metadata=metadata
+        )
         books = books_pb2_grpc.BookServiceStub(channels["books"])
         redemption = redemption_pb2_grpc.RedemptionServiceStub(channels["redemption"])
         demo_books = [await _ensure_book(books, book, metadata) for book in DEMO_BOOKS]
         handed_out = [b for b in demo_books if not b.allow_self_claim]  # alice claims the others herself
-        held = await redemption.ListUserCoupons(redemption_pb2.ListUserCouponsRequest(user_id=alice.id),
-                                                metadata=metadata)
+        held = await redemption.ListUserCoupons(
+            redemption_pb2.ListUserCouponsRequest(user_id=alice.id), metadata=metadata
+        )
         if not held.coupons:
             for book in handed_out:
                 for _ in range(2):
-                    await redemption.AssignRandomCoupon(redemption_pb2.AssignRandomCouponRequest(
-                        book_id=book.id, user_id=alice.id), metadata=metadata)
+                    await redemption.AssignRandomCoupon(
+                        redemption_pb2.AssignRandomCouponRequest(book_id=book.id, user_id=alice.id), metadata=metadata
+                    )
         pools = pools_pb2_grpc.PoolServiceStub(channels["pools"])
         listing = await pools.ListPools(pools_pb2.ListPoolsRequest(page_size=1000), metadata=metadata)
         pool = next((p for p in listing.pools if p.name == POOL.name), None)
         if pool is None:
             pool = await pools.CreatePool(pools_pb2.CreatePoolRequest(pool=POOL), metadata=metadata)
-            await pools.AddPoolMembers(pools_pb2.AddPoolMembersRequest(pool_id=pool.id, emails=POOL_MEMBERS),
-                                       metadata=metadata)
+            await pools.AddPoolMembers(
+                pools_pb2.AddPoolMembersRequest(pool_id=pool.id, emails=POOL_MEMBERS), metadata=metadata
+            )
         lines = ["", "Demo data:"]
         lines += [f"  book {b.name!r}: {b.id}" for b in demo_books]
         lines += [f"  pool {pool.name!r}: {pool.id}", f"  alice: {alice.id}"]

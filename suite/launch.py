@@ -10,8 +10,9 @@ from suite import demo
 from suite.processes import Suite, available_services, gateway_available, wait_http, wait_serving
 
 
-async def start_suite(database_url: str, run_dir: Path, ports: dict[str, int] | None = None,
-                      extra_env: dict[str, str] | None = None) -> tuple[Suite, str]:
+async def start_suite(
+    database_url: str, run_dir: Path, ports: dict[str, int] | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[Suite, str]:
     """Starts every component and loads the demo data; returns the suite and the demo summary.
 
     On failure the components already started are stopped before the error goes up.

@@ -51,14 +51,20 @@ class Suite:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": self.database_url,
-            "RUN_DIR": str(self.run_dir),
-            "PYTHONUNBUFFERED": "1",
-            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
-            **{f"{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in self.ports.items() if name != "gateway"},
-            **self.extra_env,
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "RUN_DIR": str(self.run_dir),
+                "PYTHONUNBUFFERED": "1",
+                **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+                **{
+                    f"{name.upper()}_ADDR": f"127.0.0.1:{port}"
+                    for name, port in self.ports.items()
+                    if name != "gateway"
+                },
+                **self.extra_env,
+            }
+        )
         return env
 
     def start(self, name: str, module: str) -> Component:
@@ -69,7 +75,8 @@ class Suite:
         env = {**self.environment(), "METRICS_PORT": str(component.metrics_port)}
         with open(component.log_path, "ab") as log:
             component.process = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log)
+                [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
         self.components.append(component)
         return component
 
@@ -96,8 +103,9 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if component.process and component.process.poll() is not None:
-                raise RuntimeError(f"{component.name} exited with {component.process.returncode}; "
-                                   f"see {component.log_path}")
+                raise RuntimeError(
+                    f"{component.name} exited with {component.process.returncode}; see {component.log_path}"
+                )
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -105,8 +113,9 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{component.name} did not report SERVING within {timeout:.0f} s; "
-                                   f"see {component.log_path}")
+                raise RuntimeError(
+                    f"{component.name} did not report SERVING within {timeout:.0f} s; see {component.log_path}"
+                )
             await asyncio.sleep(0.2)
 
 

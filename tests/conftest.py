@@ -18,8 +18,13 @@ from kernel.localdb import temporary_postgres
 from kernel.tokens import SigningKey
 
 # Each service's fixtures live in its own module, so work on one service does not touch another's.
-pytest_plugins = ["tests.fixtures_redemption", "tests.fixtures_books", "tests.fixtures_pools", "tests.fixtures_gateway",
-                  "tests.fixtures_suite"]
+pytest_plugins = [
+    "tests.fixtures_redemption",
+    "tests.fixtures_books",
+    "tests.fixtures_pools",
+    "tests.fixtures_gateway",
+    "tests.fixtures_suite",
+]
 
 
 @contextlib.contextmanager

@@ -31,5 +31,8 @@ async def books_user_session(auth_stub):
     """A signed-in USER account."""
     from coupons.auth.v1 import auth_pb2
 
-    return await auth_stub.Register(auth_pb2.RegisterRequest(
-        email=f"books-user-{uuid.uuid4().hex[:8]}@example.com", password="user-pass-123", name="Books User"))
+    return await auth_stub.Register(
+        auth_pb2.RegisterRequest(
+            email=f"books-user-{uuid.uuid4().hex[:8]}@example.com", password="user-pass-123", name="Books User"
+        )
+    )

@@ -128,11 +128,23 @@ def compile_proto(source: str, directory: pathlib.Path) -> pathlib.Path:
     from grpc_tools import protoc
 
     (directory / "test.proto").write_text(source)
-    includes = [directory, PROTOS, pathlib.Path(google.api.__path__[0]).parent.parent,
-                pathlib.Path(grpc_tools.__file__).parent / "_proto"]
+    includes = [
+        directory,
+        PROTOS,
+        pathlib.Path(google.api.__path__[0]).parent.parent,
+        pathlib.Path(grpc_tools.__file__).parent / "_proto",
+    ]
     out = directory / "test.binpb"
-    code = protoc.main(["protoc", *(f"-I{d}" for d in includes), f"--descriptor_set_out={out}",
-                        "--include_imports", "--include_source_info", "test.proto"])
+    code = protoc.main(
+        [
+            "protoc",
+            *(f"-I{d}" for d in includes),
+            f"--descriptor_set_out={out}",
+            "--include_imports",
+            "--include_source_info",
+            "test.proto",
+        ]
+    )
     assert code == 0, "the test proto does not compile"
     return out
 
@@ -179,17 +191,28 @@ def _echo_handlers(pool: descriptor_pool.DescriptorPool) -> tuple[grpc.GenericRp
             await context.abort_with_status(_failure(request.id, "the stream failed as asked"))
 
     # Methods the gateway must not route still answer, so a test that reaches them fails visibly.
-    echoing = {name: grpc.unary_unary_rpc_method_handler(echo, **codec)
-               for name in ("Echo", "Unannotated", "ServiceOnly", "AdminOrService", "UnannotatedServiceOnly")}
-    return (grpc.method_handlers_generic_handler(ECHO_SERVICE, {
-        **echoing,
-        "Fail": grpc.unary_unary_rpc_method_handler(fail, **codec),
-        "Count": grpc.unary_stream_rpc_method_handler(count, **codec),
-        "Wait": grpc.unary_unary_rpc_method_handler(wait, **codec),
-    }), grpc.method_handlers_generic_handler(INTERNAL_SERVICE, {
-        "Ping": grpc.unary_unary_rpc_method_handler(echo, **codec),
-        "Unannotated": grpc.unary_unary_rpc_method_handler(echo, **codec),
-    }))
+    echoing = {
+        name: grpc.unary_unary_rpc_method_handler(echo, **codec)
+        for name in ("Echo", "Unannotated", "ServiceOnly", "AdminOrService", "UnannotatedServiceOnly")
+    }
+    return (
+        grpc.method_handlers_generic_handler(
+            ECHO_SERVICE,
+            {
+                **echoing,
+                "Fail": grpc.unary_unary_rpc_method_handler(fail, **codec),
+                "Count": grpc.unary_stream_rpc_method_handler(count, **codec),
+                "Wait": grpc.unary_unary_rpc_method_handler(wait, **codec),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            INTERNAL_SERVICE,
+            {
+                "Ping": grpc.unary_unary_rpc_method_handler(echo, **codec),
+                "Unannotated": grpc.unary_unary_rpc_method_handler(echo, **codec),
+            },
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -206,8 +229,9 @@ async def echo_server(echo_descriptor_set):
     server.add_generic_rpc_handlers(_echo_handlers(pool))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((ECHO_SERVICE, INTERNAL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                        server, pool)
+    reflection.enable_server_reflection(
+        (ECHO_SERVICE, INTERNAL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -244,9 +268,13 @@ async def gateway_url(start_gateway, auth_server):
 async def echo_gateway_url(start_gateway, echo_server, echo_descriptor_set):
     """A gateway in front of the echo backend, with CORS for one origin, a small body limit, and the unannotated
     methods of the echo and health services routed."""
-    return await start_gateway({"echo": echo_server}, cors_origins=("https://app.example",),
-                               max_body_bytes=64 * 1024, descriptor_set=str(echo_descriptor_set),
-                               unbound_services=(ECHO_SERVICE, health.SERVICE_NAME))
+    return await start_gateway(
+        {"echo": echo_server},
+        cors_origins=("https://app.example",),
+        max_body_bytes=64 * 1024,
+        descriptor_set=str(echo_descriptor_set),
+        unbound_services=(ECHO_SERVICE, health.SERVICE_NAME),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -39,9 +39,20 @@ async def pool_users(auth_stub) -> list:
     """Registered USER accounts (sessions) to put in pools; each test uses its own book, so they are shared."""
     from coupons.auth.v1 import auth_pb2
 
-    return list(await asyncio.gather(*(auth_stub.Register(auth_pb2.RegisterRequest(
-        email=f"pool-user-{uuid.uuid4().hex[:10]}@example.com", password="pool-pass-123", name="Pool User"))
-        for _ in range(POOL_USERS))))
+    return list(
+        await asyncio.gather(
+            *(
+                auth_stub.Register(
+                    auth_pb2.RegisterRequest(
+                        email=f"pool-user-{uuid.uuid4().hex[:10]}@example.com",
+                        password="pool-pass-123",
+                        name="Pool User",
+                    )
+                )
+                for _ in range(POOL_USERS)
+            )
+        )
+    )
 
 
 @pytest.fixture
@@ -50,11 +61,13 @@ async def new_pool(pools_stub, admin):
     from coupons.pools.v1 import pools_pb2
 
     async def make(user_ids=()):
-        pool = await pools_stub.CreatePool(pools_pb2.CreatePoolRequest(
-            pool=pools_pb2.Pool(name=f"Pool {uuid.uuid4().hex[:10]}")), metadata=admin)
+        pool = await pools_stub.CreatePool(
+            pools_pb2.CreatePoolRequest(pool=pools_pb2.Pool(name=f"Pool {uuid.uuid4().hex[:10]}")), metadata=admin
+        )
         if user_ids:
-            await pools_stub.AddPoolMembers(pools_pb2.AddPoolMembersRequest(pool_id=pool.id, user_ids=list(user_ids)),
-                                            metadata=admin)
+            await pools_stub.AddPoolMembers(
+                pools_pb2.AddPoolMembersRequest(pool_id=pool.id, user_ids=list(user_ids)), metadata=admin
+            )
         return pool
 
     return make

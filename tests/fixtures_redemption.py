@@ -46,7 +46,8 @@ class Ledger:
         user_id = str(uuid.uuid4())
         self._accounts.execute(
             "INSERT INTO auth.users (id, email, name, role, active, password_hash) VALUES (%s, %s, '', %s, %s, '')",
-            (user_id, f"ledger-{user_id}@example.com", role, active))
+            (user_id, f"ledger-{user_id}@example.com", role, active),
+        )
         return Caller(user_id, (("authorization", f"Bearer {self.issuer.issue(user_id, role)}"),))
 
     def stranger(self) -> Caller:
@@ -58,7 +59,8 @@ class Ledger:
         """A book with these rules (PutBookRules) and `codes` fresh codes (AddCodes)."""
         book_id = str(uuid.uuid4())
         await self.internal.PutBookRules(
-            pb.PutBookRulesRequest(rules=pb.BookRules(book_id=book_id, version=1, **rules)), metadata=self.service)
+            pb.PutBookRulesRequest(rules=pb.BookRules(book_id=book_id, version=1, **rules)), metadata=self.service
+        )
         # Codes sort in insertion order, so a bias towards either shows in the same place.
         prefix = uuid.uuid4().hex[:12].upper()
         new_codes = [f"T-{prefix}-{index:07d}" for index in range(codes)]
@@ -67,8 +69,9 @@ class Ledger:
         return book_id, new_codes
 
     async def assign(self, code: str, user: Caller) -> pb.Coupon:
-        return await self.stub.AssignCoupon(pb.AssignCouponRequest(code=code, user_id=user.user_id),
-                                            metadata=self.admin.metadata)
+        return await self.stub.AssignCoupon(
+            pb.AssignCouponRequest(code=code, user_id=user.user_id), metadata=self.admin.metadata
+        )
 
     async def held_coupon(self, **rules) -> tuple[str, str, Caller]:
         """(book_id, code, holder): a one-code book whose code is assigned to a fresh user."""
@@ -88,10 +91,14 @@ async def redemption_server(database_url, auth_server):
 
 @pytest.fixture(scope="session")
 async def redemption_stubs(redemption_server):
-    channels = [grpc.aio.insecure_channel(redemption_server, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(CHANNELS)]
-    yield ([redemption_pb2_grpc.RedemptionServiceStub(channel) for channel in channels],
-           redemption_pb2_grpc.LedgerInternalServiceStub(channels[0]))
+    channels = [
+        grpc.aio.insecure_channel(redemption_server, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
+    yield (
+        [redemption_pb2_grpc.RedemptionServiceStub(channel) for channel in channels],
+        redemption_pb2_grpc.LedgerInternalServiceStub(channels[0]),
+    )
     for channel in channels:
         await channel.close()
 

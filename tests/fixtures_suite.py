@@ -34,8 +34,12 @@ def free_suite_ports() -> dict[str, int]:
 async def running_suite(database_url, tmp_path_factory):
     # Every test signs in from 127.0.0.1 into one database, whose per-client count the in-process servers
     # fill too: the per-client limit is tested on a server of its own (tests/test_auth_hardening.py).
-    suite, summary = await start_suite(database_url, tmp_path_factory.mktemp("suite-run"), free_suite_ports(),
-                                       extra_env={"LOGIN_MAX_FAILURES_PER_CLIENT": "100000"})
+    suite, summary = await start_suite(
+        database_url,
+        tmp_path_factory.mktemp("suite-run"),
+        free_suite_ports(),
+        extra_env={"LOGIN_MAX_FAILURES_PER_CLIENT": "100000"},
+    )
     yield suite
     suite.stop()
     exits = {c.name: c.process.returncode for c in suite.components}

@@ -9,7 +9,6 @@ from grpc_status import rpc_status
 
 from kernel.settings import Settings
 
-
 # In-process servers learn revocations every second, so the tests of that bound stay short.
 REVOCATION_POLL_SECONDS = 1.0
 
@@ -17,8 +16,14 @@ REVOCATION_POLL_SECONDS = 1.0
 def settings_for(component: str, database_url: str, **overrides) -> Settings:
     base = Settings.from_env(component)
     # Every test signs in from 127.0.0.1: the per-client limit is tested on a server of its own.
-    defaults = {"host": "127.0.0.1", "port": 0, "db_pool_size": 20, "db_max_overflow": 20,
-                "revocation_poll_seconds": REVOCATION_POLL_SECONDS, "login_max_failures_per_client": 100_000}
+    defaults = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "db_pool_size": 20,
+        "db_max_overflow": 20,
+        "revocation_poll_seconds": REVOCATION_POLL_SECONDS,
+        "login_max_failures_per_client": 100_000,
+    }
     return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 
 
@@ -76,8 +81,9 @@ def rich_error(error: grpc.RpcError) -> RichError:
             bad = error_details_pb2.BadRequest()
             packed.Unpack(bad)
             violations.update({v.field: v.description for v in bad.field_violations})
-    return RichError(error.code(), error.details(), reason, metadata, violations,
-                     list(status.details) if status else [])
+    return RichError(
+        error.code(), error.details(), reason, metadata, violations, list(status.details) if status else []
+    )
 
 
 async def expect_error(call, code: grpc.StatusCode, reason: str | None = None) -> RichError:

@@ -18,17 +18,24 @@ from services.redemption.servicer import SERVICE_NAMES as REDEMPTION
 from tests.support import rich_error, settings_for
 
 # A refusal by the access rule, as opposed to the domain answering the (empty) request.
-RULE_REFUSALS = {(grpc.StatusCode.UNAUTHENTICATED, "MISSING_TOKEN"), (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY"),
-                 (grpc.StatusCode.PERMISSION_DENIED, "PERSON_ONLY"),
-                 (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")}
+RULE_REFUSALS = {
+    (grpc.StatusCode.UNAUTHENTICATED, "MISSING_TOKEN"),
+    (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY"),
+    (grpc.StatusCode.PERMISSION_DENIED, "PERSON_ONLY"),
+    (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+}
 ADMITS = {  # caller kind -> the rules that admit it
     "anonymous": {access.ANYONE},
     USER: {access.ANYONE, access.USER, access.OWNER},
     ADMIN: {access.ANYONE, access.USER, access.OWNER, access.ADMIN_ONLY},
     SERVICE: {access.ANYONE, access.SERVICE_ONLY},
 }
-EXPECTED_REFUSAL = {"anonymous": "MISSING_TOKEN", USER: {"PERMISSION_DENIED", "SERVICE_ONLY"},
-                    ADMIN: {"SERVICE_ONLY"}, SERVICE: {"PERSON_ONLY"}}
+EXPECTED_REFUSAL = {
+    "anonymous": "MISSING_TOKEN",
+    USER: {"PERMISSION_DENIED", "SERVICE_ONLY"},
+    ADMIN: {"SERVICE_ONLY"},
+    SERVICE: {"PERSON_ONLY"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,11 @@ def tokens(signing_key, ledger) -> dict[str, tuple]:
     settings = settings_for("auth", "")
     issuer = TokenIssuer(signing_key, settings.jwt_issuer, settings.jwt_audience, ttl_seconds=600)
     user, admin = ledger.caller(USER), ledger.caller(ADMIN)
-    bearer = {USER: issuer.issue(user.user_id, USER), ADMIN: issuer.issue(admin.user_id, ADMIN),
-              SERVICE: issuer.issue("service:books", SERVICE)}
+    bearer = {
+        USER: issuer.issue(user.user_id, USER),
+        ADMIN: issuer.issue(admin.user_id, ADMIN),
+        SERVICE: issuer.issue("service:books", SERVICE),
+    }
     return {"anonymous": (), **{kind: (("authorization", f"Bearer {token}"),) for kind, token in bearer.items()}}
 
 
@@ -74,8 +84,12 @@ async def _call(channel: grpc.aio.Channel, path: str, method, metadata) -> grpc.
 
 
 def test_every_method_declares_an_access_rule():
-    unruled = [path for names in (AUTH, (BOOKS,), REDEMPTION, (POOLS,)) for path, method in _methods(names)
-               if not access.rule_of(method).callers]
+    unruled = [
+        path
+        for names in (AUTH, (BOOKS,), REDEMPTION, (POOLS,))
+        for path, method in _methods(names)
+        if not access.rule_of(method).callers
+    ]
     assert unruled == []
 
 
@@ -103,20 +117,32 @@ async def test_a_user_cannot_act_on_another_users_coupons(ledger):
 
     _, code, holder = await ledger.held_coupon()
     other, stub = ledger.caller(), ledger.stub
-    owner_methods = {path.rpartition("/")[2] for path, method in _methods(REDEMPTION)
-                     if access.rule_of(method).callers == {access.OWNER}}
+    owner_methods = {
+        path.rpartition("/")[2]
+        for path, method in _methods(REDEMPTION)
+        if access.rule_of(method).callers == {access.OWNER}
+    }
     cases = {
         "LockCoupon": (stub.LockCoupon(pb.LockCouponRequest(code=code), metadata=other.metadata), "COUPON_NOT_FOUND"),
-        "UnlockCoupon": (stub.UnlockCoupon(pb.UnlockCouponRequest(code=code), metadata=other.metadata),
-                         "COUPON_NOT_FOUND"),
-        "RedeemCoupon": (stub.RedeemCoupon(pb.RedeemCouponRequest(code=code), metadata=other.metadata),
-                         "COUPON_NOT_FOUND"),
+        "UnlockCoupon": (
+            stub.UnlockCoupon(pb.UnlockCouponRequest(code=code), metadata=other.metadata),
+            "COUPON_NOT_FOUND",
+        ),
+        "RedeemCoupon": (
+            stub.RedeemCoupon(pb.RedeemCouponRequest(code=code), metadata=other.metadata),
+            "COUPON_NOT_FOUND",
+        ),
         "GetCoupon": (stub.GetCoupon(pb.GetCouponRequest(code=code), metadata=other.metadata), "COUPON_NOT_FOUND"),
-        "ListUserCoupons": (stub.ListUserCoupons(pb.ListUserCouponsRequest(user_id=holder.user_id),
-                                                 metadata=other.metadata), "NOT_YOUR_ACCOUNT"),
-        "AssignRandomCoupon": (stub.AssignRandomCoupon(pb.AssignRandomCouponRequest(
-            book_id=str(uuid.uuid4()), user_id=holder.user_id), metadata=other.metadata),
-            "NOT_YOUR_ACCOUNT"),
+        "ListUserCoupons": (
+            stub.ListUserCoupons(pb.ListUserCouponsRequest(user_id=holder.user_id), metadata=other.metadata),
+            "NOT_YOUR_ACCOUNT",
+        ),
+        "AssignRandomCoupon": (
+            stub.AssignRandomCoupon(
+                pb.AssignRandomCouponRequest(book_id=str(uuid.uuid4()), user_id=holder.user_id), metadata=other.metadata
+            ),
+            "NOT_YOUR_ACCOUNT",
+        ),
     }
     assert set(cases) == owner_methods, "every OWNER method needs a case here"
     for name, (call, reason) in cases.items():
@@ -130,11 +156,18 @@ async def test_a_user_cannot_act_on_another_users_coupons(ledger):
 
 async def test_the_gateway_reaches_no_internal_method(start_gateway, http, servers, tokens):
     """Every service-only method of every service is off the web, listed as unbound or not."""
-    backends = dict(zip(("auth", "books", "redemption", "pools"), servers))
-    internal = [(path, service) for address, names in servers.items() for service in names
-                for path, method in _methods((service,)) if access.rule_of(method).callers == {access.SERVICE_ONLY}]
-    assert {service for _, service in internal} == {"coupons.auth.v1.AuthInternalService",
-                                                    "coupons.redemption.v1.LedgerInternalService"}
+    backends = dict(zip(("auth", "books", "redemption", "pools"), servers, strict=True))
+    internal = [
+        (path, service)
+        for address, names in servers.items()
+        for service in names
+        for path, method in _methods((service,))
+        if access.rule_of(method).callers == {access.SERVICE_ONLY}
+    ]
+    assert {service for _, service in internal} == {
+        "coupons.auth.v1.AuthInternalService",
+        "coupons.redemption.v1.LedgerInternalService",
+    }
     gateway = await start_gateway(backends, unbound_services=tuple(s for _, s in internal))
     for path, _ in internal:
         async with http.post(gateway + path, json={}, headers={"authorization": tokens[ADMIN][0][1]}) as response:
@@ -142,5 +175,9 @@ async def test_the_gateway_reaches_no_internal_method(start_gateway, http, serve
     async with http.get(f"{gateway}/openapi.json") as response:
         document = await response.json()
     assert not [p for p in document["paths"] if "Internal" in p or "PutBookRules" in p or "BulkAssign" in p]
-    assert all(operation.get("x-callers") != ["CALLER_SERVICE"]
-               for item in document["paths"].values() for operation in item.values() if isinstance(operation, dict))
+    assert all(
+        operation.get("x-callers") != ["CALLER_SERVICE"]
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+    )

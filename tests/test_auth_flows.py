@@ -41,38 +41,63 @@ async def test_refresh_rotates_and_refuses_reuse(auth_stub):
     assert rotated.user.id == session.user.id
 
     # The spent token comes back: refused, and the whole family is revoked, the fresh token too.
-    await expect_error(auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
-                       grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
-    await expect_error(auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=rotated.refresh_token)),
-                       grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
-    await expect_error(auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token="not-a-token")),
-                       grpc.StatusCode.UNAUTHENTICATED, "INVALID_REFRESH_TOKEN")
+    await expect_error(
+        auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_REUSED",
+    )
+    await expect_error(
+        auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=rotated.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_REUSED",
+    )
+    await expect_error(
+        auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token="not-a-token")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "INVALID_REFRESH_TOKEN",
+    )
 
 
 async def test_change_password(auth_stub):
     email = new_email()
     session = await register(auth_stub, email)
     await expect_error(
-        auth_stub.ChangePassword(auth_pb2.ChangePasswordRequest(current_password="wrong-password",
-                                                                new_password="new-password-1"), metadata=bearer(session)),
-        grpc.StatusCode.INVALID_ARGUMENT, "WRONG_PASSWORD")
-    await auth_stub.ChangePassword(auth_pb2.ChangePasswordRequest(current_password="correct-horse",
-                                                                  new_password="new-password-1"), metadata=bearer(session))
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="correct-horse")),
-                       grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+        auth_stub.ChangePassword(
+            auth_pb2.ChangePasswordRequest(current_password="wrong-password", new_password="new-password-1"),
+            metadata=bearer(session),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "WRONG_PASSWORD",
+    )
+    await auth_stub.ChangePassword(
+        auth_pb2.ChangePasswordRequest(current_password="correct-horse", new_password="new-password-1"),
+        metadata=bearer(session),
+    )
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password="correct-horse")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "INVALID_CREDENTIALS",
+    )
     await auth_stub.Login(auth_pb2.LoginRequest(email=email, password="new-password-1"))
     # A password change ends the sessions made with the old one.
-    await expect_error(auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
-                       grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    await expect_error(
+        auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_REUSED",
+    )
 
 
 async def test_unknown_email_and_wrong_password_answer_alike(auth_stub):
     email = new_email()
     await register(auth_stub, email)
-    wrong = await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="not-the-password")),
-                               grpc.StatusCode.UNAUTHENTICATED)
-    unknown = await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=new_email(), password="whatever-pw")),
-                                 grpc.StatusCode.UNAUTHENTICATED)
+    wrong = await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password="not-the-password")),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    unknown = await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=new_email(), password="whatever-pw")),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
     assert (wrong.reason, wrong.message) == (unknown.reason, unknown.message)
 
 
@@ -80,23 +105,35 @@ async def test_repeated_login_failures_are_rate_limited(auth_stub):
     email = new_email()
     await register(auth_stub, email)
     for _ in range(4):
-        await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="bad-password")),
-                           grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
-    limited = await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="bad-password")),
-                                 grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_RATE_LIMITED")
+        await expect_error(
+            auth_stub.Login(auth_pb2.LoginRequest(email=email, password="bad-password")),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "INVALID_CREDENTIALS",
+        )
+    limited = await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password="bad-password")),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_RATE_LIMITED",
+    )
     from google.rpc import error_details_pb2
+
     retry = limited.detail(error_details_pb2.RetryInfo)
     assert retry is not None and retry.retry_delay.seconds > 0
     # Even the right password waits out the pause.
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="correct-horse")),
-                       grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_RATE_LIMITED")
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password="correct-horse")),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_RATE_LIMITED",
+    )
 
 
 async def test_admin_operations(auth_stub, admin_session):
     admin = bearer(admin_session)
     email = new_email()
-    created = await auth_stub.CreateUser(auth_pb2.CreateUserRequest(
-        email=email, password="initial-pass", name="Made By Admin", role=auth_pb2.ADMIN), metadata=admin)
+    created = await auth_stub.CreateUser(
+        auth_pb2.CreateUserRequest(email=email, password="initial-pass", name="Made By Admin", role=auth_pb2.ADMIN),
+        metadata=admin,
+    )
     assert created.role == auth_pb2.ADMIN
 
     fetched = await auth_stub.GetUser(auth_pb2.GetUserRequest(id=created.id), metadata=admin)
@@ -105,11 +142,15 @@ async def test_admin_operations(auth_stub, admin_session):
     found = await auth_stub.LookupUserByEmail(auth_pb2.LookupUserByEmailRequest(email=email.lower()), metadata=admin)
     assert found.id == created.id
 
-    updated = await auth_stub.UpdateUser(auth_pb2.UpdateUserRequest(
-        id=created.id, name="Renamed", role=auth_pb2.USER, active=False), metadata=admin)
+    updated = await auth_stub.UpdateUser(
+        auth_pb2.UpdateUserRequest(id=created.id, name="Renamed", role=auth_pb2.USER, active=False), metadata=admin
+    )
     assert (updated.name, updated.role, updated.active) == ("Renamed", auth_pb2.USER, False)
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password="initial-pass")),
-                       grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_DISABLED")
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password="initial-pass")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ACCOUNT_DISABLED",
+    )
 
     # Paging walks every user exactly once.
     seen, token = [], ""
@@ -122,8 +163,11 @@ async def test_admin_operations(auth_stub, admin_session):
     assert len(seen) == len(set(seen)) == page.total_size
     assert created.id in seen
 
-    await expect_error(auth_stub.LookupUserByEmail(auth_pb2.LookupUserByEmailRequest(email=new_email()),
-                                                   metadata=admin), grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+    await expect_error(
+        auth_stub.LookupUserByEmail(auth_pb2.LookupUserByEmailRequest(email=new_email()), metadata=admin),
+        grpc.StatusCode.NOT_FOUND,
+        "USER_NOT_FOUND",
+    )
 
 
 async def test_create_user_is_idempotent_by_request_id(auth_stub, admin_session):
@@ -133,29 +177,44 @@ async def test_create_user_is_idempotent_by_request_id(auth_stub, admin_session)
     again = await auth_stub.CreateUser(request, metadata=admin)
     assert again.id == first.id
     request.name = "different"
-    await expect_error(auth_stub.CreateUser(request, metadata=admin), grpc.StatusCode.INVALID_ARGUMENT,
-                       "REQUEST_ID_REUSED")
+    await expect_error(
+        auth_stub.CreateUser(request, metadata=admin), grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED"
+    )
 
 
 async def test_batch_lookup_reports_every_entry(auth_stub, auth_internal_stub, service_metadata):
     known = (await register(auth_stub)).user
-    response = await auth_internal_stub.BatchLookupUsers(auth_pb2.BatchLookupUsersRequest(
-        emails=[known.email.upper(), known.email, "nobody-here@example.com", "not-an-email"]), metadata=service_metadata)
+    response = await auth_internal_stub.BatchLookupUsers(
+        auth_pb2.BatchLookupUsersRequest(
+            emails=[known.email.upper(), known.email, "nobody-here@example.com", "not-an-email"]
+        ),
+        metadata=service_metadata,
+    )
     assert [(r.user.id, r.error_reason) for r in response.results] == [
-        (known.id, ""), ("", "DUPLICATE"), ("", "NOT_FOUND"), ("", "INVALID")]
+        (known.id, ""),
+        ("", "DUPLICATE"),
+        ("", "NOT_FOUND"),
+        ("", "INVALID"),
+    ]
 
 
-@pytest.mark.parametrize("method, request_", [
-    ("ListUsers", auth_pb2.ListUsersRequest()),
-    ("GetUser", auth_pb2.GetUserRequest(id=str(uuid.uuid4()))),
-    ("CreateUser", auth_pb2.CreateUserRequest(email="x@example.com", password="long-enough")),
-    ("UpdateUser", auth_pb2.UpdateUserRequest(id=str(uuid.uuid4()), name="x")),
-    ("LookupUserByEmail", auth_pb2.LookupUserByEmailRequest(email="x@example.com")),
-])
+@pytest.mark.parametrize(
+    "method, request_",
+    [
+        ("ListUsers", auth_pb2.ListUsersRequest()),
+        ("GetUser", auth_pb2.GetUserRequest(id=str(uuid.uuid4()))),
+        ("CreateUser", auth_pb2.CreateUserRequest(email="x@example.com", password="long-enough")),
+        ("UpdateUser", auth_pb2.UpdateUserRequest(id=str(uuid.uuid4()), name="x")),
+        ("LookupUserByEmail", auth_pb2.LookupUserByEmailRequest(email="x@example.com")),
+    ],
+)
 async def test_a_user_is_refused_on_admin_methods(auth_stub, method, request_):
     session = await register(auth_stub)
-    await expect_error(getattr(auth_stub, method)(request_, metadata=bearer(session)),
-                       grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    await expect_error(
+        getattr(auth_stub, method)(request_, metadata=bearer(session)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+    )
 
 
 async def test_signing_keys_are_public(auth_stub, signing_key):

@@ -37,6 +37,7 @@ async def _server(database_url, signing_key, **overrides):
         await channel.close()
         await server.stop(0)
         await cleanup()
+
     return auth_pb2_grpc.AuthServiceStub(channel), stop
 
 
@@ -45,9 +46,10 @@ async def test_a_register_replay_never_mints_a_session_login_would_refuse(auth_s
     request, session = await _register(auth_stub, request_id=f"reg-{uuid.uuid4().hex}")
     assert (await auth_stub.Register(request)).user.id == session.user.id  # a plain replay still answers
 
-    await auth_stub.ChangePassword(auth_pb2.ChangePasswordRequest(current_password="first-pass-1",
-                                                                  new_password="second-pass-2"),
-                                   metadata=bearer(session))
+    await auth_stub.ChangePassword(
+        auth_pb2.ChangePasswordRequest(current_password="first-pass-1", new_password="second-pass-2"),
+        metadata=bearer(session),
+    )
     await expect_error(auth_stub.Register(request), grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
     request, session = await _register(auth_stub, request_id=f"reg-{uuid.uuid4().hex}")
@@ -74,8 +76,11 @@ async def test_change_password_guesses_share_the_sign_in_limit(auth_stub):
             reasons.append(error.code())
     assert reasons[:4] == [grpc.StatusCode.INVALID_ARGUMENT] * 4 and reasons[4:] == [EXHAUSTED, EXHAUSTED]
     # Paused for sign-in too, even with the right password.
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="first-pass-1")),
-                       EXHAUSTED, "LOGIN_RATE_LIMITED")
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="first-pass-1")),
+        EXHAUSTED,
+        "LOGIN_RATE_LIMITED",
+    )
 
 
 async def test_spraying_many_accounts_from_one_client_is_slowed(database_url, signing_key):
@@ -94,10 +99,14 @@ async def test_spraying_many_accounts_from_one_client_is_slowed(database_url, si
 
 async def test_refresh_of_a_disabled_account_says_so(auth_stub, admin_session):
     _, session = await _register(auth_stub)
-    await auth_stub.UpdateUser(auth_pb2.UpdateUserRequest(id=session.user.id, active=False),
-                               metadata=bearer(admin_session))
-    await expect_error(auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
-                       DENIED, "ACCOUNT_DISABLED")
+    await auth_stub.UpdateUser(
+        auth_pb2.UpdateUserRequest(id=session.user.id, active=False), metadata=bearer(admin_session)
+    )
+    await expect_error(
+        auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
+        DENIED,
+        "ACCOUNT_DISABLED",
+    )
 
 
 async def test_demo_accounts_are_refused_in_production(database_url, signing_key):
@@ -106,27 +115,39 @@ async def test_demo_accounts_are_refused_in_production(database_url, signing_key
     await ensure_user(settings_for("auth", database_url), "eve@example.com", "demo123", "Eve", "USER")
     stub, stop = await _server(database_url, signing_key, environment="production")
     try:
-        await expect_error(stub.Login(auth_pb2.LoginRequest(email="eve@example.com", password="demo123"),
-                                      metadata=_from_a_client_of_its_own()), DENIED, "DEMO_ACCOUNT_DISABLED")
+        await expect_error(
+            stub.Login(
+                auth_pb2.LoginRequest(email="eve@example.com", password="demo123"), metadata=_from_a_client_of_its_own()
+            ),
+            DENIED,
+            "DEMO_ACCOUNT_DISABLED",
+        )
     finally:
         await stop()
 
 
-@pytest.mark.parametrize("email, password, field", [
-    ("x" * 100_000 + "@example.com", "whatever-1", "email"),
-    ("someone@example.com", "p" * 10_000, "password"),
-])
+@pytest.mark.parametrize(
+    "email, password, field",
+    [
+        ("x" * 100_000 + "@example.com", "whatever-1", "email"),
+        ("someone@example.com", "p" * 10_000, "password"),
+    ],
+)
 async def test_sign_in_input_is_bounded_before_the_database(auth_stub, caplog, email, password, field):
-    error = await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=email, password=password)),
-                               grpc.StatusCode.INVALID_ARGUMENT)
+    error = await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=email, password=password)), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert field in error.field_violations
     assert "x" * 1000 not in caplog.text and "p" * 1000 not in caplog.text
 
 
 async def test_a_long_password_is_just_wrong(auth_stub):
     _, session = await _register(auth_stub)
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="q" * 500)),
-                       grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="q" * 500)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "INVALID_CREDENTIALS",
+    )
 
 
 async def test_an_email_shaped_like_a_client_key_cannot_pause_that_client(database_url, signing_key):
@@ -136,13 +157,15 @@ async def test_an_email_shaped_like_a_client_key_cannot_pause_that_client(databa
         address = victim[0][1].rpartition(",")[2].strip()
         for _ in range(4):
             try:
-                await stub.Login(auth_pb2.LoginRequest(email=f"client:{address}", password="wrong-password"),
-                                 metadata=attacker)
+                await stub.Login(
+                    auth_pb2.LoginRequest(email=f"client:{address}", password="wrong-password"), metadata=attacker
+                )
             except grpc.aio.AioRpcError:
                 pass
         _, session = await _register(stub)
-        assert (await stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="first-pass-1"),
-                                 metadata=victim)).user.id == session.user.id
+        assert (
+            await stub.Login(auth_pb2.LoginRequest(email=session.user.email, password="first-pass-1"), metadata=victim)
+        ).user.id == session.user.id
     finally:
         await stop()
 
@@ -150,6 +173,9 @@ async def test_an_email_shaped_like_a_client_key_cannot_pause_that_client(databa
 async def test_a_password_past_72_bytes_never_matches_its_prefix(auth_stub):
     password = "p" * 72
     _, session = await _register(auth_stub, password=password)
-    await expect_error(auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password=password + "x")),
-                       grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    await expect_error(
+        auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password=password + "x")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "INVALID_CREDENTIALS",
+    )
     assert (await auth_stub.Login(auth_pb2.LoginRequest(email=session.user.email, password=password))).user.id

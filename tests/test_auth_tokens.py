@@ -20,8 +20,15 @@ def _b64(data: dict) -> str:
 
 def _claims(user_id: str, **overrides) -> dict:
     now = int(time.time())
-    claims = {"iss": "coupons-auth", "aud": "coupons", "sub": user_id, "role": "ADMIN", "iat": now,
-              "exp": now + 600, "jti": "x"}
+    claims = {
+        "iss": "coupons-auth",
+        "aud": "coupons",
+        "sub": user_id,
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "x",
+    }
     claims.update(overrides)
     return claims
 
@@ -29,13 +36,20 @@ def _claims(user_id: str, **overrides) -> dict:
 @pytest.fixture(scope="module")
 async def victim(auth_stub):
     import uuid
-    return (await auth_stub.Register(auth_pb2.RegisterRequest(
-        email=f"victim-{uuid.uuid4().hex[:8]}@example.com", password="correct-horse"))).user
+
+    return (
+        await auth_stub.Register(
+            auth_pb2.RegisterRequest(email=f"victim-{uuid.uuid4().hex[:8]}@example.com", password="correct-horse")
+        )
+    ).user
 
 
 async def _me(auth_stub, token: str, reason: str):
-    await expect_error(auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {token}"),)),
-                       grpc.StatusCode.UNAUTHENTICATED, reason)
+    await expect_error(
+        auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {token}"),)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        reason,
+    )
 
 
 async def test_a_genuine_token_is_accepted(auth_stub, signing_key, victim):
@@ -50,14 +64,19 @@ async def test_alg_none_is_refused(auth_stub, signing_key, victim):
 
 
 async def test_hs256_signed_with_the_public_key_is_refused(auth_stub, signing_key, victim):
-    public_pem = signing_key.public_key.public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = signing_key.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     header = _b64({"alg": "HS256", "typ": "JWT", "kid": signing_key.kid})
     payload = _b64(_claims(victim.id))
     import hashlib
     import hmac
-    signature = base64.urlsafe_b64encode(
-        hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+
+    signature = (
+        base64.urlsafe_b64encode(hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     await _me(auth_stub, f"{header}.{payload}.{signature}", "BAD_TOKEN_ALGORITHM")
 
 

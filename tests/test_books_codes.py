@@ -16,25 +16,36 @@ def test_default_alphabet_leaves_out_look_alikes():
     assert not set("0O1IL") & set(codes.DEFAULT_ALPHABET)
 
 
-@pytest.mark.parametrize("pattern, prefix, suffix", [
-    ("{}", "", ""), ("SUMMER-{}-2026", "SUMMER-", "-2026"), ("{}_X", "", "_X"), ("VIP{}", "VIP", "")])
+@pytest.mark.parametrize(
+    "pattern, prefix, suffix",
+    [("{}", "", ""), ("SUMMER-{}-2026", "SUMMER-", "-2026"), ("{}_X", "", "_X"), ("VIP{}", "VIP", "")],
+)
 def test_pattern_splits_around_the_random_part(pattern, prefix, suffix):
     assert codes.pattern_violations(pattern) == []
     parsed = codes.parse_pattern(pattern, 6, "AB")
     assert (parsed.prefix, parsed.suffix, parsed.text) == (prefix, suffix, pattern)
 
 
-@pytest.mark.parametrize("pattern, says", [
-    ("SUMMER", "exactly once"), ("{}-{}", "exactly once"), ("", "exactly once"),
-    ("summer-{}", "found 'emrsu'"), ("A B{}", "found ' '"), ("{{}}", "found '{}'"),
-    ("X" * 33 + "{}", "at most 32 characters")])
+@pytest.mark.parametrize(
+    "pattern, says",
+    [
+        ("SUMMER", "exactly once"),
+        ("{}-{}", "exactly once"),
+        ("", "exactly once"),
+        ("summer-{}", "found 'emrsu'"),
+        ("A B{}", "found ' '"),
+        ("{{}}", "found '{}'"),
+        ("X" * 33 + "{}", "at most 32 characters"),
+    ],
+)
 def test_bad_patterns_are_explained(pattern, says):
     [violation] = codes.pattern_violations(pattern)
     assert violation.field == "code_pattern" and says in violation.description
 
 
-@pytest.mark.parametrize("alphabet, says", [
-    ("A", "at least 2"), ("AAB", "repeated: 'A'"), ("ab", "found 'ab'"), ("AB-", "found '-'")])
+@pytest.mark.parametrize(
+    "alphabet, says", [("A", "at least 2"), ("AAB", "repeated: 'A'"), ("ab", "found 'ab'"), ("AB-", "found '-'")]
+)
 def test_bad_alphabets_are_explained(alphabet, says):
     [violation] = codes.alphabet_violations(alphabet)
     assert says in violation.description
@@ -47,9 +58,9 @@ def test_code_length_bounds():
 
 def test_code_space_is_alphabet_size_to_the_length():
     pattern = codes.parse_pattern("X-{}", 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-    assert pattern.space == 32 ** 4 == 1_048_576
+    assert pattern.space == 32**4 == 1_048_576
     assert pattern.describe_space() == "32^4 = 1,048,576"
-    assert codes.parse_pattern("{}", 32, codes.DEFAULT_ALPHABET).space == 31 ** 32
+    assert codes.parse_pattern("{}", 32, codes.DEFAULT_ALPHABET).space == 31**32
 
 
 def test_capacity_allows_a_quarter_of_the_space():
@@ -59,8 +70,9 @@ def test_capacity_allows_a_quarter_of_the_space():
         codes.check_capacity(pattern, used=120_000, requested=500_000)
     error = refused.value
     assert error.reason == "CODE_SPACE_TOO_SMALL"
-    assert ("32^4 = 1,048,576 possible codes, 120,000 already used; 500,000 more would fill 59%"
-            in error.message) and "at most 25%" in error.message
+    assert (
+        "32^4 = 1,048,576 possible codes, 120,000 already used; 500,000 more would fill 59%" in error.message
+    ) and "at most 25%" in error.message
     assert error.metadata["code_space"] == "1048576" and error.metadata["used"] == "120000"
 
 
@@ -84,17 +96,26 @@ def test_generation_is_uniform_over_the_alphabet():
 def test_generation_fills_a_small_space_without_duplicates():
     pattern = codes.parse_pattern("{}", 4, "AB")
     assert sorted(codes.CodeGenerator(pattern).unique_codes(16)) == sorted(
-        f"{a}{b}{c}{d}" for a in "AB" for b in "AB" for c in "AB" for d in "AB")
+        f"{a}{b}{c}{d}" for a in "AB" for b in "AB" for c in "AB" for d in "AB"
+    )
 
 
 def test_uploaded_codes_are_normalized_and_screened():
     screen = codes.UploadScreen()
-    results = [screen.check(i, raw) for i, raw in enumerate(
-        ["  abc-123 ", "ABC-123", "AB", "X" * 65, "BAD CODE", "ÄBCD", "good_1"])]
+    results = [
+        screen.check(i, raw)
+        for i, raw in enumerate(["  abc-123 ", "ABC-123", "AB", "X" * 65, "BAD CODE", "ÄBCD", "good_1"])
+    ]
     assert results[0] == ("ABC-123", None)
     assert [r.reason if r else None for _, r in results] == [
-        None, "DUPLICATE_IN_UPLOAD", "INVALID_LENGTH", "INVALID_LENGTH", "INVALID_CHARACTERS",
-        "INVALID_CHARACTERS", None]
+        None,
+        "DUPLICATE_IN_UPLOAD",
+        "INVALID_LENGTH",
+        "INVALID_LENGTH",
+        "INVALID_CHARACTERS",
+        "INVALID_CHARACTERS",
+        None,
+    ]
     assert "index 0" in results[1][1].message and results[1][1].index == 1
     assert results[6][0] == "GOOD_1"
 
@@ -102,26 +123,39 @@ def test_uploaded_codes_are_normalized_and_screened():
 def test_book_defaults():
     book = validated(BookSettings(name="  Summer  "))
     assert (book.name, book.code_pattern, book.code_length, book.code_alphabet) == (
-        "Summer", "{}", 8, codes.DEFAULT_ALPHABET)
+        "Summer",
+        "{}",
+        8,
+        codes.DEFAULT_ALPHABET,
+    )
     assert (book.lock_ttl_seconds, book.max_redemptions_per_user, book.max_assignments_per_user) == (300, 1, 0)
     assert validated(BookSettings(name="VIP", allow_multi_redemption=True)).max_redemptions_per_user == 2
 
 
-@pytest.mark.parametrize("settings, field", [
-    (BookSettings(name=""), "name"),
-    (BookSettings(name="x" * 201), "name"),
-    (BookSettings(name="B", code_pattern="NOPE"), "code_pattern"),
-    (BookSettings(name="B", code_length=3), "code_length"),
-    (BookSettings(name="B", code_length=-1), "code_length"),
-    (BookSettings(name="B", code_alphabet="A"), "code_alphabet"),
-    (BookSettings(name="B", lock_ttl_seconds=3601), "lock_ttl_seconds"),
-    (BookSettings(name="B", lock_ttl_seconds=-5), "lock_ttl_seconds"),
-    (BookSettings(name="B", max_redemptions_per_user=3), "max_redemptions_per_user"),
-    (BookSettings(name="B", allow_multi_redemption=True, max_redemptions_per_user=-1), "max_redemptions_per_user"),
-    (BookSettings(name="B", max_assignments_per_user=-1), "max_assignments_per_user"),
-    (BookSettings(name="B", valid_from=dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc),
-                  valid_until=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)), "valid_until"),
-])
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (BookSettings(name=""), "name"),
+        (BookSettings(name="x" * 201), "name"),
+        (BookSettings(name="B", code_pattern="NOPE"), "code_pattern"),
+        (BookSettings(name="B", code_length=3), "code_length"),
+        (BookSettings(name="B", code_length=-1), "code_length"),
+        (BookSettings(name="B", code_alphabet="A"), "code_alphabet"),
+        (BookSettings(name="B", lock_ttl_seconds=3601), "lock_ttl_seconds"),
+        (BookSettings(name="B", lock_ttl_seconds=-5), "lock_ttl_seconds"),
+        (BookSettings(name="B", max_redemptions_per_user=3), "max_redemptions_per_user"),
+        (BookSettings(name="B", allow_multi_redemption=True, max_redemptions_per_user=-1), "max_redemptions_per_user"),
+        (BookSettings(name="B", max_assignments_per_user=-1), "max_assignments_per_user"),
+        (
+            BookSettings(
+                name="B",
+                valid_from=dt.datetime(2026, 2, 1, tzinfo=dt.UTC),
+                valid_until=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            ),
+            "valid_until",
+        ),
+    ],
+)
 def test_each_bad_field_is_named(settings, field):
     with pytest.raises(InvalidArgument) as refused:
         validated(settings)

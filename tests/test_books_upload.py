@@ -26,14 +26,16 @@ def refused(response) -> list[tuple[int, str, str]]:
 async def test_import_reports_each_refused_code(books_stub, admin_session, database_url):
     owner = await create(books_stub, admin_session)
     taken = unique("TAKEN")
-    await books_stub.ImportCodes(books_pb2.ImportCodesRequest(book_id=owner.id, codes=[taken]),
-                                 metadata=bearer(admin_session))
+    await books_stub.ImportCodes(
+        books_pb2.ImportCodesRequest(book_id=owner.id, codes=[taken]), metadata=bearer(admin_session)
+    )
 
     book = await create(books_stub, admin_session)
     good, other = unique("GOOD"), unique("OTHER")
     codes = [f"  {good.lower()} ", "AB", "BAD CODE!", good, taken, other, "X" * 65, ""]
-    response = await books_stub.ImportCodes(books_pb2.ImportCodesRequest(book_id=book.id, codes=codes),
-                                            metadata=bearer(admin_session))
+    response = await books_stub.ImportCodes(
+        books_pb2.ImportCodesRequest(book_id=book.id, codes=codes), metadata=bearer(admin_session)
+    )
     assert (response.received, response.accepted) == (8, 2)
     assert refused(response) == [
         (1, "AB", "INVALID_LENGTH"),
@@ -57,8 +59,11 @@ async def test_import_with_request_id_answers_a_retry_alike(books_stub, admin_se
     again = await books_stub.ImportCodes(request, metadata=bearer(admin_session))
     assert first == again and first.accepted == 1
     request.codes.append(unique("MORE"))
-    await expect_error(books_stub.ImportCodes(request, metadata=bearer(admin_session)),
-                       grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+    await expect_error(
+        books_stub.ImportCodes(request, metadata=bearer(admin_session)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "REQUEST_ID_REUSED",
+    )
 
 
 async def test_streamed_upload_reports_across_chunks(books_stub, admin_session, database_url):
@@ -72,8 +77,10 @@ async def test_streamed_upload_reports_across_chunks(books_stub, admin_session, 
 
     response = await books_stub.UploadCodes(chunks(), metadata=bearer(admin_session))
     assert (response.received, response.accepted) == (2_002, 2_000)
-    assert refused(response) == [(2_000, first_chunk[10], "DUPLICATE_IN_UPLOAD"),
-                                 (2_001, "ÜBER-1234", "INVALID_CHARACTERS")]
+    assert refused(response) == [
+        (2_000, first_chunk[10], "DUPLICATE_IN_UPLOAD"),
+        (2_001, "ÜBER-1234", "INVALID_CHARACTERS"),
+    ]
     assert stored_codes(database_url, book.id) == set(first_chunk + second_chunk[:1_000])
 
     async def again():
@@ -87,6 +94,7 @@ async def test_streamed_upload_needs_a_book_first(books_stub, admin_session):
     async def chunks():
         yield books_pb2.UploadCodesChunk(codes=["ABCD1234"])
 
-    error = await expect_error(books_stub.UploadCodes(chunks(), metadata=bearer(admin_session)),
-                               grpc.StatusCode.INVALID_ARGUMENT)
+    error = await expect_error(
+        books_stub.UploadCodes(chunks(), metadata=bearer(admin_session)), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert list(error.field_violations) == ["book_id"]

@@ -53,8 +53,9 @@ COMPONENTS = (*SERVICES, "gateway")
 NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "secrets.example.yaml"}
 CRD_KINDS = {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "Pooler")}
 KUBERNETES_VERSIONS = ("1.30.0", None)  # None: the newest kubernetes-validate knows
-YAMLLINT_CONFIG = ("{extends: default, rules: {line-length: {max: 160}, document-start: disable, "
-                   "truthy: {check-keys: false}}}")
+YAMLLINT_CONFIG = (
+    "{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {check-keys: false}}}"
+)
 # Who calls whom over gRPC (SPEC section 3; every service fetches the token signing keys from auth).
 CALLERS = {
     "auth": {"gateway", "books", "redemption", "pools"},
@@ -75,6 +76,7 @@ def _service_secret_variable(service: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+
 
 def _files() -> list[Path]:
     return sorted(K8S.glob("*.yaml"))
@@ -198,11 +200,20 @@ def _gateway_names(monkeypatch) -> set[str]:
 
 # ---------------------------------------------------------------------------------------------- syntax
 
+
 def test_the_manifest_directory_holds_every_expected_file():
     names = {p.name for p in _files()}
-    expected = {"namespace.yaml", "serviceaccounts.yaml", "configmap.yaml", "secrets.example.yaml",
-                "networkpolicies.yaml", "postgres.yaml", "migrations.yaml", "kustomization.yaml",
-                *(f"{c}.yaml" for c in COMPONENTS)}
+    expected = {
+        "namespace.yaml",
+        "serviceaccounts.yaml",
+        "configmap.yaml",
+        "secrets.example.yaml",
+        "networkpolicies.yaml",
+        "postgres.yaml",
+        "migrations.yaml",
+        "kustomization.yaml",
+        *(f"{c}.yaml" for c in COMPONENTS),
+    }
     assert expected <= names
     resources = set(_kustomization()["resources"])
     assert resources == names - NOT_IN_KUSTOMIZATION, "kustomization.yaml must list every manifest but the examples"
@@ -221,14 +232,18 @@ def test_every_file_parses_and_every_document_has_kind_and_name(path):
 
 
 def test_yamllint_passes():
-    result = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-f", "parsable", "-d", YAMLLINT_CONFIG,
-                             str(K8S)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "--strict", "-f", "parsable", "-d", YAMLLINT_CONFIG, str(K8S)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS, ids=lambda v: v or "latest")
 def test_built_in_kinds_pass_strict_kubernetes_validation(version):
     from kubernetes_validate import utils as kubernetes_validate
+
     version = version or kubernetes_validate.latest_version()
     checked = 0
     for filename, document in DOCUMENTS:
@@ -243,6 +258,7 @@ def test_built_in_kinds_pass_strict_kubernetes_validation(version):
 
 
 # ---------------------------------------------------------------------------------------------- images
+
 
 def test_every_workload_runs_the_one_image_of_the_kustomization():
     images = _kustomization()["images"]
@@ -268,6 +284,7 @@ def test_the_dockerfile_builds_one_non_root_image_with_the_stubs():
 
 
 # ---------------------------------------------------------------------------------------------- ports
+
 
 def test_ports_of_containers_probes_and_services_equal_the_code_defaults():
     deployments = _deployments()
@@ -308,7 +325,10 @@ def test_grpc_services_have_native_grpc_probes_and_the_gateway_http_healthz():
                 path = "/healthz" if probe == "readinessProbe" else "/livez"
                 assert container[probe]["httpGet"] == {"path": path, "port": DEFAULT_PORTS["gateway"]}
             else:
-                expected = {"port": DEFAULT_PORTS[name], **({} if probe == "readinessProbe" else {"service": "liveness"})}
+                expected = {
+                    "port": DEFAULT_PORTS[name],
+                    **({} if probe == "readinessProbe" else {"service": "liveness"}),
+                }
                 assert container[probe]["grpc"] == expected, f"{name} {probe}"
 
 
@@ -337,10 +357,17 @@ def test_the_addresses_point_at_headless_services_for_client_side_round_robin():
 
 # ---------------------------------------------------------------------------------------------- environment
 
+
 def test_every_variable_in_the_manifests_is_one_the_code_reads(monkeypatch):
     settings_names = _settings_names(monkeypatch)
     gateway_names = _gateway_names(monkeypatch)
-    assert {"DATABASE_URL", "ENVIRONMENT", "AUTH_ADDR", "JWT_PRIVATE_KEY_FILE", "SHUTDOWN_GRACE_SECONDS"} <= settings_names
+    assert {
+        "DATABASE_URL",
+        "ENVIRONMENT",
+        "AUTH_ADDR",
+        "JWT_PRIVATE_KEY_FILE",
+        "SHUTDOWN_GRACE_SECONDS",
+    } <= settings_names
     unknown = set(_configmap()) - settings_names
     assert not unknown, f"ConfigMap keys no Settings field reads: {sorted(unknown)}"
     for workload, pod in _workloads():
@@ -350,8 +377,11 @@ def test_every_variable_in_the_manifests_is_one_the_code_reads(monkeypatch):
             assert not unknown, f"{workload['metadata']['name']}: variables the code never reads: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("kind_and_name", [("Deployment", c) for c in COMPONENTS] +
-                         [("Job", f"migrate-{s}") for s in SERVICES], ids=lambda k: f"{k[0]}/{k[1]}")
+@pytest.mark.parametrize(
+    "kind_and_name",
+    [("Deployment", c) for c in COMPONENTS] + [("Job", f"migrate-{s}") for s in SERVICES],
+    ids=lambda k: f"{k[0]}/{k[1]}",
+)
 def test_settings_load_in_production_from_exactly_the_manifest_environment(monkeypatch, kind_and_name):
     kind, name = kind_and_name
     workload = _one(kind, name)
@@ -399,7 +429,7 @@ def test_the_signing_key_is_mounted_into_auth_only_at_jwt_private_key_file():
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         if workload["kind"] == "Deployment" and _component(pod) == "auth":
             assert len(volumes) == 1
-            (volume_name, volume), = volumes.items()
+            ((volume_name, volume),) = volumes.items()
             mount = next(m for m in container["volumeMounts"] if m["name"] == volume_name)
             assert mount["readOnly"] is True
             item = volume["secret"]["items"][0]
@@ -430,11 +460,17 @@ def test_each_calling_service_sees_only_its_own_service_secret_auth_all_and_the_
             for entry in entries:
                 service = entry["name"].removeprefix("SERVICE_SECRET_").lower()
                 assert "value" not in entry, f"{label}: {entry['name']} must come from a Secret, not a literal"
-                assert entry["valueFrom"]["secretKeyRef"] == {"name": _service_secret_name(service),
-                                                              "key": SERVICE_SECRET_KEY}, label
+                assert entry["valueFrom"]["secretKeyRef"] == {
+                    "name": _service_secret_name(service),
+                    "key": SERVICE_SECRET_KEY,
+                }, label
             # No other way into a service secret either: no other variable, no envFrom, no volume.
-            others = [e["name"] for e in container.get("env", []) if not e["name"].startswith("SERVICE_SECRET_")
-                      and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") in service_secret_names]
+            others = [
+                e["name"]
+                for e in container.get("env", [])
+                if not e["name"].startswith("SERVICE_SECRET_")
+                and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") in service_secret_names
+            ]
             assert not others, f"{label}: {others} read a service secret"
             assert all("secretRef" not in source for source in container.get("envFrom", [])), label
         volumes = {v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
@@ -448,7 +484,9 @@ def test_each_calling_service_sees_only_its_own_service_secret_auth_all_and_the_
 
 
 def test_one_service_secret_per_calling_service_with_a_long_enough_placeholder():
-    secrets = {s["metadata"]["name"]: s for s in _kind("Secret") if s["metadata"]["name"].startswith("coupons-service-")}
+    secrets = {
+        s["metadata"]["name"]: s for s in _kind("Secret") if s["metadata"]["name"].startswith("coupons-service-")
+    }
     assert set(secrets) == {_service_secret_name(s) for s in CALLING_SERVICES}
     for service in CALLING_SERVICES:
         secret = secrets[_service_secret_name(service)]
@@ -472,6 +510,7 @@ def test_placeholder_secrets_are_marked_and_not_applied_by_kustomize():
 
 
 # ---------------------------------------------------------------------------------------------- hardening
+
 
 def test_every_pod_and_container_is_hardened():
     accounts = {a["metadata"]["name"]: a for a in _kind("ServiceAccount")}
@@ -511,6 +550,7 @@ def test_termination_grace_covers_the_prestop_sleep_and_the_shutdown_grace():
 
 # ---------------------------------------------------------------------------------------------- availability
 
+
 def test_each_deployment_has_two_replicas_a_pdb_and_a_cpu_hpa():
     pdbs = {p["metadata"]["name"]: p for p in _kind("PodDisruptionBudget")}
     hpas = {h["metadata"]["name"]: h for h in _kind("HorizontalPodAutoscaler")}
@@ -531,17 +571,21 @@ def test_each_deployment_has_two_replicas_a_pdb_and_a_cpu_hpa():
 
 # ---------------------------------------------------------------------------------------------- migrations
 
+
 def test_one_migration_job_per_schema_runs_migrate():
     jobs = {_component(j["spec"]["template"]["spec"]): j for j in _kind("Job")}
     assert set(jobs) == set(SERVICES)
     for schema, job in jobs.items():
         container = job["spec"]["template"]["spec"]["containers"][0]
-        assert container["command"] == ["python", "-m", f"services.{schema}", "migrate"], shlex.join(container["command"])
+        assert container["command"] == ["python", "-m", f"services.{schema}", "migrate"], shlex.join(
+            container["command"]
+        )
         assert job["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
         assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
 
 
 # ---------------------------------------------------------------------------------------------- database (CRDs)
+
 
 def test_cloudnativepg_cluster_owns_one_schema_and_role_per_service():
     cluster = _one("Cluster", "coupons-pg")
@@ -564,8 +608,9 @@ def test_cloudnativepg_cluster_owns_one_schema_and_role_per_service():
         secret = _one("Secret", role["passwordSecret"]["name"])
         assert secret["type"] == "kubernetes.io/basic-auth"
         assert secret["stringData"]["username"] == schema
-    assert not any(re.search(r"\bGRANT\b.*\bON\s+(SCHEMA|ALL\s+TABLES)", s, re.I) for s in sql), \
+    assert not any(re.search(r"\bGRANT\b.*\bON\s+(SCHEMA|ALL\s+TABLES)", s, re.I) for s in sql), (
         "no role may be granted another schema"
+    )
 
 
 def test_pgbouncer_pooler_runs_transaction_mode_in_front_of_the_primary():
@@ -584,16 +629,23 @@ def test_pgbouncer_pooler_runs_transaction_mode_in_front_of_the_primary():
 
 # ---------------------------------------------------------------------------------------------- network
 
+
 def _policy_for(labels: dict) -> list[dict]:
-    return [p for p in _kind("NetworkPolicy") if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
-            and p["spec"]["podSelector"] != {}]
+    return [
+        p
+        for p in _kind("NetworkPolicy")
+        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items() and p["spec"]["podSelector"] != {}
+    ]
 
 
 def _peers(rules: list[dict], key: str) -> list[tuple[set[str], set[int]]]:
     found = []
     for rule in rules:
-        names = {peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name") for peer in rule.get(key, [])
-                 if "podSelector" in peer and "namespaceSelector" not in peer}
+        names = {
+            peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name")
+            for peer in rule.get(key, [])
+            if "podSelector" in peer and "namespaceSelector" not in peer
+        }
         ports = {p["port"] for p in rule.get("ports", [])}
         found.append((names - {None}, ports))
     return found
@@ -601,8 +653,11 @@ def _peers(rules: list[dict], key: str) -> list[tuple[set[str], set[int]]]:
 
 def test_network_policies_deny_by_default_and_allow_exactly_the_call_graph():
     policies = _kind("NetworkPolicy")
-    default = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]
-               and "egress" not in p["spec"]]
+    default = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] and "egress" not in p["spec"]
+    ]
     assert default and set(default[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     dns = [p for p in policies if p["spec"]["podSelector"] == {} and p["spec"].get("egress")]
     assert dns and {port["port"] for rule in dns[0]["spec"]["egress"] for port in rule["ports"]} == {53}
@@ -612,10 +667,13 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_call_graph():
         labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
         (policy,) = _policy_for(labels)
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-        callers = set().union(*(names for names, ports in _peers(policy["spec"]["ingress"], "from")
-                                if ports == {DEFAULT_PORTS[name]}))
+        callers = set().union(
+            *(names for names, ports in _peers(policy["spec"]["ingress"], "from") if ports == {DEFAULT_PORTS[name]})
+        )
         assert callers == CALLERS[name], f"{name} accepts calls from {callers}"
-        scrapes = [rule for rule in policy["spec"]["ingress"] if any("namespaceSelector" in peer for peer in rule["from"])]
+        scrapes = [
+            rule for rule in policy["spec"]["ingress"] if any("namespaceSelector" in peer for peer in rule["from"])
+        ]
         assert [{p["port"] for p in rule["ports"]} for rule in scrapes] == [{DEFAULT_PORTS[name] + 1000}]
         targets = {target for targets, ports in _peers(policy["spec"]["egress"], "to") for target in targets}
         assert targets == {s for s, callers in CALLERS.items() if name in callers}, f"{name} may call {targets}"
@@ -628,7 +686,7 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_call_graph():
     assert "coupons.example.com/database-client" not in gateway_labels
     assert {p["port"] for rule in gateway["spec"]["ingress"] for p in rule["ports"]} == {DEFAULT_PORTS["gateway"]}
     assert {t for targets, _ in _peers(gateway["spec"]["egress"], "to") for t in targets} == set(SERVICES)
-    pooler = next(p for p in policies
-                  if p["spec"]["podSelector"].get("matchLabels", {}).get("cnpg.io/poolerName"))
+    pooler = next(p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).get("cnpg.io/poolerName"))
     assert pooler["spec"]["ingress"][0]["from"] == [
-        {"podSelector": {"matchLabels": {"coupons.example.com/database-client": "true"}}}]
+        {"podSelector": {"matchLabels": {"coupons.example.com/database-client": "true"}}}
+    ]

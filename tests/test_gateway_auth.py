@@ -24,8 +24,11 @@ async def get(http, url, **kwargs):
 
 
 async def register(http, gateway_url, email=None, password="correct-horse"):
-    status, session = await post(http, f"{gateway_url}/api/v1/auth/register",
-                                 {"email": email or new_email(), "password": password, "name": "Web User"})
+    status, session = await post(
+        http,
+        f"{gateway_url}/api/v1/auth/register",
+        {"email": email or new_email(), "password": password, "name": "Web User"},
+    )
     assert status == 200, session
     return session
 
@@ -33,7 +36,9 @@ async def register(http, gateway_url, email=None, password="correct-horse"):
 async def test_register_login_me(http, gateway_url):
     email = new_email()
     registered = await register(http, gateway_url, email)
-    status, session = await post(http, f"{gateway_url}/api/v1/auth/login", {"email": email, "password": "correct-horse"})
+    status, session = await post(
+        http, f"{gateway_url}/api/v1/auth/login", {"email": email, "password": "correct-horse"}
+    )
     assert status == 200
     assert session["token_type"] == "bearer" and session["access_token"]
     assert session["user"]["email"] == email and session["user"]["role"] == "USER"
@@ -59,31 +64,39 @@ async def test_admin_lists_users_and_unknown_email_is_404(http, gateway_url, adm
     status, listed = await get(http, f"{gateway_url}/api/v1/auth/admin/users?page_size=2", headers=admin)
     assert status == 200 and len(listed["users"]) <= 2 and "next_page_token" in listed
 
-    status, body = await get(http, f"{gateway_url}/api/v1/users/search/by-email?email=unknown@example.com",
-                             headers=admin)
+    status, body = await get(
+        http, f"{gateway_url}/api/v1/users/search/by-email?email=unknown@example.com", headers=admin
+    )
     assert status == 404 and body["code"] == 5
     assert reason_of(body) == "USER_NOT_FOUND"
     assert any(d["@type"].endswith("google.rpc.ResourceInfo") for d in body["details"])
 
-    status, found = await get(http, f"{gateway_url}/api/v1/users/search/by-email?email={admin_session.user.email}",
-                              headers=admin)
+    status, found = await get(
+        http, f"{gateway_url}/api/v1/users/search/by-email?email={admin_session.user.email}", headers=admin
+    )
     assert status == 200 and found["id"] == admin_session.user.id
     status, by_id = await get(http, f"{gateway_url}/api/v1/users/{admin_session.user.id}", headers=admin)
     assert status == 200 and by_id["email"] == admin_session.user.email
 
 
-async def test_internal_batch_lookup_is_not_routed_even_when_its_service_is_listed(http, start_gateway, auth_server,
-                                                                                   admin_session):
+async def test_internal_batch_lookup_is_not_routed_even_when_its_service_is_listed(
+    http, start_gateway, auth_server, admin_session
+):
     listed = await start_gateway({"auth": auth_server}, unbound_services=("coupons.auth.v1.AuthInternalService",))
     for base in (listed, await start_gateway({"auth": auth_server})):
-        status, body = await post(http, f"{base}/coupons.auth.v1.AuthInternalService/BatchLookupUsers",
-                                  {"emails": [admin_session.user.email]}, headers=bearer(admin_session.access_token))
+        status, body = await post(
+            http,
+            f"{base}/coupons.auth.v1.AuthInternalService/BatchLookupUsers",
+            {"emails": [admin_session.user.email]},
+            headers=bearer(admin_session.access_token),
+        )
         assert status == 404 and reason_of(body) == "ROUTE_NOT_FOUND"
 
 
 async def test_bad_email_is_400_with_field_violations(http, gateway_url):
-    status, body = await post(http, f"{gateway_url}/api/v1/auth/register", {"email": "not-an-email",
-                                                                             "password": "correct-horse"})
+    status, body = await post(
+        http, f"{gateway_url}/api/v1/auth/register", {"email": "not-an-email", "password": "correct-horse"}
+    )
     assert status == 400 and body["code"] == 3
     bad_request = next(d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest"))
     assert bad_request["field_violations"][0]["field"] == "email"
@@ -116,8 +129,9 @@ async def test_malformed_json_and_unknown_route(http, gateway_url):
 
 
 async def test_request_id_and_timeout_headers(http, gateway_url):
-    status, _ = await get(http, f"{gateway_url}/api/v1/auth/jwks", headers={"X-Request-Id": "web-req-1",
-                                                                          "Grpc-Timeout": "5S"})
+    status, _ = await get(
+        http, f"{gateway_url}/api/v1/auth/jwks", headers={"X-Request-Id": "web-req-1", "Grpc-Timeout": "5S"}
+    )
     async with http.get(f"{gateway_url}/.well-known/jwks.json", headers={"X-Request-Id": "web-req-2"}) as response:
         keys = await response.json()
         assert response.headers["X-Request-Id"] == "web-req-2"

@@ -19,20 +19,35 @@ DESCRIPTOR_SET = GatewayConfig().descriptor_set
 
 # SPEC §7: the original service's paths and the challenge's short paths, as OpenAPI paths.
 REST_PATHS = [
-    ("post", "/api/v1/auth/register"), ("post", "/api/v1/auth/login"), ("get", "/api/v1/auth/me"),
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/login"),
+    ("get", "/api/v1/auth/me"),
     ("get", "/api/v1/auth/admin/users"),
-    ("post", "/api/v1/books"), ("get", "/api/v1/books"), ("get", "/api/v1/books/{id}"),
+    ("post", "/api/v1/books"),
+    ("get", "/api/v1/books"),
+    ("get", "/api/v1/books/{id}"),
     ("get", "/api/v1/books/{book_id}/coupons"),
-    ("post", "/api/v1/books/{book_id}/codes"), ("post", "/api/v1/books/{book_id}/codes/generate"),
-    ("post", "/api/v1/coupons/assign"), ("post", "/api/v1/coupons/assign/{code}"),
-    ("post", "/api/v1/coupons/lock/{code}"), ("post", "/api/v1/coupons/unlock/{code}"),
+    ("post", "/api/v1/books/{book_id}/codes"),
+    ("post", "/api/v1/books/{book_id}/codes/generate"),
+    ("post", "/api/v1/coupons/assign"),
+    ("post", "/api/v1/coupons/assign/{code}"),
+    ("post", "/api/v1/coupons/lock/{code}"),
+    ("post", "/api/v1/coupons/unlock/{code}"),
     ("post", "/api/v1/coupons/redeem/{code}"),
     ("get", "/api/v1/users/{user_id}/coupons"),
-    ("post", "/api/v1/pools"), ("get", "/api/v1/pools"), ("post", "/api/v1/pools/{pool_id}/users"),
+    ("post", "/api/v1/pools"),
+    ("get", "/api/v1/pools"),
+    ("post", "/api/v1/pools/{pool_id}/users"),
     ("post", "/api/v1/pools/{pool_id}/distribute"),
-    ("get", "/api/v1/users/search/by-email"), ("get", "/api/v1/users/{id}"), ("patch", "/api/v1/users/{id}"),
-    ("post", "/coupons"), ("post", "/coupons/codes"), ("post", "/coupons/assign"), ("post", "/coupons/assign/{code}"),
-    ("post", "/coupons/lock/{code}"), ("post", "/coupons/redeem/{code}"),
+    ("get", "/api/v1/users/search/by-email"),
+    ("get", "/api/v1/users/{id}"),
+    ("patch", "/api/v1/users/{id}"),
+    ("post", "/coupons"),
+    ("post", "/coupons/codes"),
+    ("post", "/coupons/assign"),
+    ("post", "/coupons/assign/{code}"),
+    ("post", "/coupons/lock/{code}"),
+    ("post", "/coupons/redeem/{code}"),
 ]
 
 
@@ -97,7 +112,8 @@ async def test_routes_of_the_suite_contracts(contracts_server):
         assert match.target.grpc_method == "/coupons.redemption.v1.RedemptionService/ListUserCoupons"
         assert match.variables() == {("user_id",): "me"}
         assert backends.router.match("GET", "/api/v1/users/search/by-email").target.grpc_method.endswith(
-            "/LookupUserByEmail")
+            "/LookupUserByEmail"
+        )
         assert backends.router.match("POST", "/api/v1/books/b1:archive").variables() == {("id",): "b1"}
         assert not await backends.refresh()  # nothing changed: the routes stay as they are
     finally:

@@ -144,18 +144,24 @@ async def test_a_book_and_its_codes_through_the_challenge_paths(admin):
 
 async def test_generation_streams_ndjson_progress(http, gateway_base, admin):
     book = await admin.ok("POST", "/api/v1/books", {"name": "Streamed book", "code_pattern": "ST-{}", "code_length": 8})
-    async with http.post(f"{gateway_base}/api/v1/books/{book['id']}/codes/generate", json={"count": 120000},
-                         headers={"authorization": f"Bearer {admin.token}"}) as response:
+    async with http.post(
+        f"{gateway_base}/api/v1/books/{book['id']}/codes/generate",
+        json={"count": 120000},
+        headers={"authorization": f"Bearer {admin.token}"},
+    ) as response:
         assert response.status == 200 and "ndjson" in response.headers["content-type"]
         lines = [line async for line in response.content if line.strip()]
     import json
+
     updates = [json.loads(line) for line in lines]
     assert len(updates) >= 2 and updates[-1]["done"] and int(updates[-1]["generated"]) == 120000
 
 
 async def test_backend_metadata_comes_back_as_grpc_metadata_headers(http, gateway_base, admin):
-    async with http.get(f"{gateway_base}/api/v1/pools", headers={"authorization": f"Bearer {admin.token}",
-                                                                 "x-request-id": "meta-check-1"}) as response:
+    async with http.get(
+        f"{gateway_base}/api/v1/pools",
+        headers={"authorization": f"Bearer {admin.token}", "x-request-id": "meta-check-1"},
+    ) as response:
         assert response.status == 200
         # the pools service echoes the request id in its initial metadata
         assert response.headers["Grpc-Metadata-x-request-id"] == "meta-check-1"

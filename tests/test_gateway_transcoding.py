@@ -19,8 +19,9 @@ def reason_of(status: dict) -> str:
 
 
 async def test_path_query_and_snake_case_output(http, echo_gateway_url):
-    status, body = await get_json(http, f"{echo_gateway_url}/v1/echo/a%20b?size=2&color=RED&tags=x&tags=y"
-                                        "&nested.amount=9007199254740993")
+    status, body = await get_json(
+        http, f"{echo_gateway_url}/v1/echo/a%20b?size=2&color=RED&tags=x&tags=y&nested.amount=9007199254740993"
+    )
     assert status == 200
     assert body["id"] == "a b" and body["size"] == 2 and body["color"] == "RED" and body["tags"] == ["x", "y"]
     assert body["nested"]["amount"] == "9007199254740993"  # int64 as a string, canonically
@@ -52,8 +53,9 @@ async def test_response_body(http, echo_gateway_url):
 
 
 async def test_unannotated_method_takes_the_whole_body(http, echo_gateway_url):
-    async with http.post(f"{echo_gateway_url}/gatewaytest.v1.EchoService/Unannotated",
-                         json={"id": "u1", "nested": {"id": "n"}}) as response:
+    async with http.post(
+        f"{echo_gateway_url}/gatewaytest.v1.EchoService/Unannotated", json={"id": "u1", "nested": {"id": "n"}}
+    ) as response:
         body = await response.json()
     assert response.status == 200 and body["id"] == "u1" and body["nested"]["id"] == "n"
 
@@ -127,8 +129,9 @@ async def test_gateway_errors_share_the_status_shape(http, echo_gateway_url):
     async with http.delete(f"{echo_gateway_url}/v1/echo/x") as response:
         assert response.status == 405 and reason_of(await response.json()) == "METHOD_NOT_ALLOWED"
         assert response.headers["Allow"] == "GET, POST"
-    async with http.post(f"{echo_gateway_url}/v1/echo/x:archive", data=b"{oops",
-                         headers={"Content-Type": "application/json"}) as response:
+    async with http.post(
+        f"{echo_gateway_url}/v1/echo/x:archive", data=b"{oops", headers={"Content-Type": "application/json"}
+    ) as response:
         assert response.status == 400 and reason_of(await response.json()) == "MALFORMED_JSON"
     status, body = await get_json(http, f"{echo_gateway_url}/v1/echo/x?bogus=1")
     assert status == 400 and reason_of(body) == "UNKNOWN_QUERY_PARAMETER"
@@ -143,8 +146,11 @@ async def test_body_size_limit(http, echo_gateway_url):
 
 
 async def test_cors_preflight_and_headers(http, echo_gateway_url):
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization, content-type"}
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
     async with http.options(f"{echo_gateway_url}/v1/echo/x", headers=preflight) as response:
         assert response.status == 204
         assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
@@ -153,8 +159,9 @@ async def test_cors_preflight_and_headers(http, echo_gateway_url):
     async with http.get(f"{echo_gateway_url}/v1/echo/x", headers={"Origin": "https://app.example"}) as response:
         assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert "X-Request-Id" in response.headers["Access-Control-Expose-Headers"]
-    async with http.options(f"{echo_gateway_url}/v1/echo/x", headers={**preflight, "Origin": "https://evil.example"}) \
-            as response:
+    async with http.options(
+        f"{echo_gateway_url}/v1/echo/x", headers={**preflight, "Origin": "https://evil.example"}
+    ) as response:
         assert "Access-Control-Allow-Origin" not in response.headers
 
 

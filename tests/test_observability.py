@@ -22,8 +22,12 @@ async def test_rpc_metrics_count_by_method_and_code(auth_stub):
     await expect_error(auth_stub.GetMe(auth_pb2.GetMeRequest()), grpc.StatusCode.UNAUTHENTICATED)
     assert _count("GetSigningKeys", "OK") == ok_before + 1
     assert _count("GetMe", "UNAUTHENTICATED") == refused_before + 1
-    assert REGISTRY.get_sample_value("coupons_rpc_duration_seconds_count",
-                                     {"component": "auth", "method": "GetSigningKeys"}) >= 1
+    assert (
+        REGISTRY.get_sample_value(
+            "coupons_rpc_duration_seconds_count", {"component": "auth", "method": "GetSigningKeys"}
+        )
+        >= 1
+    )
 
 
 async def test_access_log_carries_the_callers_request_id(auth_stub, caplog):
@@ -34,5 +38,7 @@ async def test_access_log_carries_the_callers_request_id(auth_stub, caplog):
         assert dict(await call.initial_metadata())["x-request-id"] == request_id
     records = [r for r in caplog.records if r.name == "kernel.rpc"]
     lines = [json.loads(JsonFormatter("auth").format(r)) for r in records]
-    assert any(line.get("request_id") == request_id and line["method"].endswith("/GetSigningKeys")
-               and line["code"] == "OK" for line in lines)
+    assert any(
+        line.get("request_id") == request_id and line["method"].endswith("/GetSigningKeys") and line["code"] == "OK"
+        for line in lines
+    )

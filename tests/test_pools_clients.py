@@ -10,19 +10,26 @@ from kernel.remote_errors import domain_error
 def remote_error(error: errors.DomainError) -> grpc.aio.AioRpcError:
     """What a kernel-built service sends for this domain error, as a client receives it."""
     sent = status.from_domain_error(error, "redemption.coupons")
-    return grpc.aio.AioRpcError(sent.code, grpc.aio.Metadata(), grpc.aio.Metadata(*sent.trailing_metadata),
-                                details=sent.details)
+    return grpc.aio.AioRpcError(
+        sent.code, grpc.aio.Metadata(), grpc.aio.Metadata(*sent.trailing_metadata), details=sent.details
+    )
 
 
 def test_a_refusal_maps_back_to_the_same_status():
     refusal = errors.FailedPrecondition(
-        "Book b has 5 available codes, the distribution needs 10.", reason="INSUFFICIENT_CODES",
+        "Book b has 5 available codes, the distribution needs 10.",
+        reason="INSUFFICIENT_CODES",
         metadata={"available": 5, "needed": 10},
-        violations=[errors.PreconditionViolation("INSUFFICIENT_CODES", "books/b", "5 available, 10 needed")])
+        violations=[errors.PreconditionViolation("INSUFFICIENT_CODES", "books/b", "5 available, 10 needed")],
+    )
     mapped = domain_error(remote_error(refusal), "redemption")
     assert isinstance(mapped, errors.FailedPrecondition)
     assert (mapped.message, mapped.reason, mapped.metadata, mapped.violations) == (
-        refusal.message, refusal.reason, refusal.metadata, refusal.violations)
+        refusal.message,
+        refusal.reason,
+        refusal.metadata,
+        refusal.violations,
+    )
     again = status.from_domain_error(mapped, "pools.coupons")
     details = status_pb2.Status.FromString(dict(again.trailing_metadata)["grpc-status-details-bin"])
     assert details.code == code_pb2.FAILED_PRECONDITION
@@ -30,8 +37,9 @@ def test_a_refusal_maps_back_to_the_same_status():
 
 
 def test_bad_input_keeps_its_field_violations():
-    mapped = domain_error(remote_error(errors.InvalidArgument.field("assignments[0].count", "must be at least 1")),
-                          "redemption")
+    mapped = domain_error(
+        remote_error(errors.InvalidArgument.field("assignments[0].count", "must be at least 1")), "redemption"
+    )
     assert isinstance(mapped, errors.InvalidArgument)
     assert mapped.violations == [errors.FieldViolation("assignments[0].count", "must be at least 1")]
 

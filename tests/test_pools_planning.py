@@ -7,8 +7,14 @@ from services.pools.distribution import BookSnapshot, plan_equal, plan_random
 
 
 def book(available: int, limit: int = 0, held: dict | None = None) -> BookSnapshot:
-    return BookSnapshot(held=held or {}, available=available, max_assignments_per_user=limit, archived=False,
-                        valid_from=None, valid_until=None)
+    return BookSnapshot(
+        held=held or {},
+        available=available,
+        max_assignments_per_user=limit,
+        archived=False,
+        valid_from=None,
+        valid_until=None,
+    )
 
 
 MEMBERS = [str(uuid.UUID(int=i)) for i in range(1, 6)]

@@ -9,13 +9,15 @@ from services.pools.repository import PoolsRepository
 from tests.test_pools_distribution import assert_counters_match_ledger, held_by_user
 
 
-async def test_a_random_distribution_retried_after_the_ledger_committed(pools_stub, admin, pool_users, new_pool,
-                                                                         ledger, ledger_db, monkeypatch):
+async def test_a_random_distribution_retried_after_the_ledger_committed(
+    pools_stub, admin, pool_users, new_pool, ledger, ledger_db, monkeypatch
+):
     members = [u.user.id for u in pool_users[:4]]
     pool = await new_pool(members)
     book_id, _ = await ledger.book(50, max_assignments_per_user=5)
-    request = pb.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pb.RANDOM, total_codes=12,
-                                   request_id=uuid.uuid4().hex)
+    request = pb.DistributeRequest(
+        pool_id=pool.id, book_id=book_id, mode=pb.RANDOM, total_codes=12, request_id=uuid.uuid4().hex
+    )
     finish = PoolsRepository.finish_distribution
 
     async def crash_once(self, conn, distribution_id, assigned):

@@ -30,7 +30,8 @@ async def test_random_assignment_order_is_uniform(ledger):
             for _ in range(CODES_PER_BOOK - 1):  # the last code's place follows from the others
                 coupon = await ledger.next_stub().AssignRandomCoupon(
                     pb.AssignRandomCouponRequest(book_id=book_id, user_id=ledger.caller().user_id),
-                    metadata=ledger.admin.metadata)
+                    metadata=ledger.admin.metadata,
+                )
                 order.append(codes.index(coupon.code))
             return (*order, *(set(range(CODES_PER_BOOK)) - set(order)))
 

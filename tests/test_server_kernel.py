@@ -5,15 +5,22 @@ import uuid
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2 as v1alpha, reflection_pb2_grpc as v1alpha_grpc
+from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
+from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_grpc
 
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
-from coupons.reflection.v1 import reflection_pb2 as v1, reflection_pb2_grpc as v1_grpc
+from coupons.reflection.v1 import reflection_pb2 as v1
+from coupons.reflection.v1 import reflection_pb2_grpc as v1_grpc
 from services.auth.app import build
 from tests.support import settings_for
 
-EXPECTED = {"coupons.auth.v1.AuthService", "coupons.auth.v1.AuthInternalService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-            "grpc.reflection.v1.ServerReflection"}
+EXPECTED = {
+    "coupons.auth.v1.AuthService",
+    "coupons.auth.v1.AuthInternalService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+}
 
 
 async def _list_services(stub, messages) -> set[str]:
@@ -29,8 +36,10 @@ async def _file_for(stub, messages, symbol: str) -> list[bytes]:
 
 
 async def test_reflection_lists_services_over_v1alpha_and_v1(auth_channel):
-    for stub, messages in ((v1alpha_grpc.ServerReflectionStub(auth_channel), v1alpha),
-                           (v1_grpc.ServerReflectionStub(auth_channel), v1)):
+    for stub, messages in (
+        (v1alpha_grpc.ServerReflectionStub(auth_channel), v1alpha),
+        (v1_grpc.ServerReflectionStub(auth_channel), v1),
+    ):
         assert await _list_services(stub, messages) == EXPECTED
         assert await _file_for(stub, messages, "coupons.auth.v1.AuthService")
 
@@ -54,8 +63,11 @@ async def test_graceful_stop_reports_not_serving_and_finishes_in_flight_calls(da
 
         # Registration hashes with bcrypt (~0.25 s): in flight when the stop begins, it must still finish.
         auth = auth_pb2_grpc.AuthServiceStub(channel)
-        in_flight = asyncio.ensure_future(auth.Register(auth_pb2.RegisterRequest(
-            email=f"late-{uuid.uuid4().hex[:8]}@example.com", password="correct-horse")))
+        in_flight = asyncio.ensure_future(
+            auth.Register(
+                auth_pb2.RegisterRequest(email=f"late-{uuid.uuid4().hex[:8]}@example.com", password="correct-horse")
+            )
+        )
         await asyncio.sleep(0.05)
         stopping = asyncio.ensure_future(server.stop(grace_seconds=5))
 

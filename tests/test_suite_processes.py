@@ -21,16 +21,19 @@ from suite.processes import wait_serving
 from tests.fixtures_suite import free_suite_ports
 
 GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
-SERVICE_NAMES = {"auth": "coupons.auth.v1.AuthService", "books": "coupons.books.v1.BookService",
-                 "redemption": "coupons.redemption.v1.RedemptionService", "pools": "coupons.pools.v1.PoolService"}
+SERVICE_NAMES = {
+    "auth": "coupons.auth.v1.AuthService",
+    "books": "coupons.books.v1.BookService",
+    "redemption": "coupons.redemption.v1.RedemptionService",
+    "pools": "coupons.pools.v1.PoolService",
+}
 
 
 def _grpcurl(*args: str) -> str:
     binary = str(GRPCURL) if GRPCURL.exists() else shutil.which("grpcurl")
     if binary is None:
         pytest.skip("grpcurl is not installed (make installs it into .venv with the dev extras)")
-    return subprocess.run([binary, "-plaintext", *args], check=True, capture_output=True, text=True,
-                          timeout=30).stdout
+    return subprocess.run([binary, "-plaintext", *args], check=True, capture_output=True, text=True, timeout=30).stdout
 
 
 def _curl(*args: str) -> str:
@@ -63,12 +66,21 @@ def test_curl_through_the_gateway(gateway_base):
 
 def test_a_request_id_follows_the_call_through_every_service(running_suite, gateway_base):
     token = _login(gateway_base, "admin@example.com", "admin123")
-    books = json.loads(_curl(f"{gateway_base}/api/v1/books?name_contains=Summer", "-H", f"authorization: Bearer {token}"))
+    books = json.loads(
+        _curl(f"{gateway_base}/api/v1/books?name_contains=Summer", "-H", f"authorization: Bearer {token}")
+    )
     book_id = books["books"][0]["id"]
     request_id = f"trace-{uuid.uuid4().hex}"
     # gateway -> books -> redemption (GetBookStats asks the ledger for its counts)
-    stats = json.loads(_curl(f"{gateway_base}/api/v1/books/{book_id}/stats", "-H", f"authorization: Bearer {token}",
-                             "-H", f"x-request-id: {request_id}"))
+    stats = json.loads(
+        _curl(
+            f"{gateway_base}/api/v1/books/{book_id}/stats",
+            "-H",
+            f"authorization: Bearer {token}",
+            "-H",
+            f"x-request-id: {request_id}",
+        )
+    )
     assert int(stats["total"]) > 0
     for name in ("gateway", "books", "redemption"):
         log = (running_suite.run_dir / "logs" / f"{name}.log").read_text()
@@ -79,10 +91,23 @@ def test_a_request_id_follows_the_call_through_every_service(running_suite, gate
 def test_metrics_endpoint_exposes_rpc_and_redemption_metrics(running_suite, gateway_base):
     token = _login(gateway_base, "bob@example.com", "demo123")
     admin = _login(gateway_base, "admin@example.com", "admin123")
-    books = json.loads(_curl(f"{gateway_base}/api/v1/books?name_contains=Welcome", "-H", f"authorization: Bearer {admin}"))
-    coupon = json.loads(_curl("-X", "POST", f"{gateway_base}/api/v1/coupons/assign", "-H",
-                              f"authorization: Bearer {token}", "-d", json.dumps({"book_id": books["books"][0]["id"]})))
-    _curl("-X", "POST", f"{gateway_base}/api/v1/coupons/redeem/{coupon['code']}", "-H", f"authorization: Bearer {token}")
+    books = json.loads(
+        _curl(f"{gateway_base}/api/v1/books?name_contains=Welcome", "-H", f"authorization: Bearer {admin}")
+    )
+    coupon = json.loads(
+        _curl(
+            "-X",
+            "POST",
+            f"{gateway_base}/api/v1/coupons/assign",
+            "-H",
+            f"authorization: Bearer {token}",
+            "-d",
+            json.dumps({"book_id": books["books"][0]["id"]}),
+        )
+    )
+    _curl(
+        "-X", "POST", f"{gateway_base}/api/v1/coupons/redeem/{coupon['code']}", "-H", f"authorization: Bearer {token}"
+    )
     port = running_suite.ports["redemption"] + 1000
     exposed = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'coupons_rpcs_total{code="OK",component="redemption",method="RedeemCoupon"}' in exposed
@@ -98,17 +123,24 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(running_suite, tmp_pa
     process = subprocess.Popen([sys.executable, "-m", "services.books"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         from suite.processes import Component
+
         await wait_serving(Component("books-extra", port, process, tmp_path / "books-sigterm.log"))
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running_suite.ports['auth']}") as auth_channel:
             admin = await auth_pb2_grpc.AuthServiceStub(auth_channel).Login(
-                auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))
+                auth_pb2.LoginRequest(email="admin@example.com", password="admin123")
+            )
         metadata = (("authorization", f"Bearer {admin.access_token}"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             books = books_pb2_grpc.BookServiceStub(channel)
-            book = await books.CreateBook(books_pb2.CreateBookRequest(book=books_pb2.Book(
-                name=f"Shutdown {uuid.uuid4().hex[:6]}", code_pattern="SD-{}", code_length=10)), metadata=metadata)
-            stream = books.GenerateCodes(books_pb2.GenerateCodesRequest(book_id=book.id, count=300_000),
-                                         metadata=metadata)
+            book = await books.CreateBook(
+                books_pb2.CreateBookRequest(
+                    book=books_pb2.Book(name=f"Shutdown {uuid.uuid4().hex[:6]}", code_pattern="SD-{}", code_length=10)
+                ),
+                metadata=metadata,
+            )
+            stream = books.GenerateCodes(
+                books_pb2.GenerateCodesRequest(book_id=book.id, count=300_000), metadata=metadata
+            )
             first = await stream.read()
             assert not first.done
             process.send_signal(signal.SIGTERM)
@@ -128,14 +160,23 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
     addresses = [f"--{name}=127.0.0.1:{running_suite.ports[name]}" for name in SERVICE_NAMES]
 
     def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "cli", *addresses, *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *addresses, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == expect, done.stdout + done.stderr
         return done
 
     cli("login", "admin@example.com", "--password", "admin123")
-    created = json.loads(cli("books", "create", "--name", f"CLI book {uuid.uuid4().hex[:6]}", "--pattern", "CLI-{}",
-                             "--length", "8").stdout)
+    created = json.loads(
+        cli(
+            "books", "create", "--name", f"CLI book {uuid.uuid4().hex[:6]}", "--pattern", "CLI-{}", "--length", "8"
+        ).stdout
+    )
     generated = cli("codes", "generate", created["id"], "20000")
     assert "generating [" in generated.stderr and "20,000/20,000" in generated.stderr
 
@@ -167,30 +208,39 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
 def _beta_testers(running_suite, tmp_path) -> str:
     async def find() -> str:
         from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
+
         token = Path(tmp_path / "token").read_text()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running_suite.ports['pools']}") as channel:
             listing = await pools_pb2_grpc.PoolServiceStub(channel).ListPools(
-                pools_pb2.ListPoolsRequest(), metadata=(("authorization", f"Bearer {token}"),))
+                pools_pb2.ListPoolsRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
         return next(p.id for p in listing.pools if p.name == "Beta Testers")
+
     return asyncio.run(find())
 
 
 async def test_all_four_services_in_one_process(running_suite, tmp_path):
     """`python -m services all`: one process, four servers, the same behaviour across them."""
     ports = free_suite_ports()
-    env = {**running_suite.environment(), "RUN_DIR": str(tmp_path), "METRICS_PORT": "0",
-           **{f"{name.upper()}_PORT": str(ports[name]) for name in SERVICE_NAMES},
-           **{f"{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICE_NAMES}}
+    env = {
+        **running_suite.environment(),
+        "RUN_DIR": str(tmp_path),
+        "METRICS_PORT": "0",
+        **{f"{name.upper()}_PORT": str(ports[name]) for name in SERVICE_NAMES},
+        **{f"{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICE_NAMES},
+    }
     log_path = tmp_path / "all.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "services", "all"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         from suite.processes import Component
+
         for name in SERVICE_NAMES:
             await wait_serving(Component(name, ports[name], process, log_path))
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['auth']}") as auth_channel:
             admin = await auth_pb2_grpc.AuthServiceStub(auth_channel).Login(
-                auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))
+                auth_pb2.LoginRequest(email="admin@example.com", password="admin123")
+            )
         metadata = (("authorization", f"Bearer {admin.access_token}"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['books']}") as channel:
             books = books_pb2_grpc.BookServiceStub(channel)

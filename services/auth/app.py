@@ -19,10 +19,16 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
     key = signing_key or load_signing_key(settings)
     engine = create_engine(settings)
     issuer = TokenIssuer(key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl_seconds)
-    domain = AuthDomain(AuthRepository(engine), PasswordHasher(settings.bcrypt_rounds), issuer,
-                        settings.refresh_token_ttl_seconds, settings.login_max_failures,
-                        settings.login_lockout_seconds, settings.login_max_failures_per_client,
-                        refused_emails=DEMO_EMAILS if settings.production else frozenset())
+    domain = AuthDomain(
+        AuthRepository(engine),
+        PasswordHasher(settings.bcrypt_rounds),
+        issuer,
+        settings.refresh_token_ttl_seconds,
+        settings.login_max_failures,
+        settings.login_lockout_seconds,
+        settings.login_max_failures_per_client,
+        refused_emails=DEMO_EMAILS if settings.production else frozenset(),
+    )
     servicer = AuthServicer(domain, key, settings.jwt_issuer, settings.jwt_audience)
     secrets = {name: settings.service_secret(name) for name in CALLING_SERVICES}
     internal = AuthInternalServicer(domain, ServiceCredentials(secrets, issuer, settings.service_token_ttl_seconds))

@@ -7,8 +7,10 @@ from services.auth.repository import AuthRepository
 
 DEMO_USERS = [
     ("admin@example.com", "admin123", "Admin", "ADMIN"),
-    *[(f"{name}@example.com", "demo123", name.capitalize(), "USER")
-      for name in ("alice", "bob", "charlie", "diana", "eve")],
+    *[
+        (f"{name}@example.com", "demo123", name.capitalize(), "USER")
+        for name in ("alice", "bob", "charlie", "diana", "eve")
+    ],
 ]
 # Refused at sign-in when ENVIRONMENT=production, even if a database already holds them.
 DEMO_EMAILS = frozenset(email for email, *_ in DEMO_USERS)

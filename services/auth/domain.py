@@ -11,11 +11,19 @@ from dataclasses import dataclass
 
 from kernel import paging
 from kernel.context import ADMIN, USER, Principal, client_address
-from kernel.errors import (AlreadyExists, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
-                           ResourceExhausted, Unauthenticated)
+from kernel.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from kernel.tokens import TokenIssuer
 from kernel.validation import is_uuid
-from services.auth.passwords import PasswordHasher, violations as password_violations
+from services.auth.passwords import PasswordHasher
+from services.auth.passwords import violations as password_violations
 from services.auth.repository import AuthRepository, RevocationRow, UserExists, UserRow
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$")
@@ -56,7 +64,7 @@ def _email_key(email: str) -> str:
 
 
 def _client_key(address: str) -> str:
-    """"" when unknown; an IPv6 client is counted per /64, the block one subscriber is usually given."""
+    """ "" when unknown; an IPv6 client is counted per /64, the block one subscriber is usually given."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -90,9 +98,17 @@ def _hash_refresh_token(token: str) -> bytes:
 
 
 class AuthDomain:
-    def __init__(self, repository: AuthRepository, hasher: PasswordHasher, issuer: TokenIssuer,
-                 refresh_ttl_seconds: int, max_failures: int, lockout_seconds: int,
-                 max_failures_per_client: int = 50, refused_emails: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        repository: AuthRepository,
+        hasher: PasswordHasher,
+        issuer: TokenIssuer,
+        refresh_ttl_seconds: int,
+        max_failures: int,
+        lockout_seconds: int,
+        max_failures_per_client: int = 50,
+        refused_emails: frozenset[str] = frozenset(),
+    ):
         self.repo = repository
         self.hasher = hasher
         self.issuer = issuer
@@ -110,8 +126,12 @@ class AuthDomain:
     async def _new_session(self, conn, user: UserRow, family_id: str | None = None) -> Session:
         refresh_token = secrets.token_urlsafe(32)
         await self.repo.insert_refresh_token(
-            conn, _hash_refresh_token(refresh_token), user.id, family_id or str(uuid.uuid4()),
-            dt.datetime.now(dt.timezone.utc) + self.refresh_ttl)
+            conn,
+            _hash_refresh_token(refresh_token),
+            user.id,
+            family_id or str(uuid.uuid4()),
+            dt.datetime.now(dt.UTC) + self.refresh_ttl,
+        )
         return Session(self.issuer.issue(user.id, user.role), self.issuer.ttl_seconds, refresh_token, user)
 
     async def _create(self, conn, email: str, password: str, name: str, role: str) -> UserRow:
@@ -119,15 +139,25 @@ class AuthDomain:
         try:
             return await self.repo.insert_user(conn, email.strip(), name.strip(), role, password_hash)
         except UserExists:
-            raise AlreadyExists("user", email, reason="EMAIL_TAKEN", field="email",
-                                message=f"An account with email {email} already exists.") from None
+            raise AlreadyExists(
+                "user",
+                email,
+                reason="EMAIL_TAKEN",
+                field="email",
+                message=f"An account with email {email} already exists.",
+            ) from None
 
-    async def _idempotent_user(self, conn, scope: str, request_id: str, parts: tuple,
-                               make) -> UserRow:
+    async def _idempotent_user(self, conn, scope: str, request_id: str, parts: tuple, make) -> UserRow:
         """Runs make(conn) once per request_id; a retry returns the same user."""
         return await self.repo.idempotency.once(
-            conn, scope, request_id, parts, lambda: make(conn), lambda user: user.id.encode(),
-            lambda stored: self.repo.user_by_id(conn, stored.decode()))
+            conn,
+            scope,
+            request_id,
+            parts,
+            lambda: make(conn),
+            lambda user: user.id.encode(),
+            lambda stored: self.repo.user_by_id(conn, stored.decode()),
+        )
 
     # public
 
@@ -141,7 +171,8 @@ class AuthDomain:
 
         async with self.repo.transaction() as conn:
             user = await self._idempotent_user(
-                conn, "Register", request_id, (email.lower(), self._secret_digest(password), name), create)
+                conn, "Register", request_id, (email.lower(), self._secret_digest(password), name), create
+            )
             if not created:  # a replay: it may mint a session only where Login would
                 await self._check_replayed_sign_in(conn, user, password)
             return await self._new_session(conn, user)
@@ -156,11 +187,11 @@ class AuthDomain:
 
     def _check_may_sign_in(self, user: UserRow | None) -> None:
         if user is None or not user.active:
-            raise PermissionDenied("This account is deactivated; contact an administrator.",
-                                   reason="ACCOUNT_DISABLED")
+            raise PermissionDenied("This account is deactivated; contact an administrator.", reason="ACCOUNT_DISABLED")
         if user.email.lower() in self.refused_emails:
-            raise PermissionDenied("Demo accounts cannot sign in when ENVIRONMENT=production.",
-                                   reason="DEMO_ACCOUNT_DISABLED")
+            raise PermissionDenied(
+                "Demo accounts cannot sign in when ENVIRONMENT=production.", reason="DEMO_ACCOUNT_DISABLED"
+            )
 
     async def login(self, email: str, password: str) -> Session:
         _check(_bounded("email", email, MAX_EMAIL_LENGTH) + _bounded("password", password, MAX_PASSWORD_INPUT))
@@ -205,10 +236,13 @@ class AuthDomain:
         return pause_until
 
     def _throttled(self, locked_until: dt.datetime) -> ResourceExhausted:
-        wait = max(1.0, (locked_until - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        wait = max(1.0, (locked_until - dt.datetime.now(dt.UTC)).total_seconds())
         return ResourceExhausted(
             f"Too many failed sign-ins; try again in {int(wait)} seconds.",
-            reason="LOGIN_RATE_LIMITED", retry_after_seconds=wait, metadata={"retry_after_seconds": int(wait)})
+            reason="LOGIN_RATE_LIMITED",
+            retry_after_seconds=wait,
+            metadata={"retry_after_seconds": int(wait)},
+        )
 
     async def refresh(self, refresh_token: str) -> Session:
         _check(_bounded("refresh_token", refresh_token, MAX_REFRESH_TOKEN_LENGTH))
@@ -225,16 +259,19 @@ class AuthDomain:
                 reused = True
             else:
                 reused = False
-                if row.expires_at <= dt.datetime.now(dt.timezone.utc):
-                    raise Unauthenticated("The refresh token has expired; sign in again.",
-                                          reason="REFRESH_TOKEN_EXPIRED")
+                if row.expires_at <= dt.datetime.now(dt.UTC):
+                    raise Unauthenticated(
+                        "The refresh token has expired; sign in again.", reason="REFRESH_TOKEN_EXPIRED"
+                    )
                 user = await self.repo.user_by_id(conn, row.user_id)
                 self._check_may_sign_in(user)
                 await self.repo.mark_refresh_token_used(conn, token_hash)
                 return await self._new_session(conn, user, row.family_id)
         if reused:
-            raise Unauthenticated("This refresh token was already used; every session from it is revoked. "
-                                  "Sign in again.", reason="REFRESH_TOKEN_REUSED")
+            raise Unauthenticated(
+                "This refresh token was already used; every session from it is revoked. Sign in again.",
+                reason="REFRESH_TOKEN_REUSED",
+            )
 
     async def me(self, caller: Principal) -> UserRow:
         async with self.repo.transaction() as conn:
@@ -252,13 +289,18 @@ class AuthDomain:
         if not await self.hasher.check(current, user.password_hash):
             if last_chance_until is not None:
                 raise self._throttled(last_chance_until)
-            raise InvalidArgument.field("current_password", "does not match the account's password",
-                                        reason="WRONG_PASSWORD")
+            raise InvalidArgument.field(
+                "current_password", "does not match the account's password", reason="WRONG_PASSWORD"
+            )
         new_hash = await self.hasher.hash(new)
         async with self.repo.transaction() as conn:
             await self._idempotent_user(
-                conn, f"ChangePassword:{caller.user_id}", request_id, (self._secret_digest(new),),
-                lambda c: self.repo.update_user(c, user.id, password_hash=new_hash))
+                conn,
+                f"ChangePassword:{caller.user_id}",
+                request_id,
+                (self._secret_digest(new),),
+                lambda c: self.repo.update_user(c, user.id, password_hash=new_hash),
+            )
             await self.repo.revoke_user_tokens(conn, user.id)
             await self.repo.clear_failures(conn, email_key)
 
@@ -266,13 +308,20 @@ class AuthDomain:
 
     async def create_user(self, email: str, password: str, name: str, role: str, request_id: str = "") -> UserRow:
         role = role or USER
-        _check(_email_violations(email) + password_violations(password, "password") + _name_violations(name)
-               + ([] if role in ROLES else [FieldViolation("role", "must be USER or ADMIN")]))
+        _check(
+            _email_violations(email)
+            + password_violations(password, "password")
+            + _name_violations(name)
+            + ([] if role in ROLES else [FieldViolation("role", "must be USER or ADMIN")])
+        )
         async with self.repo.transaction() as conn:
             return await self._idempotent_user(
-                conn, "CreateUser", request_id,
+                conn,
+                "CreateUser",
+                request_id,
                 (email.lower(), self._secret_digest(password), name, role),
-                lambda c: self._create(c, email, password, name, role))
+                lambda c: self._create(c, email, password, name, role),
+            )
 
     async def list_users(self, page_size: int, page_token: str, email_contains: str) -> tuple[list[UserRow], str, int]:
         size = paging.page_size(page_size)
@@ -290,22 +339,35 @@ class AuthDomain:
             raise NotFound("user", user_id)
         return user
 
-    async def update_user(self, caller: Principal, user_id: str, name: str | None, role: str | None,
-                          active: bool | None, request_id: str = "") -> UserRow:
+    async def update_user(
+        self,
+        caller: Principal,
+        user_id: str,
+        name: str | None,
+        role: str | None,
+        active: bool | None,
+        request_id: str = "",
+    ) -> UserRow:
         _check_uuid(user_id, "id")
         violations = _name_violations(name or "")
         if role is not None and role not in ROLES:
             violations.append(FieldViolation("role", "must be USER or ADMIN"))
         _check(violations)
         if user_id.lower() == caller.user_id and (role == USER or active is False):
-            raise InvalidArgument.field("role" if role == USER else "active",
-                                        "an administrator cannot demote or deactivate their own account",
-                                        reason="SELF_LOCKOUT")
+            raise InvalidArgument.field(
+                "role" if role == USER else "active",
+                "an administrator cannot demote or deactivate their own account",
+                reason="SELF_LOCKOUT",
+            )
         changes = {k: v for k, v in (("name", name), ("role", role), ("active", active)) if v is not None}
         async with self.repo.transaction() as conn:
+
             async def apply(c):
-                updated = (await self.repo.update_user(c, user_id, **changes) if changes
-                           else await self.repo.user_by_id(c, user_id))
+                updated = (
+                    await self.repo.update_user(c, user_id, **changes)
+                    if changes
+                    else await self.repo.user_by_id(c, user_id)
+                )
                 if updated is None:
                     raise NotFound("user", user_id)
                 if active is False:
@@ -313,8 +375,10 @@ class AuthDomain:
                 if active is not None:  # every service learns it within REVOCATION_POLL_SECONDS
                     await self.repo.set_revocation(c, user_id, disabled=not active)
                 return updated
-            return await self._idempotent_user(conn, f"UpdateUser:{caller.user_id}", request_id,
-                                               (user_id, repr(sorted(changes.items()))), apply)
+
+            return await self._idempotent_user(
+                conn, f"UpdateUser:{caller.user_id}", request_id, (user_id, repr(sorted(changes.items()))), apply
+            )
 
     async def revocations(self) -> list[RevocationRow]:
         """The revocations a live access token may still be subject to (a minute's margin for clock skew)."""
@@ -331,17 +395,19 @@ class AuthDomain:
 
     async def batch_lookup(self, emails: list[str], user_ids: list[str]) -> list[LookupResult]:
         if len(emails) + len(user_ids) > MAX_BATCH:
-            raise InvalidArgument.field("emails", f"at most {MAX_BATCH} entries in all per call",
-                                        reason="BATCH_TOO_LARGE")
+            raise InvalidArgument.field(
+                "emails", f"at most {MAX_BATCH} entries in all per call", reason="BATCH_TOO_LARGE"
+            )
         valid_ids = [i for i in user_ids if is_uuid(i)]
         async with self.repo.transaction() as conn:
-            by_email = await self.repo.users_by_emails(conn, [e.strip() for e in emails if not _email_violations(e.strip())])
+            by_email = await self.repo.users_by_emails(
+                conn, [e.strip() for e in emails if not _email_violations(e.strip())]
+            )
             by_id = await self.repo.users_by_ids(conn, valid_ids) if valid_ids else {}
         results, seen = [], set()
-        for query, key, found, valid in (
-            [(e, e.strip().lower(), by_email.get(e.strip().lower()), not _email_violations(e.strip())) for e in emails]
-            + [(i, i.lower(), by_id.get(i.lower()), is_uuid(i)) for i in user_ids]
-        ):
+        for query, key, found, valid in [
+            (e, e.strip().lower(), by_email.get(e.strip().lower()), not _email_violations(e.strip())) for e in emails
+        ] + [(i, i.lower(), by_id.get(i.lower()), is_uuid(i)) for i in user_ids]:
             if not valid:
                 results.append(LookupResult(query, None, "INVALID"))
             elif key in seen:

@@ -32,6 +32,9 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         await identity.close()
         await engine.dispose()
 
-    server = GrpcServer(spec, verifier or grpc_clients.remote_verifier(settings, identity),
-                        revocation_poll_seconds=settings.revocation_poll_seconds)
+    server = GrpcServer(
+        spec,
+        verifier or grpc_clients.remote_verifier(settings, identity),
+        revocation_poll_seconds=settings.revocation_poll_seconds,
+    )
     return server, cleanup

@@ -50,23 +50,38 @@ class CodePattern:
 
 def pattern_violations(pattern: str, field: str = "code_pattern") -> list[FieldViolation]:
     if pattern.count(RANDOM_PART) != 1:
-        return [FieldViolation(field, f"must contain {RANDOM_PART} exactly once, where the random part goes, "
-                                      f"e.g. SUMMER-{RANDOM_PART}-2026")]
+        return [
+            FieldViolation(
+                field,
+                f"must contain {RANDOM_PART} exactly once, where the random part goes, e.g. SUMMER-{RANDOM_PART}-2026",
+            )
+        ]
     fixed = pattern.replace(RANDOM_PART, "")
     wrong = sorted(set(fixed) - CODE_CHARACTERS)
     if wrong:
-        return [FieldViolation(field, "may contain only upper-case letters A-Z, digits, '-' and '_' around "
-                                      f"{RANDOM_PART}; found {''.join(wrong)!r}")]
+        return [
+            FieldViolation(
+                field,
+                "may contain only upper-case letters A-Z, digits, '-' and '_' around "
+                f"{RANDOM_PART}; found {''.join(wrong)!r}",
+            )
+        ]
     if len(fixed) > MAX_FIXED_LENGTH:
-        return [FieldViolation(field, f"may have at most {MAX_FIXED_LENGTH} characters around {RANDOM_PART}, "
-                                      f"has {len(fixed)}")]
+        return [
+            FieldViolation(
+                field, f"may have at most {MAX_FIXED_LENGTH} characters around {RANDOM_PART}, has {len(fixed)}"
+            )
+        ]
     return []
 
 
 def length_violations(length: int, field: str = "code_length") -> list[FieldViolation]:
     if not MIN_LENGTH <= length <= MAX_LENGTH:
-        return [FieldViolation(field, f"must be between {MIN_LENGTH} and {MAX_LENGTH} (0 means {DEFAULT_LENGTH}), "
-                                      f"got {length}")]
+        return [
+            FieldViolation(
+                field, f"must be between {MIN_LENGTH} and {MAX_LENGTH} (0 means {DEFAULT_LENGTH}), got {length}"
+            )
+        ]
     return []
 
 
@@ -100,8 +115,15 @@ def check_capacity(pattern: CodePattern, used: int, requested: int) -> None:
         f"{requested:,} more would fill {fill:.0%} of them, and at most {MAX_FILL_PERCENT}% of the space is "
         "allowed: use a longer random part or a larger alphabet.",
         reason="CODE_SPACE_TOO_SMALL",
-        metadata={"code_pattern": pattern.text, "code_space": space, "used": used, "requested": requested,
-                  "fill_percent": round(fill * 100, 2), "max_fill_percent": MAX_FILL_PERCENT})
+        metadata={
+            "code_pattern": pattern.text,
+            "code_space": space,
+            "used": used,
+            "requested": requested,
+            "fill_percent": round(fill * 100, 2),
+            "max_fill_percent": MAX_FILL_PERCENT,
+        },
+    )
 
 
 class CodeGenerator:
@@ -115,8 +137,9 @@ class CodeGenerator:
         self.pattern = pattern
         size = len(pattern.alphabet)
         usable = 256 - 256 % size
-        self._table = bytes.maketrans(bytes(range(usable)),
-                                      bytes(ord(pattern.alphabet[b % size]) for b in range(usable)))
+        self._table = bytes.maketrans(
+            bytes(range(usable)), bytes(ord(pattern.alphabet[b % size]) for b in range(usable))
+        )
         self._rejected = bytes(range(usable, 256))
         self._overdraw = 256 / usable
 
@@ -135,7 +158,7 @@ class CodeGenerator:
         while len(codes) < count:
             missing = count - len(codes)
             characters = self._random_characters(missing * length)
-            codes.update(prefix + characters[i:i + length] + suffix for i in range(0, missing * length, length))
+            codes.update(prefix + characters[i : i + length] + suffix for i in range(0, missing * length, length))
         return list(codes)
 
 
@@ -154,12 +177,20 @@ def normalize(code: str) -> str:
 def syntax_rejection(index: int, code: str) -> RejectedCode | None:
     """Why a normalized uploaded code cannot be a code at all; None when it can."""
     if not MIN_CODE_LENGTH <= len(code) <= MAX_CODE_LENGTH:
-        return RejectedCode(index, code, "INVALID_LENGTH",
-                            f"A code has {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH} characters; this one has {len(code)}.")
+        return RejectedCode(
+            index,
+            code,
+            "INVALID_LENGTH",
+            f"A code has {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH} characters; this one has {len(code)}.",
+        )
     wrong = sorted(set(code) - CODE_CHARACTERS)
     if wrong:
-        return RejectedCode(index, code, "INVALID_CHARACTERS",
-                            f"A code may contain only letters A-Z, digits, '-' and '_'; found {''.join(wrong)!r}.")
+        return RejectedCode(
+            index,
+            code,
+            "INVALID_CHARACTERS",
+            f"A code may contain only letters A-Z, digits, '-' and '_'; found {''.join(wrong)!r}.",
+        )
     return None
 
 
@@ -173,13 +204,18 @@ class UploadScreen:
         code = normalize(raw)
         rejection = syntax_rejection(index, code)
         if rejection is None and code in self._first_index:
-            rejection = RejectedCode(index, code, "DUPLICATE_IN_UPLOAD",
-                                     f"The same code is already at index {self._first_index[code]} of this upload.")
+            rejection = RejectedCode(
+                index,
+                code,
+                "DUPLICATE_IN_UPLOAD",
+                f"The same code is already at index {self._first_index[code]} of this upload.",
+            )
         if rejection is None:
             self._first_index[code] = index
         return code, rejection
 
 
 def already_exists(index: int, code: str) -> RejectedCode:
-    return RejectedCode(index, code, "ALREADY_EXISTS", "This code already exists in the ledger (codes are unique "
-                                                      "across all books).")
+    return RejectedCode(
+        index, code, "ALREADY_EXISTS", "This code already exists in the ledger (codes are unique across all books)."
+    )

@@ -17,8 +17,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from typing import AsyncIterable
 
 from kernel import paging
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
@@ -67,8 +67,13 @@ class UploadReport:
     rejected: list[codes.RejectedCode]
 
     def to_json(self) -> bytes:
-        return json.dumps({"received": self.received, "accepted": self.accepted,
-                           "rejected": [dataclasses.astuple(r) for r in self.rejected]}).encode()
+        return json.dumps(
+            {
+                "received": self.received,
+                "accepted": self.accepted,
+                "rejected": [dataclasses.astuple(r) for r in self.rejected],
+            }
+        ).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "UploadReport":
@@ -99,16 +104,25 @@ def validated(settings: BookSettings) -> BookSettings:
     violations += codes.length_violations(book.code_length)
     violations += codes.alphabet_violations(book.code_alphabet)
     if not MIN_LOCK_TTL_SECONDS <= book.lock_ttl_seconds <= MAX_LOCK_TTL_SECONDS:
-        violations.append(FieldViolation(
-            "lock_ttl_seconds", f"must be between {MIN_LOCK_TTL_SECONDS} and {MAX_LOCK_TTL_SECONDS} "
-                                f"(0 means {DEFAULT_LOCK_TTL_SECONDS}), got {book.lock_ttl_seconds}"))
+        violations.append(
+            FieldViolation(
+                "lock_ttl_seconds",
+                f"must be between {MIN_LOCK_TTL_SECONDS} and {MAX_LOCK_TTL_SECONDS} "
+                f"(0 means {DEFAULT_LOCK_TTL_SECONDS}), got {book.lock_ttl_seconds}",
+            )
+        )
     if book.max_redemptions_per_user < 1:
-        violations.append(FieldViolation(
-            "max_redemptions_per_user", f"must be at least 1 (0 means 1, or {DEFAULT_MULTI_REDEMPTIONS} for a "
-                                        f"multi-redemption book), got {book.max_redemptions_per_user}"))
+        violations.append(
+            FieldViolation(
+                "max_redemptions_per_user",
+                f"must be at least 1 (0 means 1, or {DEFAULT_MULTI_REDEMPTIONS} for a "
+                f"multi-redemption book), got {book.max_redemptions_per_user}",
+            )
+        )
     elif book.max_redemptions_per_user > 1 and not multi:
-        violations.append(FieldViolation("max_redemptions_per_user",
-                                         "may be above 1 only when allow_multi_redemption is true"))
+        violations.append(
+            FieldViolation("max_redemptions_per_user", "may be above 1 only when allow_multi_redemption is true")
+        )
     if book.max_assignments_per_user < 0:
         violations.append(FieldViolation("max_assignments_per_user", "must not be negative (0 means no limit)"))
     if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
@@ -150,8 +164,11 @@ def _check_update_mask(paths: list[str]) -> None:
 
 def require_active(book: BookRow) -> None:
     if book.status == ARCHIVED:
-        raise FailedPrecondition(f"Book {book.name!r} is archived; an archived book cannot be changed.",
-                                 reason="BOOK_ARCHIVED", metadata={"book_id": book.id})
+        raise FailedPrecondition(
+            f"Book {book.name!r} is archived; an archived book cannot be changed.",
+            reason="BOOK_ARCHIVED",
+            metadata={"book_id": book.id},
+        )
 
 
 class _RequestDigest:
@@ -185,8 +202,14 @@ class BooksDomain:
     async def _idempotent_book(self, conn, scope: str, request_id: str, parts: tuple, make) -> BookRow:
         """Runs make(conn) once per request_id; a retry returns the same book as it is now."""
         return await self.repo.idempotency.once(
-            conn, scope, request_id, parts, lambda: make(conn), lambda book: book.id.encode(),
-            lambda stored: self.book(conn, stored.decode()))
+            conn,
+            scope,
+            request_id,
+            parts,
+            lambda: make(conn),
+            lambda book: book.id.encode(),
+            lambda stored: self.book(conn, stored.decode()),
+        )
 
     async def _published(self, book: BookRow) -> BookRow:
         """Pushes the book's rules to the ledger; called inside the transaction that wrote them."""
@@ -209,8 +232,9 @@ class BooksDomain:
         async with self.repo.transaction() as conn:
             return await self.book(conn, book_id)
 
-    async def list_books(self, page_size: int, page_token: str, status: str,
-                         name_contains: str) -> tuple[list[BookRow], str, int]:
+    async def list_books(
+        self, page_size: int, page_token: str, status: str, name_contains: str
+    ) -> tuple[list[BookRow], str, int]:
         size = paging.page_size(page_size)
         before = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
@@ -218,8 +242,9 @@ class BooksDomain:
         books, next_token = paging.next_page(books, size, lambda book: paging.time_id(book.created_at, book.id))
         return books, next_token, total
 
-    async def update_book(self, book_id: str, proposed: BookSettings, paths: list[str],
-                          request_id: str = "") -> BookRow:
+    async def update_book(
+        self, book_id: str, proposed: BookSettings, paths: list[str], request_id: str = ""
+    ) -> BookRow:
         """Changes the fields named in paths to their values in proposed (zero values mean the defaults)."""
         check_book_id(book_id, "book.id")
         _check_update_mask(paths)
@@ -232,13 +257,16 @@ class BooksDomain:
             if book.code_count and any(getattr(changed, f) != getattr(current, f) for f in CODE_SHAPE_FIELDS):
                 raise FailedPrecondition(
                     f"Book {book.name!r} already has {book.code_count:,} codes; its code pattern, length and "
-                    "alphabet can no longer change.", reason="BOOK_HAS_CODES",
-                    metadata={"book_id": book.id, "code_count": book.code_count})
+                    "alphabet can no longer change.",
+                    reason="BOOK_HAS_CODES",
+                    metadata={"book_id": book.id, "code_count": book.code_count},
+                )
             return await self._published(await self.repo.update_book(conn, book_id, **dataclasses.asdict(changed)))
 
         async with self.repo.transaction() as conn:
-            return await self._idempotent_book(conn, f"UpdateBook:{book_id}", request_id,
-                                               (_settings_key(proposed, sorted(set(paths))),), apply)
+            return await self._idempotent_book(
+                conn, f"UpdateBook:{book_id}", request_id, (_settings_key(proposed, sorted(set(paths))),), apply
+            )
 
     async def archive_book(self, book_id: str, request_id: str = "") -> BookRow:
         """Archives the book; archiving an archived book pushes its rules again and changes nothing else."""
@@ -298,8 +326,9 @@ class BooksDomain:
                 await self.repo.idempotency.record(conn, "UploadCodes", request_id, report.to_json())
         return report
 
-    async def _store_uploaded(self, book_id: str, pending: list[tuple[int, str]], rejected: list[codes.RejectedCode],
-                              accepted_before: int) -> int:
+    async def _store_uploaded(
+        self, book_id: str, pending: list[tuple[int, str]], rejected: list[codes.RejectedCode], accepted_before: int
+    ) -> int:
         """Adds one batch of valid codes to the ledger; existing ones join `rejected`. Returns how many were stored."""
         try:
             added = await self.ledger.add_codes(book_id, [code for _, code in pending])
@@ -307,7 +336,8 @@ class BooksDomain:
             raise Unavailable(
                 f"{error.message} Codes before index {pending[0][0]:,} of the upload were handled ({accepted_before:,} "
                 "stored); the rest were not. Sending the same upload again is safe: codes stored before are then "
-                "reported as ALREADY_EXISTS.", reason=error.reason,
+                "reported as ALREADY_EXISTS.",
+                reason=error.reason,
                 metadata={**error.metadata, "handled_before_index": pending[0][0], "stored": accepted_before},
             ) from error
         existing = set(added.existing)

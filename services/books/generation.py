@@ -10,8 +10,8 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from kernel.errors import Aborted, FailedPrecondition, InvalidArgument, Unavailable
 from kernel.idempotency import fingerprint
@@ -53,8 +53,9 @@ class CodeGeneration:
         """
         check_book_id(book_id, "book_id")
         if not 1 <= count <= MAX_GENERATE:
-            raise InvalidArgument.field("count", f"must be between 1 and {MAX_GENERATE:,}, got {count:,}",
-                                        reason="INVALID_COUNT")
+            raise InvalidArgument.field(
+                "count", f"must be between 1 and {MAX_GENERATE:,}, got {count:,}", reason="INVALID_COUNT"
+            )
         async with self.repo.transaction() as conn:
             book = await self.books.book(conn, book_id)
             require_active(book)
@@ -71,9 +72,15 @@ class CodeGeneration:
             async for progress in self._record_batches(book_id, pattern, count, generated, request_id, batches):
                 yield progress
 
-    async def _record_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
-                              request_id: str, batches: AsyncIterator[tuple[int, bool]]
-                              ) -> AsyncIterator[GenerationProgress]:
+    async def _record_batches(
+        self,
+        book_id: str,
+        pattern: codes.CodePattern,
+        count: int,
+        generated: int,
+        request_id: str,
+        batches: AsyncIterator[tuple[int, bool]],
+    ) -> AsyncIterator[GenerationProgress]:
         """Counts each stored batch in the book (and the request's progress) and reports the progress."""
         try:
             async for progress in self._count_batches(book_id, pattern, count, generated, request_id, batches):
@@ -85,16 +92,25 @@ class CodeGeneration:
                     async with self.repo.transaction() as conn:
                         await self._record_progress(conn, request_id, generated, running=False)
 
-    async def _count_batches(self, book_id: str, pattern: codes.CodePattern, count: int, generated: int,
-                             request_id: str, batches: AsyncIterator[tuple[int, bool]]
-                             ) -> AsyncIterator[GenerationProgress]:
+    async def _count_batches(
+        self,
+        book_id: str,
+        pattern: codes.CodePattern,
+        count: int,
+        generated: int,
+        request_id: str,
+        batches: AsyncIterator[tuple[int, bool]],
+    ) -> AsyncIterator[GenerationProgress]:
         while generated < count:
             try:
                 inserted, complete = await anext(batches)
             except Unavailable as error:
-                raise Unavailable(f"{error.message} {generated:,} of {count:,} codes were generated and stored "
-                                  "before that; retry with the same request_id to generate only the rest.",
-                                  reason=error.reason, metadata={**error.metadata, "generated": generated}) from error
+                raise Unavailable(
+                    f"{error.message} {generated:,} of {count:,} codes were generated and stored "
+                    "before that; retry with the same request_id to generate only the rest.",
+                    reason=error.reason,
+                    metadata={**error.metadata, "generated": generated},
+                ) from error
             generated += inserted
             async with self.repo.transaction() as conn:
                 await self.repo.add_code_count(conn, book_id, inserted)
@@ -106,7 +122,9 @@ class CodeGeneration:
                 raise FailedPrecondition(
                     f"Only {generated:,} of {count:,} codes were generated and stored: new random codes of pattern "
                     f"{pattern.text} keep colliding with existing codes (other books or uploads use the same space).",
-                    reason="CODE_SPACE_CROWDED", metadata={"generated": generated, "requested": count})
+                    reason="CODE_SPACE_CROWDED",
+                    metadata={"generated": generated, "requested": count},
+                )
 
     async def _claim_generation(self, conn, book_id: str, count: int, request_id: str) -> int:
         """How many codes this request already generated (0 for a new request); takes the request's lease.
@@ -119,19 +137,24 @@ class CodeGeneration:
         stored = await self.repo.idempotency.claim(conn, "GenerateCodes", request_id, fingerprint(book_id, str(count)))
         progress = json.loads(stored) if stored is not None else {"generated": 0}
         if progress.get("lease_until", 0) > time.time() and progress["generated"] < count:
-            raise Aborted(f"A generation with request_id {request_id} is still running; retry once it stops.",
-                          reason="GENERATION_IN_PROGRESS", metadata={"generated": progress["generated"]})
+            raise Aborted(
+                f"A generation with request_id {request_id} is still running; retry once it stops.",
+                reason="GENERATION_IN_PROGRESS",
+                metadata={"generated": progress["generated"]},
+            )
         # Recorded in the claiming transaction, so a retry always finds a progress record.
         await self._record_progress(conn, request_id, progress["generated"], running=progress["generated"] < count)
         return progress["generated"]
 
     async def _record_progress(self, conn, request_id: str, generated: int, running: bool) -> None:
         lease_until = time.time() + GENERATION_LEASE_SECONDS if running else 0
-        await self.repo.idempotency.record(conn, "GenerateCodes", request_id,
-                                           json.dumps({"generated": generated, "lease_until": lease_until}).encode())
+        await self.repo.idempotency.record(
+            conn, "GenerateCodes", request_id, json.dumps({"generated": generated, "lease_until": lease_until}).encode()
+        )
 
-    async def _stored_batches(self, book_id: str, generator: codes.CodeGenerator,
-                              sizes: list[int]) -> AsyncIterator[tuple[int, bool]]:
+    async def _stored_batches(
+        self, book_id: str, generator: codes.CodeGenerator, sizes: list[int]
+    ) -> AsyncIterator[tuple[int, bool]]:
         """Stores batches of the given sizes, GENERATION_CONCURRENCY at a time; yields each one's result
         as it finishes. Concurrent batches may draw the same code: the ledger keeps one, the other is replaced.
 
@@ -144,8 +167,10 @@ class CodeGeneration:
         try:
             while True:
                 if failure is None:
-                    running.update(asyncio.create_task(self._generate_batch(book_id, generator, size))
-                                   for size in itertools.islice(waiting, GENERATION_CONCURRENCY - len(running)))
+                    running.update(
+                        asyncio.create_task(self._generate_batch(book_id, generator, size))
+                        for size in itertools.islice(waiting, GENERATION_CONCURRENCY - len(running))
+                    )
                 if not running:
                     break
                 finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -13,14 +13,18 @@ from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel import grpc_clients
 from kernel.grpc_clients import ServiceIdentity
 from kernel.remote_errors import remote_call
-from services.books.repository import BookRow
 from kernel.timestamps import to_timestamp
+from services.books.repository import BookRow
 
 CALL_TIMEOUT_SECONDS = 10.0
 # Codes per AddCodes call: about 1 MB on the wire, one ledger transaction.
 ADD_CODES_BATCH = 50_000
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.ABORTED)
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+)
 
 
 @dataclass(frozen=True)
@@ -52,27 +56,43 @@ class LedgerClient:
 
     async def put_rules(self, book: BookRow) -> None:
         rules = redemption_pb2.BookRules(
-            book_id=book.id, allow_multi_redemption=book.allow_multi_redemption,
+            book_id=book.id,
+            allow_multi_redemption=book.allow_multi_redemption,
             max_redemptions_per_user=book.max_redemptions_per_user,
-            max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-            valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
-            archived=book.status == "ARCHIVED", version=book.rules_version, allow_self_claim=book.allow_self_claim)
+            max_assignments_per_user=book.max_assignments_per_user,
+            lock_ttl_seconds=book.lock_ttl_seconds,
+            valid_from=to_timestamp(book.valid_from),
+            valid_until=to_timestamp(book.valid_until),
+            archived=book.status == "ARCHIVED",
+            version=book.rules_version,
+            allow_self_claim=book.allow_self_claim,
+        )
         with _ledger_call("storing the book's rules"):
-            await self.stub.PutBookRules(redemption_pb2.PutBookRulesRequest(rules=rules),
-                                         metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS)
+            await self.stub.PutBookRules(
+                redemption_pb2.PutBookRulesRequest(rules=rules),
+                metadata=await self.identity.metadata(),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
 
     async def add_codes(self, book_id: str, codes: list[str]) -> AddedCodes:
         with _ledger_call("adding codes"):
-            response = await self.stub.AddCodes(redemption_pb2.AddCodesRequest(book_id=book_id, codes=codes),
-                                                metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS * 6)
+            response = await self.stub.AddCodes(
+                redemption_pb2.AddCodesRequest(book_id=book_id, codes=codes),
+                metadata=await self.identity.metadata(),
+                timeout=CALL_TIMEOUT_SECONDS * 6,
+            )
         return AddedCodes(response.inserted, list(response.existing))
 
     async def book_counts(self, book_id: str) -> BookCounts:
         with _ledger_call("counting the book's codes"):
-            counts = await self.stub.GetBookCounts(redemption_pb2.GetBookCountsRequest(book_id=book_id),
-                                                   metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS)
-        return BookCounts(counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed,
-                          counts.redemptions)
+            counts = await self.stub.GetBookCounts(
+                redemption_pb2.GetBookCountsRequest(book_id=book_id),
+                metadata=await self.identity.metadata(),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        return BookCounts(
+            counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed, counts.redemptions
+        )
 
     async def close(self) -> None:
         await self.channel.close()

@@ -1,38 +1,53 @@
 """BookService over gRPC: protobuf in, domain call, protobuf out."""
 
-
-
 from coupons.books.v1 import books_pb2, books_pb2_grpc
+from kernel.timestamps import from_timestamp, to_timestamp
+from kernel.validation import enum_name
 from services.books.domain import MUTABLE_FIELDS, BooksDomain, BookSettings, UploadReport
 from services.books.generation import CodeGeneration, GenerationProgress
 from services.books.ledger_client import BookCounts
 from services.books.repository import BookRow
-from kernel.timestamps import from_timestamp, to_timestamp
-from kernel.validation import enum_name
 
 SERVICE_NAME = books_pb2.DESCRIPTOR.services_by_name["BookService"].full_name
 
 
 def book_message(book: BookRow) -> books_pb2.Book:
     return books_pb2.Book(
-        id=book.id, name=book.name, description=book.description, code_pattern=book.code_pattern,
-        code_length=book.code_length, code_alphabet=book.code_alphabet,
-        allow_multi_redemption=book.allow_multi_redemption, max_redemptions_per_user=book.max_redemptions_per_user,
-        max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-        valid_from=to_timestamp(book.valid_from), valid_until=to_timestamp(book.valid_until),
-        status=books_pb2.BookStatus.Value(book.status), code_count=book.code_count,
-        create_time=to_timestamp(book.created_at), update_time=to_timestamp(book.updated_at),
-        allow_self_claim=book.allow_self_claim)
+        id=book.id,
+        name=book.name,
+        description=book.description,
+        code_pattern=book.code_pattern,
+        code_length=book.code_length,
+        code_alphabet=book.code_alphabet,
+        allow_multi_redemption=book.allow_multi_redemption,
+        max_redemptions_per_user=book.max_redemptions_per_user,
+        max_assignments_per_user=book.max_assignments_per_user,
+        lock_ttl_seconds=book.lock_ttl_seconds,
+        valid_from=to_timestamp(book.valid_from),
+        valid_until=to_timestamp(book.valid_until),
+        status=books_pb2.BookStatus.Value(book.status),
+        code_count=book.code_count,
+        create_time=to_timestamp(book.created_at),
+        update_time=to_timestamp(book.updated_at),
+        allow_self_claim=book.allow_self_claim,
+    )
 
 
 def _settings(book: books_pb2.Book) -> BookSettings:
     return BookSettings(
-        name=book.name, description=book.description, code_pattern=book.code_pattern, code_length=book.code_length,
-        code_alphabet=book.code_alphabet, allow_multi_redemption=book.allow_multi_redemption,
+        name=book.name,
+        description=book.description,
+        code_pattern=book.code_pattern,
+        code_length=book.code_length,
+        code_alphabet=book.code_alphabet,
+        allow_multi_redemption=book.allow_multi_redemption,
         max_redemptions_per_user=book.max_redemptions_per_user,
-        max_assignments_per_user=book.max_assignments_per_user, lock_ttl_seconds=book.lock_ttl_seconds,
-        valid_from=from_timestamp(book, "valid_from"), valid_until=from_timestamp(book, "valid_until"),
-        allow_self_claim=book.allow_self_claim)
+        max_assignments_per_user=book.max_assignments_per_user,
+        lock_ttl_seconds=book.lock_ttl_seconds,
+        valid_from=from_timestamp(book, "valid_from"),
+        valid_until=from_timestamp(book, "valid_until"),
+        allow_self_claim=book.allow_self_claim,
+    )
 
 
 def _update_paths(request: books_pb2.UpdateBookRequest) -> list[str]:
@@ -43,20 +58,35 @@ def _update_paths(request: books_pb2.UpdateBookRequest) -> list[str]:
 
 
 def _progress(progress: GenerationProgress) -> books_pb2.GenerateCodesProgress:
-    return books_pb2.GenerateCodesProgress(generated=progress.generated, requested=progress.requested,
-                                           done=progress.done, code_space=float(progress.code_space))
+    return books_pb2.GenerateCodesProgress(
+        generated=progress.generated,
+        requested=progress.requested,
+        done=progress.done,
+        code_space=float(progress.code_space),
+    )
 
 
 def _upload_response(report: UploadReport) -> books_pb2.UploadCodesResponse:
-    return books_pb2.UploadCodesResponse(received=report.received, accepted=report.accepted, rejected=[
-        books_pb2.RejectedCode(index=r.index, code=r.code, reason=r.reason, message=r.message)
-        for r in report.rejected])
+    return books_pb2.UploadCodesResponse(
+        received=report.received,
+        accepted=report.accepted,
+        rejected=[
+            books_pb2.RejectedCode(index=r.index, code=r.code, reason=r.reason, message=r.message)
+            for r in report.rejected
+        ],
+    )
 
 
 def _stats(book_id: str, counts: BookCounts) -> books_pb2.BookStats:
-    return books_pb2.BookStats(book_id=book_id, total=counts.total, available=counts.available,
-                               assigned=counts.assigned, locked=counts.locked, redeemed=counts.redeemed,
-                               redemptions=counts.redemptions)
+    return books_pb2.BookStats(
+        book_id=book_id,
+        total=counts.total,
+        available=counts.available,
+        assigned=counts.assigned,
+        locked=counts.locked,
+        redeemed=counts.redeemed,
+        redemptions=counts.redemptions,
+    )
 
 
 async def _single(codes: list[str]):
@@ -77,16 +107,22 @@ class BookServicer(books_pb2_grpc.BookServiceServicer):
         return book_message(await self.domain.get_book(request.id))
 
     async def ListBooks(self, request, context):
-        status = "" if request.status == books_pb2.BOOK_STATUS_UNSPECIFIED else enum_name(
-            books_pb2.BookStatus, request.status, "status")
-        books, next_token, total = await self.domain.list_books(request.page_size, request.page_token, status,
-                                                                request.name_contains)
-        return books_pb2.ListBooksResponse(books=[book_message(b) for b in books], next_page_token=next_token,
-                                           total_size=total)
+        status = (
+            ""
+            if request.status == books_pb2.BOOK_STATUS_UNSPECIFIED
+            else enum_name(books_pb2.BookStatus, request.status, "status")
+        )
+        books, next_token, total = await self.domain.list_books(
+            request.page_size, request.page_token, status, request.name_contains
+        )
+        return books_pb2.ListBooksResponse(
+            books=[book_message(b) for b in books], next_page_token=next_token, total_size=total
+        )
 
     async def UpdateBook(self, request, context):
-        book = await self.domain.update_book(request.book.id, _settings(request.book), _update_paths(request),
-                                             request.request_id)
+        book = await self.domain.update_book(
+            request.book.id, _settings(request.book), _update_paths(request), request.request_id
+        )
         return book_message(book)
 
     async def ArchiveBook(self, request, context):

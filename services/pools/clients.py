@@ -28,24 +28,31 @@ class Ledger:
     async def snapshot(self, book_id: str, user_ids: list[str]) -> BookSnapshot:
         request = redemption_pb2.GetAssignmentCountsRequest(book_id=book_id, user_ids=user_ids)
         with remote_call("redemption"):
-            response = await self.stub.GetAssignmentCounts(request, metadata=await self.identity.metadata(),
-                                                           timeout=CALL_TIMEOUT_SECONDS)
+            response = await self.stub.GetAssignmentCounts(
+                request, metadata=await self.identity.metadata(), timeout=CALL_TIMEOUT_SECONDS
+            )
         rules = response.rules
         return BookSnapshot(
-            held={c.user_id: c.held for c in response.counts}, available=response.available,
-            max_assignments_per_user=rules.max_assignments_per_user, archived=rules.archived,
-            valid_from=rules.valid_from.ToDatetime(dt.timezone.utc) if rules.HasField("valid_from") else None,
-            valid_until=rules.valid_until.ToDatetime(dt.timezone.utc) if rules.HasField("valid_until") else None)
+            held={c.user_id: c.held for c in response.counts},
+            available=response.available,
+            max_assignments_per_user=rules.max_assignments_per_user,
+            archived=rules.archived,
+            valid_from=rules.valid_from.ToDatetime(dt.UTC) if rules.HasField("valid_from") else None,
+            valid_until=rules.valid_until.ToDatetime(dt.UTC) if rules.HasField("valid_until") else None,
+        )
 
-    async def bulk_assign(self, book_id: str, counts: dict[str, int], distribution_id: str,
-                          request_id: str) -> int:
+    async def bulk_assign(self, book_id: str, counts: dict[str, int], distribution_id: str, request_id: str) -> int:
         """Assigns counts[user] random codes to each user in one ledger transaction; returns codes assigned."""
         request = redemption_pb2.BulkAssignRequest(
-            book_id=book_id, distribution_id=distribution_id, request_id=request_id,
-            assignments=[redemption_pb2.UserCodeCount(user_id=u, count=n) for u, n in counts.items()])
+            book_id=book_id,
+            distribution_id=distribution_id,
+            request_id=request_id,
+            assignments=[redemption_pb2.UserCodeCount(user_id=u, count=n) for u, n in counts.items()],
+        )
         with remote_call("redemption"):
-            response = await self.stub.BulkAssign(request, metadata=await self.identity.metadata(),
-                                                  timeout=BULK_ASSIGN_TIMEOUT_SECONDS)
+            response = await self.stub.BulkAssign(
+                request, metadata=await self.identity.metadata(), timeout=BULK_ASSIGN_TIMEOUT_SECONDS
+            )
         return response.assigned
 
     async def close(self) -> None:

@@ -77,57 +77,95 @@ def _book_problems(book: BookSnapshot, needed: int, now: dt.datetime) -> list[Pr
     if book.archived:
         problems.append(Problem("BOOK_ARCHIVED", "The book is archived, so its codes cannot be distributed."))
     if book.valid_from is not None and now < book.valid_from:
-        problems.append(Problem("BOOK_NOT_YET_VALID",
-                                f"The book's codes cannot be assigned before {book.valid_from.isoformat()}."))
+        problems.append(
+            Problem("BOOK_NOT_YET_VALID", f"The book's codes cannot be assigned before {book.valid_from.isoformat()}.")
+        )
     if book.valid_until is not None and now > book.valid_until:
-        problems.append(Problem("BOOK_EXPIRED",
-                                f"The book's codes could be assigned only until {book.valid_until.isoformat()}."))
+        problems.append(
+            Problem("BOOK_EXPIRED", f"The book's codes could be assigned only until {book.valid_until.isoformat()}.")
+        )
     if needed > MAX_CODES_PER_DISTRIBUTION:
-        problems.append(Problem("DISTRIBUTION_TOO_LARGE",
-                                f"The distribution needs {needed} codes; at most {MAX_CODES_PER_DISTRIBUTION} "
-                                "can be distributed at once, so split it."))
+        problems.append(
+            Problem(
+                "DISTRIBUTION_TOO_LARGE",
+                f"The distribution needs {needed} codes; at most {MAX_CODES_PER_DISTRIBUTION} "
+                "can be distributed at once, so split it.",
+            )
+        )
     if needed > book.available:
-        problems.append(Problem("DISTRIBUTION_SHORTFALL",
-                                f"The book has {book.available} available codes, the distribution needs {needed}."))
+        problems.append(
+            Problem(
+                "DISTRIBUTION_SHORTFALL",
+                f"The book has {book.available} available codes, the distribution needs {needed}.",
+            )
+        )
     return problems
 
 
-def plan_equal(member_ids: list[str], book: BookSnapshot, codes_per_member: int,
-               now: dt.datetime | None = None) -> Plan:
+def plan_equal(
+    member_ids: list[str], book: BookSnapshot, codes_per_member: int, now: dt.datetime | None = None
+) -> Plan:
     """Every member gets exactly codes_per_member codes."""
     limit = book.max_assignments_per_user
     held = {user: book.held.get(user, 0) for user in member_ids}
     over = [u for u in member_ids if (room := _room(held[u], limit)) is not None and room < codes_per_member]
     needed = codes_per_member * len(member_ids)
-    problems = _book_problems(book, needed, now or dt.datetime.now(dt.timezone.utc))
+    problems = _book_problems(book, needed, now or dt.datetime.now(dt.UTC))
     if over:
-        problems.append(Problem(
-            "MEMBERS_OVER_LIMIT",
-            f"{len(over)} of {len(member_ids)} members would hold more than the book's limit of {limit} codes "
-            f"per user (for example user {over[0]}, who holds {held[over[0]]})."))
-    return Plan(EQUAL, [MemberShare(u, codes_per_member, held[u]) for u in member_ids], needed, book.available,
-                limit, over, [u for u in member_ids if _room(held[u], limit) == 0], problems)
+        problems.append(
+            Problem(
+                "MEMBERS_OVER_LIMIT",
+                f"{len(over)} of {len(member_ids)} members would hold more than the book's limit of {limit} codes "
+                f"per user (for example user {over[0]}, who holds {held[over[0]]}).",
+            )
+        )
+    return Plan(
+        EQUAL,
+        [MemberShare(u, codes_per_member, held[u]) for u in member_ids],
+        needed,
+        book.available,
+        limit,
+        over,
+        [u for u in member_ids if _room(held[u], limit) == 0],
+        problems,
+    )
 
 
-def plan_random(member_ids: list[str], book: BookSnapshot, total_codes: int, now: dt.datetime | None = None,
-                rng: random.Random = _secure_random) -> Plan:
+def plan_random(
+    member_ids: list[str],
+    book: BookSnapshot,
+    total_codes: int,
+    now: dt.datetime | None = None,
+    rng: random.Random = _secure_random,
+) -> Plan:
     """total_codes codes, each to a member drawn uniformly among those with room left under the limit."""
     limit = book.max_assignments_per_user
     held = {user: book.held.get(user, 0) for user in member_ids}
     rooms = {user: _room(held[user], limit) for user in member_ids}
     at_limit = [u for u in member_ids if rooms[u] == 0]
-    problems = _book_problems(book, total_codes, now or dt.datetime.now(dt.timezone.utc))
+    problems = _book_problems(book, total_codes, now or dt.datetime.now(dt.UTC))
     if limit:
         total_room = sum(rooms.values())
         if total_room < total_codes:
-            problems.append(Problem(
-                "MEMBERS_OVER_LIMIT",
-                f"The pool's members have room for {total_room} more codes under the book's limit of {limit} "
-                f"per user ({len(at_limit)} of {len(member_ids)} already at the limit), "
-                f"the distribution needs {total_codes}."))
+            problems.append(
+                Problem(
+                    "MEMBERS_OVER_LIMIT",
+                    f"The pool's members have room for {total_room} more codes under the book's limit of {limit} "
+                    f"per user ({len(at_limit)} of {len(member_ids)} already at the limit), "
+                    f"the distribution needs {total_codes}.",
+                )
+            )
     counts = _draw(member_ids, rooms, total_codes, rng) if total_codes <= MAX_CODES_PER_DISTRIBUTION else {}
-    return Plan(RANDOM, [MemberShare(u, counts.get(u, 0), held[u]) for u in member_ids], total_codes,
-                book.available, limit, [], at_limit, problems)
+    return Plan(
+        RANDOM,
+        [MemberShare(u, counts.get(u, 0), held[u]) for u in member_ids],
+        total_codes,
+        book.available,
+        limit,
+        [],
+        at_limit,
+        problems,
+    )
 
 
 def _draw(member_ids: list[str], rooms: dict[str, int | None], total: int, rng: random.Random) -> dict[str, int]:

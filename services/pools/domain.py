@@ -5,14 +5,21 @@ import uuid
 from dataclasses import dataclass
 
 from kernel import paging
-from kernel.errors import (AlreadyExists, DomainError, FailedPrecondition, FieldViolation, InvalidArgument,
-                           NotFound, PreconditionViolation, Unavailable)
+from kernel.directory import Directory
+from kernel.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Unavailable,
+)
 from kernel.idempotency import fingerprint
 from kernel.validation import is_uuid
-from kernel.directory import Directory
 from services.pools.clients import Ledger
-from services.pools.distribution import (EQUAL, MAX_MEMBERS_PER_DISTRIBUTION, RANDOM, Plan, plan_equal,
-                                         plan_random)
+from services.pools.distribution import EQUAL, MAX_MEMBERS_PER_DISTRIBUTION, RANDOM, Plan, plan_equal, plan_random
 from services.pools.repository import DistributionRow, MemberRow, PoolNameTaken, PoolRow, PoolsRepository
 
 MAX_NAME_LENGTH = 200
@@ -91,26 +98,28 @@ def _entries_violations(user_ids: list[str], emails: list[str]) -> list[FieldVio
 
 def _keyed_entries(user_ids: list[str], emails: list[str]) -> list[tuple[str, str, str]]:
     """(kind, entry as given, key) for every entry, emails first; the key ignores case and spaces."""
-    return ([("email", e, e.strip().lower()) for e in emails]
-            + [("id", i, i.strip().lower()) for i in user_ids])
+    return [("email", e, e.strip().lower()) for e in emails] + [("id", i, i.strip().lower()) for i in user_ids]
 
 
 def _pool_taken(name: str) -> AlreadyExists:
-    return AlreadyExists("pool", name, reason="POOL_NAME_TAKEN", field="pool.name",
-                         message=f"A pool named {name} already exists.")
-
-
-
-
+    return AlreadyExists(
+        "pool", name, reason="POOL_NAME_TAKEN", field="pool.name", message=f"A pool named {name} already exists."
+    )
 
 
 def _refusal(plan: Plan, book_id: str) -> FailedPrecondition:
     return FailedPrecondition(
-        plan.shortfall, reason=plan.problems[0].reason,
-        metadata={"available": plan.available, "needed": plan.codes_needed,
-                  "max_assignments_per_user": plan.max_assignments_per_user,
-                  "members_over_limit": len(plan.members_over_limit), "members_at_limit": len(plan.members_at_limit)},
-        violations=[PreconditionViolation(p.reason, f"books/{book_id}", p.sentence) for p in plan.problems])
+        plan.shortfall,
+        reason=plan.problems[0].reason,
+        metadata={
+            "available": plan.available,
+            "needed": plan.codes_needed,
+            "max_assignments_per_user": plan.max_assignments_per_user,
+            "members_over_limit": len(plan.members_over_limit),
+            "members_at_limit": len(plan.members_at_limit),
+        },
+        violations=[PreconditionViolation(p.reason, f"books/{book_id}", p.sentence) for p in plan.problems],
+    )
 
 
 async def _replay_membership(conn, stored: bytes) -> MembershipChange:
@@ -129,8 +138,9 @@ class PoolsDomain:
 
     async def _once(self, conn, scope: str, request_id: str, parts: tuple, run, answer, replay):
         """run(conn) once per request_id; a retry gets replay(conn, answer(first result))."""
-        return await self.repo.idempotency.once(conn, scope, request_id, parts, lambda: run(conn), answer,
-                                                lambda stored: replay(conn, stored))
+        return await self.repo.idempotency.once(
+            conn, scope, request_id, parts, lambda: run(conn), answer, lambda stored: replay(conn, stored)
+        )
 
     async def _pool(self, conn, pool_id: str, keep: bool = False) -> PoolRow:
         pool = await self.repo.pool(conn, pool_id, keep=keep)
@@ -153,8 +163,15 @@ class PoolsDomain:
                 raise _pool_taken(name.strip()) from None
 
         async with self.repo.transaction() as conn:
-            return await self._once(conn, "CreatePool", request_id, (name, description), create,
-                                    lambda pool: pool.id.encode(), self._replay_pool)
+            return await self._once(
+                conn,
+                "CreatePool",
+                request_id,
+                (name, description),
+                create,
+                lambda pool: pool.id.encode(),
+                self._replay_pool,
+            )
 
     async def get_pool(self, pool_id: str) -> PoolRow:
         _check(_id_violations(pool_id, "id", "a pool"))
@@ -168,16 +185,23 @@ class PoolsDomain:
             rows = await self.repo.list_pools(conn, size + 1, after)
         return paging.next_page(rows, size, lambda pool: paging.time_id(pool.created_at, pool.id))
 
-    async def update_pool(self, pool_id: str, name: str, description: str, mask: list[str],
-                          request_id: str = "") -> PoolRow:
+    async def update_pool(
+        self, pool_id: str, name: str, description: str, mask: list[str], request_id: str = ""
+    ) -> PoolRow:
         """Changes the fields named in the mask; an empty mask means every updatable field."""
         fields = mask or list(UPDATABLE_FIELDS)
         unknown = [f for f in fields if f not in UPDATABLE_FIELDS]
-        _check(_id_violations(pool_id, "pool.id", "a pool")
-               + [FieldViolation("update_mask", f"{f} cannot be updated; the updatable fields are "
-                                                f"{', '.join(UPDATABLE_FIELDS)}") for f in unknown]
-               + (_name_violations(name) if "name" in fields else [])
-               + (_description_violations(description) if "description" in fields else []))
+        _check(
+            _id_violations(pool_id, "pool.id", "a pool")
+            + [
+                FieldViolation(
+                    "update_mask", f"{f} cannot be updated; the updatable fields are {', '.join(UPDATABLE_FIELDS)}"
+                )
+                for f in unknown
+            ]
+            + (_name_violations(name) if "name" in fields else [])
+            + (_description_violations(description) if "description" in fields else [])
+        )
         changes = {"name": name.strip(), "description": description}
         changes = {f: changes[f] for f in fields}
 
@@ -191,8 +215,15 @@ class PoolsDomain:
             return pool
 
         async with self.repo.transaction() as conn:
-            return await self._once(conn, "UpdatePool", request_id, (pool_id, sorted(changes.items())), update,
-                                    lambda pool: pool.id.encode(), self._replay_pool)
+            return await self._once(
+                conn,
+                "UpdatePool",
+                request_id,
+                (pool_id, sorted(changes.items())),
+                update,
+                lambda pool: pool.id.encode(),
+                self._replay_pool,
+            )
 
     async def delete_pool(self, pool_id: str, request_id: str = "") -> None:
         _check(_id_violations(pool_id, "id", "a pool"))
@@ -202,13 +233,13 @@ class PoolsDomain:
                 raise NotFound("pool", pool_id)
 
         async with self.repo.transaction() as conn:
-            await self._once(conn, "DeletePool", request_id, (pool_id,), delete, lambda _: b"deleted",
-                             _replay_nothing)
+            await self._once(conn, "DeletePool", request_id, (pool_id,), delete, lambda _: b"deleted", _replay_nothing)
 
     # members
 
-    async def add_members(self, pool_id: str, user_ids: list[str], emails: list[str],
-                          request_id: str = "") -> MembershipChange:
+    async def add_members(
+        self, pool_id: str, user_ids: list[str], emails: list[str], request_id: str = ""
+    ) -> MembershipChange:
         _check(_id_violations(pool_id, "pool_id", "a pool") + _entries_violations(user_ids, emails))
 
         async def add(conn) -> MembershipChange:
@@ -216,8 +247,10 @@ class PoolsDomain:
             first_of_key: dict[str, tuple[str, str]] = {}
             for kind, entry, key in entries:
                 first_of_key.setdefault(key, (kind, entry))
-            found = await self.directory.lookup([e for k, e in first_of_key.values() if k == "email"],
-                                                 [e for k, e in first_of_key.values() if k == "id"])
+            found = await self.directory.lookup(
+                [e for k, e in first_of_key.values() if k == "email"],
+                [e for k, e in first_of_key.values() if k == "id"],
+            )
             resolved: list[tuple[str, str, str]] = []  # (entry, user_id, status; "" until inserted)
             seen_keys: set[str] = set()
             wanted: dict[str, str] = {}  # user_id -> email
@@ -233,24 +266,37 @@ class PoolsDomain:
                     wanted[user.user_id] = user.email
                     resolved.append((entry, user.user_id, ""))
             added = await self.repo.add_members(conn, pool_id, list(wanted.items())) if wanted else set()
-            return MembershipChange(len(added), [
-                MemberResult(entry, user_id, status or ("ADDED" if user_id in added else "ALREADY_MEMBER"))
-                for entry, user_id, status in resolved])
+            return MembershipChange(
+                len(added),
+                [
+                    MemberResult(entry, user_id, status or ("ADDED" if user_id in added else "ALREADY_MEMBER"))
+                    for entry, user_id, status in resolved
+                ],
+            )
 
         async with self.repo.transaction() as conn:
             await self._pool(conn, pool_id, keep=True)
-            return await self._once(conn, "AddPoolMembers", request_id, (pool_id, user_ids, emails), add,
-                                    MembershipChange.encode, _replay_membership)
+            return await self._once(
+                conn,
+                "AddPoolMembers",
+                request_id,
+                (pool_id, user_ids, emails),
+                add,
+                MembershipChange.encode,
+                _replay_membership,
+            )
 
-    async def remove_members(self, pool_id: str, user_ids: list[str], emails: list[str],
-                             request_id: str = "") -> MembershipChange:
+    async def remove_members(
+        self, pool_id: str, user_ids: list[str], emails: list[str], request_id: str = ""
+    ) -> MembershipChange:
         _check(_id_violations(pool_id, "pool_id", "a pool") + _entries_violations(user_ids, emails))
 
         async def remove(conn) -> MembershipChange:
             entries = _keyed_entries(user_ids, emails)
             ids = [key for kind, _, key in entries if kind == "id" and is_uuid(key)]
-            members = await self.repo.members_by_keys(conn, pool_id, ids,
-                                                      [key for kind, _, key in entries if kind == "email"])
+            members = await self.repo.members_by_keys(
+                conn, pool_id, ids, [key for kind, _, key in entries if kind == "email"]
+            )
             by_key = {m.user_id: m.user_id for m in members} | {m.email.lower(): m.user_id for m in members}
             resolved: list[tuple[str, str, str]] = []  # (entry, user_id, status)
             seen_keys, seen_users = set(), set()
@@ -265,14 +311,20 @@ class PoolsDomain:
                 seen_keys.add(key)
                 seen_users.add(user_id)
                 resolved.append((entry, user_id, status))
-            removed = await self.repo.remove_members(
-                conn, pool_id, [u for _, u, s in resolved if s == "REMOVED"])
+            removed = await self.repo.remove_members(conn, pool_id, [u for _, u, s in resolved if s == "REMOVED"])
             return MembershipChange(len(removed), [MemberResult(*r) for r in resolved])
 
         async with self.repo.transaction() as conn:
             await self._pool(conn, pool_id, keep=True)
-            return await self._once(conn, "RemovePoolMembers", request_id, (pool_id, user_ids, emails), remove,
-                                    MembershipChange.encode, _replay_membership)
+            return await self._once(
+                conn,
+                "RemovePoolMembers",
+                request_id,
+                (pool_id, user_ids, emails),
+                remove,
+                MembershipChange.encode,
+                _replay_membership,
+            )
 
     async def list_members(self, pool_id: str, page_size: int, page_token: str) -> tuple[list[MemberRow], str, int]:
         _check(_id_violations(pool_id, "pool_id", "a pool"))
@@ -287,8 +339,9 @@ class PoolsDomain:
     # distribution
 
     def _validate(self, request: DistributionRequest) -> None:
-        violations = (_id_violations(request.pool_id, "pool_id", "a pool")
-                      + _id_violations(request.book_id, "book_id", "a book"))
+        violations = _id_violations(request.pool_id, "pool_id", "a pool") + _id_violations(
+            request.book_id, "book_id", "a book"
+        )
         if request.mode not in (EQUAL, RANDOM):
             violations.append(FieldViolation("mode", "is required: EQUAL or RANDOM"))
         if request.mode == EQUAL:
@@ -307,13 +360,18 @@ class PoolsDomain:
         await self._pool(conn, request.pool_id, keep=True)
         member_ids = await self.repo.member_ids(conn, request.pool_id)
         if not member_ids:
-            raise FailedPrecondition("The pool has no members; add members before distributing codes.",
-                                     reason="POOL_EMPTY", metadata={"pool_id": request.pool_id})
+            raise FailedPrecondition(
+                "The pool has no members; add members before distributing codes.",
+                reason="POOL_EMPTY",
+                metadata={"pool_id": request.pool_id},
+            )
         if len(member_ids) > MAX_MEMBERS_PER_DISTRIBUTION:
             raise FailedPrecondition(
                 f"The pool has {len(member_ids)} members; one distribution reaches at most "
-                f"{MAX_MEMBERS_PER_DISTRIBUTION}, so split the pool.", reason="POOL_TOO_LARGE",
-                metadata={"members": len(member_ids), "max_members": MAX_MEMBERS_PER_DISTRIBUTION})
+                f"{MAX_MEMBERS_PER_DISTRIBUTION}, so split the pool.",
+                reason="POOL_TOO_LARGE",
+                metadata={"members": len(member_ids), "max_members": MAX_MEMBERS_PER_DISTRIBUTION},
+            )
         book = await self.ledger.snapshot(request.book_id, member_ids)
         if request.mode == EQUAL:
             return plan_equal(member_ids, book, request.codes_per_member)
@@ -332,13 +390,15 @@ class PoolsDomain:
         answers it once and the retry converges on that answer instead of planning again.
         """
         self._validate(request)
-        distribution_id = str(uuid.uuid5(DISTRIBUTION_NAMESPACE, request.request_id) if request.request_id
-                              else uuid.uuid4())
+        distribution_id = str(
+            uuid.uuid5(DISTRIBUTION_NAMESPACE, request.request_id) if request.request_id else uuid.uuid4()
+        )
         parts = (request.pool_id, request.book_id, request.mode, request.codes_per_member, request.total_codes)
         async with self.repo.transaction() as conn:
             if request.request_id:
-                stored = await self.repo.idempotency.claim(conn, "Distribute", request.request_id,
-                                                           fingerprint(*map(str, parts)))
+                stored = await self.repo.idempotency.claim(
+                    conn, "Distribute", request.request_id, fingerprint(*map(str, parts))
+                )
                 if stored is not None:
                     return await self.repo.distribution(conn, stored.decode())
             planned = await self.repo.distribution(conn, distribution_id)
@@ -346,12 +406,24 @@ class PoolsDomain:
                 plan = await self._plan(conn, request)
                 if not plan.satisfiable:
                     raise _refusal(plan, request.book_id)
-                planned = await self.repo.insert_distribution(conn, DistributionRow(
-                    id=distribution_id, pool_id=request.pool_id, book_id=request.book_id, mode=request.mode,
-                    request={"codes_per_member": request.codes_per_member, "total_codes": request.total_codes,
-                             "request_id": request.request_id},
-                    result={"members": [[s.user_id, s.codes, s.held] for s in plan.shares]},
-                    assigned=0, created_at=None, state="PENDING"))
+                planned = await self.repo.insert_distribution(
+                    conn,
+                    DistributionRow(
+                        id=distribution_id,
+                        pool_id=request.pool_id,
+                        book_id=request.book_id,
+                        mode=request.mode,
+                        request={
+                            "codes_per_member": request.codes_per_member,
+                            "total_codes": request.total_codes,
+                            "request_id": request.request_id,
+                        },
+                        result={"members": [[s.user_id, s.codes, s.held] for s in plan.shares]},
+                        assigned=0,
+                        created_at=None,
+                        state="PENDING",
+                    ),
+                )
         counts = {user_id: codes for user_id, codes, _ in planned.result["members"] if codes}
         try:
             assigned = await self.ledger.bulk_assign(request.book_id, counts, distribution_id, distribution_id)

@@ -13,27 +13,42 @@ from kernel.idempotency import IdempotencyStore
 SCHEMA = "pools"
 metadata = sa.MetaData(schema=SCHEMA)
 pools = sa.Table(
-    "pools", metadata,
+    "pools",
+    metadata,
     sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
-    sa.Column("name", sa.Text), sa.Column("description", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True)), sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.Column("name", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 members = sa.Table(
-    "members", metadata,
+    "members",
+    metadata,
     sa.Column("pool_id", sa.Uuid(as_uuid=False), primary_key=True),
     sa.Column("user_id", sa.Uuid(as_uuid=False), primary_key=True),
-    sa.Column("email", sa.Text), sa.Column("added_at", sa.DateTime(timezone=True)),
+    sa.Column("email", sa.Text),
+    sa.Column("added_at", sa.DateTime(timezone=True)),
 )
 distributions = sa.Table(
-    "distributions", metadata,
+    "distributions",
+    metadata,
     sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
-    sa.Column("pool_id", sa.Uuid(as_uuid=False)), sa.Column("book_id", sa.Uuid(as_uuid=False)),
-    sa.Column("mode", sa.Text), sa.Column("request", postgresql.JSONB), sa.Column("result", postgresql.JSONB),
-    sa.Column("assigned", sa.BigInteger), sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("pool_id", sa.Uuid(as_uuid=False)),
+    sa.Column("book_id", sa.Uuid(as_uuid=False)),
+    sa.Column("mode", sa.Text),
+    sa.Column("request", postgresql.JSONB),
+    sa.Column("result", postgresql.JSONB),
+    sa.Column("assigned", sa.BigInteger),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("state", sa.Text),
 )
-MEMBER_COUNT = (sa.select(sa.func.count()).select_from(members).where(members.c.pool_id == pools.c.id)
-                .scalar_subquery().label("member_count"))
+MEMBER_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(members)
+    .where(members.c.pool_id == pools.c.id)
+    .scalar_subquery()
+    .label("member_count")
+)
 
 
 @dataclass(frozen=True)
@@ -97,18 +112,25 @@ class PoolsRepository:
         row = (await conn.execute(statement)).first()
         return PoolRow(**row._mapping) if row else None
 
-    async def list_pools(self, conn: AsyncConnection, limit: int,
-                         after: tuple[dt.datetime, str] | None) -> list[PoolRow]:
+    async def list_pools(
+        self, conn: AsyncConnection, limit: int, after: tuple[dt.datetime, str] | None
+    ) -> list[PoolRow]:
         statement = sa.select(pools, MEMBER_COUNT)
         if after is not None:
-            statement = statement.where(sa.tuple_(pools.c.created_at, pools.c.id) > sa.tuple_(
-                sa.literal(after[0], pools.c.created_at.type), sa.literal(after[1], pools.c.id.type)))
+            statement = statement.where(
+                sa.tuple_(pools.c.created_at, pools.c.id)
+                > sa.tuple_(sa.literal(after[0], pools.c.created_at.type), sa.literal(after[1], pools.c.id.type))
+            )
         rows = await conn.execute(statement.order_by(pools.c.created_at, pools.c.id).limit(limit))
         return [PoolRow(**row._mapping) for row in rows]
 
     async def update_pool(self, conn: AsyncConnection, pool_id: str, **changes) -> PoolRow | None:
-        statement = (sa.update(pools).where(pools.c.id == pool_id)
-                     .values(**changes, updated_at=sa.func.now()).returning(pools.c.id))
+        statement = (
+            sa.update(pools)
+            .where(pools.c.id == pool_id)
+            .values(**changes, updated_at=sa.func.now())
+            .returning(pools.c.id)
+        )
         try:
             async with conn.begin_nested():
                 updated = (await conn.execute(statement)).scalar_one_or_none()
@@ -117,8 +139,9 @@ class PoolsRepository:
         return await self.pool(conn, updated) if updated else None
 
     async def delete_pool(self, conn: AsyncConnection, pool_id: str) -> bool:
-        return (await conn.execute(sa.delete(pools).where(pools.c.id == pool_id).returning(pools.c.id))).first() \
-            is not None
+        return (
+            await conn.execute(sa.delete(pools).where(pools.c.id == pool_id).returning(pools.c.id))
+        ).first() is not None
 
     # members
 
@@ -128,16 +151,19 @@ class PoolsRepository:
             SELECT CAST(:pool_id AS uuid), u.user_id, u.email
             FROM unnest(CAST(:user_ids AS uuid[]), CAST(:emails AS text[])) AS u(user_id, email)
             ON CONFLICT DO NOTHING RETURNING user_id::text""")
-        rows = await conn.execute(statement, {"pool_id": pool_id, "user_ids": [u for u, _ in users],
-                                              "emails": [e for _, e in users]})
+        rows = await conn.execute(
+            statement, {"pool_id": pool_id, "user_ids": [u for u, _ in users], "emails": [e for _, e in users]}
+        )
         return set(rows.scalars())
 
-    async def members_by_keys(self, conn: AsyncConnection, pool_id: str, user_ids: list[str],
-                              emails: list[str]) -> list[MemberRow]:
+    async def members_by_keys(
+        self, conn: AsyncConnection, pool_id: str, user_ids: list[str], emails: list[str]
+    ) -> list[MemberRow]:
         """The members among these ids and (lower-case) emails."""
         statement = sa.select(members.c.user_id, members.c.email, members.c.added_at).where(
             members.c.pool_id == pool_id,
-            sa.or_(members.c.user_id.in_(user_ids), sa.func.lower(members.c.email).in_(emails)))
+            sa.or_(members.c.user_id.in_(user_ids), sa.func.lower(members.c.email).in_(emails)),
+        )
         return [MemberRow(**row._mapping) for row in await conn.execute(statement)]
 
     async def remove_members(self, conn: AsyncConnection, pool_id: str, user_ids: list[str]) -> set[str]:
@@ -146,13 +172,17 @@ class PoolsRepository:
             RETURNING user_id::text""")
         return set((await conn.execute(statement, {"pool_id": pool_id, "user_ids": user_ids})).scalars())
 
-    async def list_members(self, conn: AsyncConnection, pool_id: str, limit: int,
-                           after: tuple[dt.datetime, str] | None) -> list[MemberRow]:
+    async def list_members(
+        self, conn: AsyncConnection, pool_id: str, limit: int, after: tuple[dt.datetime, str] | None
+    ) -> list[MemberRow]:
         statement = sa.select(members.c.user_id, members.c.email, members.c.added_at).where(
-            members.c.pool_id == pool_id)
+            members.c.pool_id == pool_id
+        )
         if after is not None:
-            statement = statement.where(sa.tuple_(members.c.added_at, members.c.user_id) > sa.tuple_(
-                sa.literal(after[0], members.c.added_at.type), sa.literal(after[1], members.c.user_id.type)))
+            statement = statement.where(
+                sa.tuple_(members.c.added_at, members.c.user_id)
+                > sa.tuple_(sa.literal(after[0], members.c.added_at.type), sa.literal(after[1], members.c.user_id.type))
+            )
         rows = await conn.execute(statement.order_by(members.c.added_at, members.c.user_id).limit(limit))
         return [MemberRow(**row._mapping) for row in rows]
 
@@ -168,13 +198,18 @@ class PoolsRepository:
         return DistributionRow(**inserted._mapping)
 
     async def finish_distribution(self, conn: AsyncConnection, distribution_id: str, assigned: int) -> DistributionRow:
-        statement = (sa.update(distributions).where(distributions.c.id == distribution_id)
-                     .values(state="DONE", assigned=assigned).returning(*distributions.c))
+        statement = (
+            sa.update(distributions)
+            .where(distributions.c.id == distribution_id)
+            .values(state="DONE", assigned=assigned)
+            .returning(*distributions.c)
+        )
         return DistributionRow(**(await conn.execute(statement)).one()._mapping)
 
     async def delete_pending_distribution(self, conn: AsyncConnection, distribution_id: str) -> None:
-        await conn.execute(sa.delete(distributions).where(distributions.c.id == distribution_id,
-                                                          distributions.c.state == "PENDING"))
+        await conn.execute(
+            sa.delete(distributions).where(distributions.c.id == distribution_id, distributions.c.state == "PENDING")
+        )
 
     async def distribution(self, conn: AsyncConnection, distribution_id: str) -> DistributionRow | None:
         row = (await conn.execute(sa.select(distributions).where(distributions.c.id == distribution_id))).first()

@@ -29,8 +29,10 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         await identity.close()
         await engine.dispose()
 
-    spec = ServiceSpec(component="redemption", service_names=SERVICE_NAMES, register=register,
-                       ready=lambda: db.ping(engine))
-    server = GrpcServer(spec, verifier or remote_verifier(settings, identity),
-                        revocation_poll_seconds=settings.revocation_poll_seconds)
+    spec = ServiceSpec(
+        component="redemption", service_names=SERVICE_NAMES, register=register, ready=lambda: db.ping(engine)
+    )
+    server = GrpcServer(
+        spec, verifier or remote_verifier(settings, identity), revocation_poll_seconds=settings.revocation_poll_seconds
+    )
     return server, cleanup

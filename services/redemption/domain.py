@@ -4,15 +4,14 @@ import datetime as dt
 import hashlib
 import random
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from kernel.context import Principal
 from kernel.directory import Directory
 from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from services.redemption import results, rules
 from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository, Stamp
-from services.redemption.results import (AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult,
-                                         UserCodes)
+from services.redemption.results import AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult, UserCodes
 
 MAX_CODES_PER_CALL = 100_000
 MAX_BULK_USERS = 10_000
@@ -21,12 +20,13 @@ _random = random.SystemRandom()
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _busy(code: str) -> Aborted:
-    return Aborted(f"Concurrent operation on coupon {code}; retry.", reason="CONCURRENT_OPERATION",
-                   metadata={"code": code})
+    return Aborted(
+        f"Concurrent operation on coupon {code}; retry.", reason="CONCURRENT_OPERATION", metadata={"code": code}
+    )
 
 
 class RedemptionDomain:
@@ -34,17 +34,26 @@ class RedemptionDomain:
         self.repo = repository
         self.directory = directory  # auth's accounts: codes go only to existing, active users
 
-    async def _once(self, conn, scope: str, request_id: str, parts: tuple, kind: type,
-                    run: Callable[[], Awaitable]):
+    async def _once(self, conn, scope: str, request_id: str, parts: tuple, kind: type, run: Callable[[], Awaitable]):
         """Runs `run` once per (scope, request_id), in the caller's transaction; a retry gets the first answer."""
+
         async def replay(stored: bytes):
             return results.decode(kind, stored)
+
         return await self.repo.idempotency.once(conn, scope, request_id, parts, run, results.encode, replay)
 
     # one coupon: advisory lock, row lock, rules, change, history, all in one transaction
 
-    async def _on_coupon(self, caller: Principal, method: str, code: str, request_id: str, parts: tuple,
-                         kind: type, change: Callable[..., Awaitable]):
+    async def _on_coupon(
+        self,
+        caller: Principal,
+        method: str,
+        code: str,
+        request_id: str,
+        parts: tuple,
+        kind: type,
+        change: Callable[..., Awaitable],
+    ):
         code = rules.check_code(code)
         async with self.repo.transaction() as conn:
             if not await self.repo.try_lock_code(conn, code):
@@ -72,18 +81,28 @@ class RedemptionDomain:
         """Clears a lock whose time is up and records that it expired (kept only if the write goes on)."""
         return await self.repo.clear_lock(conn, row.code, Stamp("LOCK_EXPIRED_EVENT", caller.actor, request_id))
 
-    async def _record(self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str,
-                      distribution_id: str = "") -> None:
-        await self.repo.append_history(conn, [
-            HistoryEvent(row.code, row.book_id, event, row.user_id, caller.actor, request_id, distribution_id)
-            for row in rows])
+    async def _record(
+        self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str, distribution_id: str = ""
+    ) -> None:
+        await self.repo.append_history(
+            conn,
+            [
+                HistoryEvent(row.code, row.book_id, event, row.user_id, caller.actor, request_id, distribution_id)
+                for row in rows
+            ],
+        )
 
     async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
         async def change(conn, row: CouponRow, book: BookRules) -> LockResult:
             rules.check_book_open(book, "lock", _now())
             rules.check_lockable(row)
-            locked = await self.repo.lock(conn, row.code, str(uuid.uuid4()), book.lock_ttl_seconds,
-                                          Stamp("LOCKED_EVENT", caller.actor, request_id))
+            locked = await self.repo.lock(
+                conn,
+                row.code,
+                str(uuid.uuid4()),
+                book.lock_ttl_seconds,
+                Stamp("LOCKED_EVENT", caller.actor, request_id),
+            )
             return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
         return await self._on_coupon(caller, "LockCoupon", code, request_id, (), LockResult, change)
@@ -133,8 +152,9 @@ class RedemptionDomain:
         refused = sorted(set(counts) - set(fitted))
         if refused:
             held = await self.repo.holdings(conn, book.book_id, refused)
-            raise rules.assignment_limit(refused[0], held.get(refused[0], 0), book.max_assignments_per_user,
-                                         counts[refused[0]])
+            raise rules.assignment_limit(
+                refused[0], held.get(refused[0], 0), book.max_assignments_per_user, counts[refused[0]]
+            )
 
     async def _open_book(self, conn, book_id: str) -> BookRules:
         book = await self.repo.rules(conn, book_id)
@@ -150,14 +170,22 @@ class RedemptionDomain:
             return codes
         available = await self.repo.count_available(conn, book.book_id)
         if available >= count:  # the rest are being assigned by concurrent calls right now
-            raise Aborted(f"Codes of book {book.book_id} are being assigned concurrently; retry.",
-                          reason="CONCURRENT_OPERATION", metadata={"book_id": book.book_id})
+            raise Aborted(
+                f"Codes of book {book.book_id} are being assigned concurrently; retry.",
+                reason="CONCURRENT_OPERATION",
+                metadata={"book_id": book.book_id},
+            )
         if available == 0:
-            raise FailedPrecondition(f"Book {book.book_id} has no available codes.", reason="NO_CODES_AVAILABLE",
-                                     metadata={"book_id": book.book_id, "available": 0, "needed": count})
+            raise FailedPrecondition(
+                f"Book {book.book_id} has no available codes.",
+                reason="NO_CODES_AVAILABLE",
+                metadata={"book_id": book.book_id, "available": 0, "needed": count},
+            )
         raise FailedPrecondition(
             f"Book {book.book_id} has {available} available codes, the distribution needs {count}.",
-            reason="INSUFFICIENT_CODES", metadata={"book_id": book.book_id, "available": available, "needed": count})
+            reason="INSUFFICIENT_CODES",
+            metadata={"book_id": book.book_id, "available": available, "needed": count},
+        )
 
     async def assign_random(self, caller: Principal, book_id: str, user_id: str, request_id: str = "") -> Coupon:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
@@ -169,6 +197,7 @@ class RedemptionDomain:
         if user_id != caller.user_id:  # a person's own verified token already proves their account is live
             await self.directory.check_assignable([user_id])
         async with self.repo.transaction() as conn:
+
             async def run() -> Coupon:
                 book = await self._open_book(conn, book_id)
                 if not caller.is_admin:
@@ -178,17 +207,20 @@ class RedemptionDomain:
                 await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id)
                 return Coupon.of(assigned[0])
 
-            return await self._once(conn, f"AssignRandomCoupon:{caller.user_id}", request_id, (book_id, user_id),
-                                    Coupon, run)
+            return await self._once(
+                conn, f"AssignRandomCoupon:{caller.user_id}", request_id, (book_id, user_id), Coupon, run
+            )
 
-    async def bulk_assign(self, caller: Principal, book_id: str, counts: list[tuple[str, int]],
-                          distribution_id: str, request_id: str = "") -> BulkAssignResult:
+    async def bulk_assign(
+        self, caller: Principal, book_id: str, counts: list[tuple[str, int]], distribution_id: str, request_id: str = ""
+    ) -> BulkAssignResult:
         """Admin (pools): random codes for many users in one transaction, all or nothing."""
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         wanted = _bulk_counts(counts)
         needed = sum(wanted.values())
         await self.directory.check_assignable(list(wanted))
         async with self.repo.transaction() as conn:
+
             async def run() -> BulkAssignResult:
                 book = await self._open_book(conn, book_id)
                 available = await self.repo.count_available(conn, book_id)
@@ -196,7 +228,8 @@ class RedemptionDomain:
                     raise FailedPrecondition(
                         f"Book {book_id} has {available} available codes, the distribution needs {needed}.",
                         reason="INSUFFICIENT_CODES",
-                        metadata={"book_id": book_id, "available": available, "needed": needed})
+                        metadata={"book_id": book_id, "available": available, "needed": needed},
+                    )
                 await self._reserve(conn, book, wanted)
                 codes = await self._pick(conn, book, needed)
                 _random.shuffle(codes)  # which user gets which of the picked codes is random too
@@ -204,12 +237,18 @@ class RedemptionDomain:
                 assigned = await self.repo.assign(conn, codes, users)
                 await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id, distribution_id)
                 by_user: dict[str, list[str]] = {user: [] for user in wanted}
-                for code, user in zip(codes, users):
+                for code, user in zip(codes, users, strict=True):
                     by_user[user].append(code)
                 return BulkAssignResult([UserCodes(u, c) for u, c in by_user.items()], needed)
 
-            return await self._once(conn, f"BulkAssign:{caller.user_id}", request_id,
-                                    (book_id, distribution_id, sorted(wanted.items())), BulkAssignResult, run)
+            return await self._once(
+                conn,
+                f"BulkAssign:{caller.user_id}",
+                request_id,
+                (book_id, distribution_id, sorted(wanted.items())),
+                BulkAssignResult,
+                run,
+            )
 
     # internal: the control plane (books) feeding the ledger
 
@@ -218,16 +257,20 @@ class RedemptionDomain:
         async with self.repo.transaction() as conn:
             return await self.repo.put_rules(conn, book)
 
-    async def add_codes(self, caller: Principal, book_id: str, codes: list[str], request_id: str = "") -> AddCodesResult:
+    async def add_codes(
+        self, caller: Principal, book_id: str, codes: list[str], request_id: str = ""
+    ) -> AddCodesResult:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         if not codes:
             raise InvalidArgument.field("codes", "must hold at least one code")
         if len(codes) > MAX_CODES_PER_CALL:
-            raise InvalidArgument.field("codes", f"at most {MAX_CODES_PER_CALL} codes per call; send batches",
-                                        reason="BATCH_TOO_LARGE")
+            raise InvalidArgument.field(
+                "codes", f"at most {MAX_CODES_PER_CALL} codes per call; send batches", reason="BATCH_TOO_LARGE"
+            )
         codes = [rules.check_code(code, f"codes[{index}]") for index, code in enumerate(codes)]
         digest = hashlib.sha256("\n".join(codes).encode()).hexdigest()
         async with self.repo.transaction() as conn:
+
             async def run() -> AddCodesResult:
                 if await self.repo.rules(conn, book_id) is None:
                     raise rules.book_not_found(book_id)
@@ -235,16 +278,17 @@ class RedemptionDomain:
                 existing = list(dict.fromkeys(code for code in codes if code not in inserted))
                 return AddCodesResult(len(inserted), existing)
 
-            return await self._once(conn, f"AddCodes:{caller.user_id}", request_id, (book_id, digest),
-                                    AddCodesResult, run)
+            return await self._once(
+                conn, f"AddCodes:{caller.user_id}", request_id, (book_id, digest), AddCodesResult, run
+            )
+
 
 def _bulk_counts(counts: list[tuple[str, int]]) -> dict[str, int]:
     """{user: count} in request order; refuses empty, repeated, malformed or non-positive entries."""
     if not counts:
         raise InvalidArgument.field("assignments", "must name at least one user")
     if len(counts) > MAX_BULK_USERS:
-        raise InvalidArgument.field("assignments", f"at most {MAX_BULK_USERS} users per call",
-                                    reason="BATCH_TOO_LARGE")
+        raise InvalidArgument.field("assignments", f"at most {MAX_BULK_USERS} users per call", reason="BATCH_TOO_LARGE")
     wanted: dict[str, int] = {}
     violations = []
     for index, (user_id, count) in enumerate(counts):
@@ -260,6 +304,7 @@ def _bulk_counts(counts: list[tuple[str, int]]) -> dict[str, int]:
     if violations:
         raise InvalidArgument(violations)
     if sum(wanted.values()) > MAX_CODES_PER_CALL:
-        raise InvalidArgument.field("assignments", f"at most {MAX_CODES_PER_CALL} codes per call",
-                                    reason="BATCH_TOO_LARGE")
+        raise InvalidArgument.field(
+            "assignments", f"at most {MAX_CODES_PER_CALL} codes per call", reason="BATCH_TOO_LARGE"
+        )
     return wanted

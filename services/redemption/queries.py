@@ -1,6 +1,5 @@
 """Reads of the ledger: a coupon, a user's or a book's coupons, history, counts. Keyset-paged."""
 
-
 from kernel import paging
 from kernel.context import Principal
 from kernel.errors import InvalidArgument, PermissionDenied
@@ -23,8 +22,9 @@ class LedgerQueries:
             raise rules.coupon_not_found(code)
         return Coupon.of(row)
 
-    async def list_user_coupons(self, caller: Principal, user_id: str, state: str | None, book_id: str,
-                                page_size: int, page_token: str) -> tuple[list[Coupon], str]:
+    async def list_user_coupons(
+        self, caller: Principal, user_id: str, state: str | None, book_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Coupon], str]:
         if user_id in ("", "me"):
             user_id = caller.user_id
         user_id = rules.check_uuid(user_id, "user_id", 'a user id or "me"')
@@ -34,13 +34,15 @@ class LedgerQueries:
         size = paging.page_size(page_size)
         after = paging.decode_cursor(page_token, {"code": str})
         async with self.repo.transaction() as conn:
-            rows = await self.repo.list_coupons(conn, size + 1, user_id=user_id, book_id=book_id, state=state,
-                                                after=after)
+            rows = await self.repo.list_coupons(
+                conn, size + 1, user_id=user_id, book_id=book_id, state=state, after=after
+            )
         rows, token = paging.next_page(rows, size, lambda row: {"code": row.code})
         return [Coupon.of(row) for row in rows], token
 
-    async def list_book_coupons(self, book_id: str, state: str | None, page_size: int,
-                                page_token: str) -> tuple[list[Coupon], str]:
+    async def list_book_coupons(
+        self, book_id: str, state: str | None, page_size: int, page_token: str
+    ) -> tuple[list[Coupon], str]:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         size = paging.page_size(page_size)
         after = paging.decode_cursor(page_token, {"state": str, "code": str})
@@ -56,6 +58,7 @@ class LedgerQueries:
 
         async def missing(conn) -> Exception | None:
             return rules.coupon_not_found(code) if await self.repo.coupon(conn, code) is None else None
+
         return await self._history(missing, page_size, page_token, code=code)
 
     async def book_history(self, book_id: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str]:
@@ -63,6 +66,7 @@ class LedgerQueries:
 
         async def missing(conn) -> Exception | None:
             return rules.book_not_found(book_id) if await self.repo.rules(conn, book_id) is None else None
+
         return await self._history(missing, page_size, page_token, book_id=book_id)
 
     async def _history(self, missing, page_size: int, page_token: str, **subject) -> tuple[list[HistoryRow], str]:

@@ -77,6 +77,7 @@ class HistoryRow:
 @dataclass(frozen=True)
 class Stamp:
     """The history entry a single-coupon change writes with it: what happened, who did it, in which request."""
+
     event: str
     actor_id: str
     request_id: str
@@ -121,7 +122,8 @@ class RedemptionRepository:
     async def put_rules(self, conn: AsyncConnection, rules: BookRules) -> BookRules:
         """Stores the rules unless a newer or equal version is stored; returns what is stored now."""
         values = {k: getattr(rules, k) for k in BookRules.__dataclass_fields__}
-        await conn.execute(sa.text(f"""
+        await conn.execute(
+            sa.text(f"""
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
                 allow_self_claim)
@@ -134,12 +136,17 @@ class RedemptionRepository:
                 lock_ttl_seconds = excluded.lock_ttl_seconds, valid_from = excluded.valid_from,
                 valid_until = excluded.valid_until, archived = excluded.archived, version = excluded.version,
                 allow_self_claim = excluded.allow_self_claim, updated_at = now()
-            WHERE b.version < excluded.version"""), values)
+            WHERE b.version < excluded.version"""),
+            values,
+        )
         return await self.rules(conn, rules.book_id)
 
     async def rules(self, conn: AsyncConnection, book_id: str) -> BookRules | None:
-        row = (await conn.execute(sa.text(f"SELECT {RULES_COLUMNS} FROM {SCHEMA}.book_rules WHERE book_id = :b"),
-                                  {"b": book_id})).first()
+        row = (
+            await conn.execute(
+                sa.text(f"SELECT {RULES_COLUMNS} FROM {SCHEMA}.book_rules WHERE book_id = :b"), {"b": book_id}
+            )
+        ).first()
         return BookRules(**row._mapping) if row else None
 
     # coupons
@@ -152,9 +159,10 @@ class RedemptionRepository:
 
     async def coupon_for_update(self, conn: AsyncConnection, code: str) -> tuple[CouponRow, BookRules] | None:
         """The coupon and its book's rules in one statement, the coupon's row locked for this transaction."""
-        rule_columns = [f"r.{name}{'::text' if name == 'book_id' else ''} AS rule_{name}"
-                        for name in BookRules.__dataclass_fields__]
-        statement = sa.text(f"""SELECT {COUPON_COLUMNS}, {', '.join(rule_columns)} FROM {SCHEMA}.coupons c
+        rule_columns = [
+            f"r.{name}{'::text' if name == 'book_id' else ''} AS rule_{name}" for name in BookRules.__dataclass_fields__
+        ]
+        statement = sa.text(f"""SELECT {COUPON_COLUMNS}, {", ".join(rule_columns)} FROM {SCHEMA}.coupons c
             JOIN {SCHEMA}.book_rules r USING (book_id) WHERE c.code = :code FOR UPDATE OF c""")
         row = (await conn.execute(statement, {"code": code})).first()
         if row is None:
@@ -182,8 +190,9 @@ class RedemptionRepository:
             statement = sa.text(f"""SELECT code FROM {SCHEMA}.coupons
                 WHERE book_id = :book_id AND state = 'AVAILABLE' AND {condition}
                 ORDER BY rand_key LIMIT :limit FOR UPDATE SKIP LOCKED""")
-            picked += (await conn.execute(statement, {"book_id": book_id, "start": start,
-                                                       "limit": count - len(picked)})).scalars()
+            picked += (
+                await conn.execute(statement, {"book_id": book_id, "start": start, "limit": count - len(picked)})
+            ).scalars()
         return picked
 
     async def count_available(self, conn: AsyncConnection, book_id: str) -> int:
@@ -201,20 +210,33 @@ class RedemptionRepository:
         return [CouponRow(**row._mapping) for row in rows]
 
     async def lock(self, conn: AsyncConnection, code: str, lock_id: str, ttl_seconds: int, stamp: Stamp) -> CouponRow:
-        return await self._update(conn, code, stamp, """lock_id = CAST(:lock_id AS uuid),
-            lock_expires_at = now() + make_interval(secs => :ttl)""", {"lock_id": lock_id, "ttl": ttl_seconds})
+        return await self._update(
+            conn,
+            code,
+            stamp,
+            """lock_id = CAST(:lock_id AS uuid),
+            lock_expires_at = now() + make_interval(secs => :ttl)""",
+            {"lock_id": lock_id, "ttl": ttl_seconds},
+        )
 
     async def clear_lock(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow:
         return await self._update(conn, code, stamp, "lock_id = NULL, lock_expires_at = NULL", {})
 
     async def redeem(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow | None:
         """Counts one redemption and consumes any lock, only while the holder has redemptions left."""
-        return await self._update(conn, code, stamp, """state = 'REDEEMED', redemption_count = c.redemption_count + 1,
-            last_redeemed_at = now(), lock_id = NULL, lock_expires_at = NULL""", {},
-                                  condition="c.redemption_count < r.max_redemptions")
+        return await self._update(
+            conn,
+            code,
+            stamp,
+            """state = 'REDEEMED', redemption_count = c.redemption_count + 1,
+            last_redeemed_at = now(), lock_id = NULL, lock_expires_at = NULL""",
+            {},
+            condition="c.redemption_count < r.max_redemptions",
+        )
 
-    async def _update(self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict,
-                      condition: str = "true") -> CouponRow | None:
+    async def _update(
+        self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict, condition: str = "true"
+    ) -> CouponRow | None:
         """Changes one coupon and appends its history entry in the same statement (one round trip fewer
         on the hot path); nothing is logged when the condition leaves the coupon unchanged."""
         statement = sa.text(f"""WITH updated AS (
@@ -224,13 +246,30 @@ class RedemptionRepository:
                 INSERT INTO {SCHEMA}.history (code, book_id, event, user_id, actor_id, request_id, distribution_id)
                 SELECT code, book_id, :event, user_id, :actor_id, :request_id, '' FROM updated)
             SELECT {COUPON_COLUMNS} FROM updated c JOIN {SCHEMA}.book_rules r USING (book_id)""")
-        row = (await conn.execute(statement, {"code": code, "event": stamp.event, "actor_id": stamp.actor_id,
-                                              "request_id": stamp.request_id, **params})).first()
+        row = (
+            await conn.execute(
+                statement,
+                {
+                    "code": code,
+                    "event": stamp.event,
+                    "actor_id": stamp.actor_id,
+                    "request_id": stamp.request_id,
+                    **params,
+                },
+            )
+        ).first()
         return CouponRow(**row._mapping) if row else None
 
-    async def list_coupons(self, conn: AsyncConnection, limit: int, *, user_id: str | None = None,
-                           book_id: str | None = None, state: str | None = None,
-                           after: dict | None = None) -> list[CouponRow]:
+    async def list_coupons(
+        self,
+        conn: AsyncConnection,
+        limit: int,
+        *,
+        user_id: str | None = None,
+        book_id: str | None = None,
+        state: str | None = None,
+        after: dict | None = None,
+    ) -> list[CouponRow]:
         """A user's coupons ordered by code, or a book's by (state, code): both follow an index."""
         conditions, params = [], {"limit": limit}
         if user_id is not None:
@@ -248,7 +287,7 @@ class RedemptionRepository:
             params.update({f"after_{k}": v for k, v in after.items()})
         statement = sa.text(f"""SELECT {COUPON_COLUMNS} FROM {SCHEMA}.coupons c
             JOIN {SCHEMA}.book_rules r USING (book_id)
-            WHERE {' AND '.join(conditions)} ORDER BY {order} LIMIT :limit""")
+            WHERE {" AND ".join(conditions)} ORDER BY {order} LIMIT :limit""")
         return [CouponRow(**row._mapping) for row in await conn.execute(statement, params)]
 
     async def book_counts(self, conn: AsyncConnection, book_id: str) -> BookCounts:
@@ -264,27 +303,34 @@ class RedemptionRepository:
 
     # per-(user, book) holdings: the atomic limit on assignments
 
-    async def reserve_holdings(self, conn: AsyncConnection, book_id: str, counts: dict[str, int],
-                               limit: int) -> dict[str, int]:
+    async def reserve_holdings(
+        self, conn: AsyncConnection, book_id: str, counts: dict[str, int], limit: int
+    ) -> dict[str, int]:
         """Adds counts[user] to each user's holding unless it would pass `limit` (0: none).
 
         Conditional updates, never count-then-insert; returns {user: held now} for the users that fit.
         Rows are inserted and locked in user order so concurrent bulk assignments do not deadlock.
         """
         users = sorted(counts)
-        await conn.execute(sa.text(f"""INSERT INTO {SCHEMA}.holdings (book_id, user_id)
+        await conn.execute(
+            sa.text(f"""INSERT INTO {SCHEMA}.holdings (book_id, user_id)
             SELECT CAST(:b AS uuid), u FROM unnest(CAST(:users AS uuid[])) AS u ORDER BY u
-            ON CONFLICT DO NOTHING"""), {"b": book_id, "users": users})
+            ON CONFLICT DO NOTHING"""),
+            {"b": book_id, "users": users},
+        )
         if len(users) > 1:  # an UPDATE ... FROM has no defined row order, so lock the rows in order first
-            await conn.execute(sa.text(f"""SELECT 1 FROM {SCHEMA}.holdings
+            await conn.execute(
+                sa.text(f"""SELECT 1 FROM {SCHEMA}.holdings
                 WHERE book_id = :b AND user_id = ANY(CAST(:users AS uuid[])) ORDER BY user_id FOR UPDATE"""),
-                               {"b": book_id, "users": users})
+                {"b": book_id, "users": users},
+            )
         statement = sa.text(f"""UPDATE {SCHEMA}.holdings h SET held = h.held + v.n
             FROM unnest(CAST(:users AS uuid[]), CAST(:ns AS int[])) AS v(user_id, n)
             WHERE h.book_id = CAST(:b AS uuid) AND h.user_id = v.user_id AND (:limit = 0 OR h.held + v.n <= :limit)
             RETURNING h.user_id::text, h.held""")
-        rows = await conn.execute(statement, {"b": book_id, "users": users, "ns": [counts[u] for u in users],
-                                              "limit": limit})
+        rows = await conn.execute(
+            statement, {"b": book_id, "users": users, "ns": [counts[u] for u in users], "limit": limit}
+        )
         return {row.user_id: row.held for row in rows}
 
     async def holdings(self, conn: AsyncConnection, book_id: str, user_ids: list[str]) -> dict[str, int]:
@@ -301,12 +347,14 @@ class RedemptionRepository:
         statement = sa.text(f"INSERT INTO {SCHEMA}.history ({', '.join(columns)}) SELECT * FROM unnest({arrays})")
         await conn.execute(statement, {c: [getattr(e, c) for e in events] for c in columns})
 
-    async def list_history(self, conn: AsyncConnection, limit: int, after_id: int, *, code: str | None = None,
-                           book_id: str | None = None) -> list[HistoryRow]:
+    async def list_history(
+        self, conn: AsyncConnection, limit: int, after_id: int, *, code: str | None = None, book_id: str | None = None
+    ) -> list[HistoryRow]:
         subject = "code = :subject" if code is not None else "book_id = CAST(:subject AS uuid)"
         statement = sa.text(f"""SELECT id, code, book_id::text AS book_id, event, user_id::text AS user_id,
                 actor_id, request_id, distribution_id, created_at
             FROM {SCHEMA}.history WHERE {subject} AND id > :after ORDER BY id LIMIT :limit""")
-        rows = await conn.execute(statement, {"subject": code if code is not None else book_id,
-                                              "after": after_id, "limit": limit})
+        rows = await conn.execute(
+            statement, {"subject": code if code is not None else book_id, "after": after_id, "limit": limit}
+        )
         return [HistoryRow(**row._mapping) for row in rows]

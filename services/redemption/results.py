@@ -25,10 +25,17 @@ class Coupon:
 
     @classmethod
     def of(cls, row: CouponRow) -> "Coupon":
-        return cls(code=row.code, book_id=row.book_id, state="LOCKED" if row.locked else row.state,
-                   user_id=row.user_id, lock_expires_at=row.lock_expires_at if row.locked else None,
-                   redemption_count=row.redemption_count, max_redemptions=row.max_redemptions,
-                   assigned_at=row.assigned_at, last_redeemed_at=row.last_redeemed_at)
+        return cls(
+            code=row.code,
+            book_id=row.book_id,
+            state="LOCKED" if row.locked else row.state,
+            user_id=row.user_id,
+            lock_expires_at=row.lock_expires_at if row.locked else None,
+            redemption_count=row.redemption_count,
+            max_redemptions=row.max_redemptions,
+            assigned_at=row.assigned_at,
+            last_redeemed_at=row.last_redeemed_at,
+        )
 
 
 @dataclass(frozen=True)

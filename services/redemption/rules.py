@@ -6,8 +6,14 @@ Every refusal names the coupon's state and the rule, with a stable reason.
 import datetime as dt
 import uuid
 
-from kernel.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied,
-                           PreconditionViolation)
+from kernel.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PreconditionViolation,
+)
 from kernel.validation import has_control_characters
 from services.redemption.repository import BookRules, CouponRow
 
@@ -17,7 +23,7 @@ MAX_LOCK_TTL_SECONDS = 3600
 
 
 def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _article(state: str) -> str:
@@ -26,9 +32,11 @@ def _article(state: str) -> str:
 
 def _refused(action: str, row: CouponRow, state: str, rule: str, reason: str, **metadata) -> FailedPrecondition:
     return FailedPrecondition(
-        f"Cannot {action} {_article(state)} {state} coupon: {rule}.", reason=reason,
+        f"Cannot {action} {_article(state)} {state} coupon: {rule}.",
+        reason=reason,
         metadata={"code": row.code, "state": state, **metadata},
-        violations=[PreconditionViolation(reason, f"coupon:{row.code}", rule)])
+        violations=[PreconditionViolation(reason, f"coupon:{row.code}", rule)],
+    )
 
 
 def state_of(row: CouponRow) -> str:
@@ -45,8 +53,9 @@ def coupon_not_found(code: str) -> NotFound:
 
 
 def book_not_found(book_id: str) -> NotFound:
-    return NotFound("book", book_id, reason="BOOK_NOT_FOUND",
-                    message=f"Book {book_id} was not found in the coupon ledger.")
+    return NotFound(
+        "book", book_id, reason="BOOK_NOT_FOUND", message=f"Book {book_id} was not found in the coupon ledger."
+    )
 
 
 # validation
@@ -57,8 +66,12 @@ def check_code(code: str, field: str = "code") -> str:
     if not code:
         raise InvalidArgument.field(field, "is required")
     if len(code) > MAX_CODE_LENGTH or code != code.strip() or has_control_characters(code):
-        raise InvalidArgument.field(field, f"must be a coupon code of at most {MAX_CODE_LENGTH} characters "
-                                           "without surrounding spaces or control characters", reason="INVALID_CODE")
+        raise InvalidArgument.field(
+            field,
+            f"must be a coupon code of at most {MAX_CODE_LENGTH} characters "
+            "without surrounding spaces or control characters",
+            reason="INVALID_CODE",
+        )
     return code.upper()
 
 
@@ -89,8 +102,9 @@ def normalize_rules(rules: BookRules) -> BookRules:
         book_id = str(uuid.UUID(book_id))
     max_redemptions = rules.max_redemptions if rules.allow_multi_redemption else 1
     if max_redemptions < 1:
-        violations.append(FieldViolation("rules.max_redemptions_per_user",
-                                         "must be at least 1 for a multi-redemption book"))
+        violations.append(
+            FieldViolation("rules.max_redemptions_per_user", "must be at least 1 for a multi-redemption book")
+        )
     if rules.max_assignments_per_user < 0:
         violations.append(FieldViolation("rules.max_assignments_per_user", "must not be negative (0: no limit)"))
     lock_ttl = rules.lock_ttl_seconds or DEFAULT_LOCK_TTL_SECONDS
@@ -102,10 +116,18 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.version", "must not be negative"))
     if violations:
         raise InvalidArgument(violations)
-    return BookRules(book_id=book_id, allow_multi_redemption=rules.allow_multi_redemption,
-                     max_redemptions=max_redemptions, max_assignments_per_user=rules.max_assignments_per_user,
-                     lock_ttl_seconds=lock_ttl, valid_from=rules.valid_from, valid_until=rules.valid_until,
-                     archived=rules.archived, version=rules.version, allow_self_claim=rules.allow_self_claim)
+    return BookRules(
+        book_id=book_id,
+        allow_multi_redemption=rules.allow_multi_redemption,
+        max_redemptions=max_redemptions,
+        max_assignments_per_user=rules.max_assignments_per_user,
+        lock_ttl_seconds=lock_ttl,
+        valid_from=rules.valid_from,
+        valid_until=rules.valid_until,
+        archived=rules.archived,
+        version=rules.version,
+        allow_self_claim=rules.allow_self_claim,
+    )
 
 
 # the book
@@ -115,20 +137,27 @@ def check_book_open(rules: BookRules, action: str, now: dt.datetime) -> None:
     """An archived book, or one outside its validity window, refuses assignment, locking and redemption."""
     subject = f"book:{rules.book_id}"
     if rules.archived:
-        raise FailedPrecondition(f"Cannot {action} a coupon of book {rules.book_id}: the book is archived.",
-                                 reason="BOOK_ARCHIVED", metadata={"book_id": rules.book_id},
-                                 violations=[PreconditionViolation("BOOK_ARCHIVED", subject, "the book is archived")])
+        raise FailedPrecondition(
+            f"Cannot {action} a coupon of book {rules.book_id}: the book is archived.",
+            reason="BOOK_ARCHIVED",
+            metadata={"book_id": rules.book_id},
+            violations=[PreconditionViolation("BOOK_ARCHIVED", subject, "the book is archived")],
+        )
     if rules.valid_from is not None and now < rules.valid_from:
         raise FailedPrecondition(
             f"Cannot {action} a coupon of book {rules.book_id} before {_when(rules.valid_from)}: "
-            "the book is not valid yet.", reason="BOOK_NOT_YET_VALID",
+            "the book is not valid yet.",
+            reason="BOOK_NOT_YET_VALID",
             metadata={"book_id": rules.book_id, "valid_from": _when(rules.valid_from)},
-            violations=[PreconditionViolation("BOOK_NOT_YET_VALID", subject, "the book is not valid yet")])
+            violations=[PreconditionViolation("BOOK_NOT_YET_VALID", subject, "the book is not valid yet")],
+        )
     if rules.valid_until is not None and now >= rules.valid_until:
         raise FailedPrecondition(
             f"Cannot {action} a coupon of book {rules.book_id}: the book expired at {_when(rules.valid_until)}.",
-            reason="BOOK_EXPIRED", metadata={"book_id": rules.book_id, "valid_until": _when(rules.valid_until)},
-            violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")])
+            reason="BOOK_EXPIRED",
+            metadata={"book_id": rules.book_id, "valid_until": _when(rules.valid_until)},
+            violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")],
+        )
 
 
 def check_self_claim(rules: BookRules) -> None:
@@ -136,7 +165,9 @@ def check_self_claim(rules: BookRules) -> None:
     if not rules.allow_self_claim:
         raise PermissionDenied(
             f"Book {rules.book_id} does not allow self-service claims (its rule allow_self_claim is off); "
-            "an administrator hands its codes out.", reason="SELF_CLAIM_NOT_ALLOWED")
+            "an administrator hands its codes out.",
+            reason="SELF_CLAIM_NOT_ALLOWED",
+        )
 
 
 def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> FailedPrecondition:
@@ -145,8 +176,14 @@ def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> Fa
         f"Cannot assign {more} code: user {user_id} holds {held} of at most {limit} codes of this book.",
         reason="ASSIGNMENT_LIMIT_REACHED",
         metadata={"user_id": user_id, "held": held, "max_assignments_per_user": limit, "requested": wanted},
-        violations=[PreconditionViolation("ASSIGNMENT_LIMIT_REACHED", f"user:{user_id}",
-                                          f"holds {held} of at most {limit} codes; {wanted} more requested")])
+        violations=[
+            PreconditionViolation(
+                "ASSIGNMENT_LIMIT_REACHED",
+                f"user:{user_id}",
+                f"holds {held} of at most {limit} codes; {wanted} more requested",
+            )
+        ],
+    )
 
 
 # transitions of one coupon
@@ -154,20 +191,31 @@ def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> Fa
 
 def check_assignable(row: CouponRow) -> None:
     if row.state != "AVAILABLE":
-        raise _refused("assign", row, state_of(row), f"it already has a holder (user {row.user_id})",
-                       "COUPON_NOT_AVAILABLE")
+        raise _refused(
+            "assign", row, state_of(row), f"it already has a holder (user {row.user_id})", "COUPON_NOT_AVAILABLE"
+        )
 
 
 def _check_redemptions_left(action: str, row: CouponRow) -> None:
     if row.redemption_count < row.max_redemptions:
         return
     if row.max_redemptions == 1:
-        raise _refused(action, row, "REDEEMED", f"it is single-use and was redeemed at {_when(row.last_redeemed_at)}",
-                       "COUPON_ALREADY_REDEEMED")
-    raise _refused(action, row, "REDEEMED",
-                   f"its holder has used all {row.max_redemptions} redemptions this book allows per user",
-                   "REDEMPTION_LIMIT_REACHED", redemption_count=row.redemption_count,
-                   max_redemptions=row.max_redemptions)
+        raise _refused(
+            action,
+            row,
+            "REDEEMED",
+            f"it is single-use and was redeemed at {_when(row.last_redeemed_at)}",
+            "COUPON_ALREADY_REDEEMED",
+        )
+    raise _refused(
+        action,
+        row,
+        "REDEEMED",
+        f"its holder has used all {row.max_redemptions} redemptions this book allows per user",
+        "REDEMPTION_LIMIT_REACHED",
+        redemption_count=row.redemption_count,
+        max_redemptions=row.max_redemptions,
+    )
 
 
 def _check_held(action: str, row: CouponRow) -> None:
@@ -182,7 +230,8 @@ def check_lockable(row: CouponRow) -> None:
             f"Coupon {row.code} is already locked until {_when(row.lock_expires_at)}.",
             reason="COUPON_ALREADY_LOCKED",
             metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": _when(row.lock_expires_at)},
-            violations=[PreconditionViolation("COUPON_ALREADY_LOCKED", f"coupon:{row.code}", "already locked")])
+            violations=[PreconditionViolation("COUPON_ALREADY_LOCKED", f"coupon:{row.code}", "already locked")],
+        )
     _check_redemptions_left("lock", row)
 
 
@@ -201,9 +250,13 @@ def check_redeemable(row: CouponRow, lock_id: str) -> None:
     if not lock_id:
         raise FailedPrecondition(
             f"Coupon {row.code} is locked until {until}: redeem with its lock id or unlock it first.",
-            reason="COUPON_LOCKED", metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
-            violations=[PreconditionViolation("COUPON_LOCKED", f"coupon:{row.code}", "locked by a checkout")])
+            reason="COUPON_LOCKED",
+            metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
+            violations=[PreconditionViolation("COUPON_LOCKED", f"coupon:{row.code}", "locked by a checkout")],
+        )
     raise FailedPrecondition(
         f"Coupon {row.code} is locked until {until} by another checkout: the lock id does not match.",
-        reason="WRONG_LOCK_ID", metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
-        violations=[PreconditionViolation("WRONG_LOCK_ID", f"coupon:{row.code}", "lock id does not match")])
+        reason="WRONG_LOCK_ID",
+        metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
+        violations=[PreconditionViolation("WRONG_LOCK_ID", f"coupon:{row.code}", "lock id does not match")],
+    )

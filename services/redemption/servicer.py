@@ -1,20 +1,19 @@
 """RedemptionService over gRPC: protobuf in, domain call, protobuf out."""
 
-
-
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel import metrics
 from kernel.context import current_principal
+from kernel.timestamps import from_timestamp, to_timestamp
+from kernel.validation import enum_name
 from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
 from services.redemption.repository import BookCounts, BookRules, HistoryRow
 from services.redemption.results import Coupon
-from kernel.timestamps import from_timestamp, to_timestamp
-from kernel.validation import enum_name
 
-SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name
-                      for name in ("RedemptionService", "LedgerInternalService"))
+SERVICE_NAMES = tuple(
+    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("RedemptionService", "LedgerInternalService")
+)
 
 
 def _state(value: int) -> str | None:
@@ -22,41 +21,79 @@ def _state(value: int) -> str | None:
 
 
 def coupon_message(coupon: Coupon) -> pb.Coupon:
-    return pb.Coupon(code=coupon.code, book_id=coupon.book_id, state=pb.CouponState.Value(coupon.state),
-                     user_id=coupon.user_id or "", lock_expire_time=to_timestamp(coupon.lock_expires_at),
-                     redemption_count=coupon.redemption_count, max_redemptions=coupon.max_redemptions,
-                     assign_time=to_timestamp(coupon.assigned_at), last_redeem_time=to_timestamp(coupon.last_redeemed_at))
+    return pb.Coupon(
+        code=coupon.code,
+        book_id=coupon.book_id,
+        state=pb.CouponState.Value(coupon.state),
+        user_id=coupon.user_id or "",
+        lock_expire_time=to_timestamp(coupon.lock_expires_at),
+        redemption_count=coupon.redemption_count,
+        max_redemptions=coupon.max_redemptions,
+        assign_time=to_timestamp(coupon.assigned_at),
+        last_redeem_time=to_timestamp(coupon.last_redeemed_at),
+    )
 
 
 def _rules_message(rules: BookRules) -> pb.BookRules:
-    return pb.BookRules(book_id=rules.book_id, allow_multi_redemption=rules.allow_multi_redemption,
-                        max_redemptions_per_user=rules.max_redemptions,
-                        max_assignments_per_user=rules.max_assignments_per_user,
-                        lock_ttl_seconds=rules.lock_ttl_seconds, valid_from=to_timestamp(rules.valid_from),
-                        valid_until=to_timestamp(rules.valid_until), archived=rules.archived, version=rules.version,
-                        allow_self_claim=rules.allow_self_claim)
+    return pb.BookRules(
+        book_id=rules.book_id,
+        allow_multi_redemption=rules.allow_multi_redemption,
+        max_redemptions_per_user=rules.max_redemptions,
+        max_assignments_per_user=rules.max_assignments_per_user,
+        lock_ttl_seconds=rules.lock_ttl_seconds,
+        valid_from=to_timestamp(rules.valid_from),
+        valid_until=to_timestamp(rules.valid_until),
+        archived=rules.archived,
+        version=rules.version,
+        allow_self_claim=rules.allow_self_claim,
+    )
 
 
 def _rules(message: pb.BookRules) -> BookRules:
-    return BookRules(book_id=message.book_id, allow_multi_redemption=message.allow_multi_redemption,
-                     max_redemptions=message.max_redemptions_per_user,
-                     max_assignments_per_user=message.max_assignments_per_user,
-                     lock_ttl_seconds=message.lock_ttl_seconds, valid_from=from_timestamp(message, "valid_from"),
-                     valid_until=from_timestamp(message, "valid_until"), archived=message.archived,
-                     version=message.version, allow_self_claim=message.allow_self_claim)
+    return BookRules(
+        book_id=message.book_id,
+        allow_multi_redemption=message.allow_multi_redemption,
+        max_redemptions=message.max_redemptions_per_user,
+        max_assignments_per_user=message.max_assignments_per_user,
+        lock_ttl_seconds=message.lock_ttl_seconds,
+        valid_from=from_timestamp(message, "valid_from"),
+        valid_until=from_timestamp(message, "valid_until"),
+        archived=message.archived,
+        version=message.version,
+        allow_self_claim=message.allow_self_claim,
+    )
 
 
 def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryResponse:
-    return pb.ListHistoryResponse(next_page_token=next_token, entries=[
-        pb.HistoryEntry(id=e.id, code=e.code, book_id=e.book_id, event=pb.HistoryEvent.Value(e.event),
-                        user_id=e.user_id or "", actor_id=e.actor_id, request_id=e.request_id,
-                        distribution_id=e.distribution_id, time=to_timestamp(e.created_at))
-        for e in entries])
+    return pb.ListHistoryResponse(
+        next_page_token=next_token,
+        entries=[
+            pb.HistoryEntry(
+                id=e.id,
+                code=e.code,
+                book_id=e.book_id,
+                event=pb.HistoryEvent.Value(e.event),
+                user_id=e.user_id or "",
+                actor_id=e.actor_id,
+                request_id=e.request_id,
+                distribution_id=e.distribution_id,
+                time=to_timestamp(e.created_at),
+            )
+            for e in entries
+        ],
+    )
 
 
 def _counts(book_id: str, counts: BookCounts) -> pb.BookCounts:
-    return pb.BookCounts(book_id=book_id, total=counts.total, available=counts.available, assigned=counts.assigned,
-                         locked=counts.locked, redeemed=counts.redeemed, redemptions=counts.redemptions)
+    return pb.BookCounts(
+        book_id=book_id,
+        total=counts.total,
+        available=counts.available,
+        assigned=counts.assigned,
+        locked=counts.locked,
+        redeemed=counts.redeemed,
+        redemptions=counts.redemptions,
+    )
 
 
 class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
@@ -65,8 +102,9 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
         self.queries = queries
 
     async def AssignRandomCoupon(self, request, context):
-        coupon = await self.domain.assign_random(current_principal(), request.book_id, request.user_id,
-                                                 request.request_id)
+        coupon = await self.domain.assign_random(
+            current_principal(), request.book_id, request.user_id, request.request_id
+        )
         return coupon_message(coupon)
 
     async def AssignCoupon(self, request, context):
@@ -75,8 +113,11 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
 
     async def LockCoupon(self, request, context):
         result = await self.domain.lock(current_principal(), request.code, request.request_id)
-        return pb.LockCouponResponse(coupon=coupon_message(result.coupon), lock_id=result.lock_id,
-                                     lock_expire_time=to_timestamp(result.lock_expires_at))
+        return pb.LockCouponResponse(
+            coupon=coupon_message(result.coupon),
+            lock_id=result.lock_id,
+            lock_expire_time=to_timestamp(result.lock_expires_at),
+        )
 
     async def UnlockCoupon(self, request, context):
         return coupon_message(await self.domain.unlock(current_principal(), request.code, request.request_id))
@@ -84,21 +125,28 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
     async def RedeemCoupon(self, request, context):
         result = await self.domain.redeem(current_principal(), request.code, request.lock_id, request.request_id)
         metrics.REDEMPTIONS.labels(result.coupon.book_id).inc()
-        return pb.RedeemCouponResponse(coupon=coupon_message(result.coupon),
-                                       remaining_redemptions=result.remaining_redemptions)
+        return pb.RedeemCouponResponse(
+            coupon=coupon_message(result.coupon), remaining_redemptions=result.remaining_redemptions
+        )
 
     async def GetCoupon(self, request, context):
         return coupon_message(await self.queries.get(current_principal(), request.code))
 
     async def ListUserCoupons(self, request, context):
         coupons, token = await self.queries.list_user_coupons(
-            current_principal(), request.user_id, _state(request.state), request.book_id, request.page_size,
-            request.page_token)
+            current_principal(),
+            request.user_id,
+            _state(request.state),
+            request.book_id,
+            request.page_size,
+            request.page_token,
+        )
         return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListBookCoupons(self, request, context):
-        coupons, token = await self.queries.list_book_coupons(request.book_id, _state(request.state),
-                                                             request.page_size, request.page_token)
+        coupons, token = await self.queries.list_book_coupons(
+            request.book_id, _state(request.state), request.page_size, request.page_token
+        )
         return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListCouponHistory(self, request, context):
@@ -106,7 +154,6 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
 
     async def ListBookHistory(self, request, context):
         return _history(*await self.queries.book_history(request.book_id, request.page_size, request.page_token))
-
 
 
 class LedgerInternalServicer(redemption_pb2_grpc.LedgerInternalServiceServicer):
@@ -120,8 +167,9 @@ class LedgerInternalServicer(redemption_pb2_grpc.LedgerInternalServiceServicer):
         return _rules_message(await self.domain.put_rules(_rules(request.rules)))
 
     async def AddCodes(self, request, context):
-        result = await self.domain.add_codes(current_principal(), request.book_id, list(request.codes),
-                                             request.request_id)
+        result = await self.domain.add_codes(
+            current_principal(), request.book_id, list(request.codes), request.request_id
+        )
         return pb.AddCodesResponse(inserted=result.inserted, existing=result.existing)
 
     async def GetBookCounts(self, request, context):
@@ -133,12 +181,20 @@ class LedgerInternalServicer(redemption_pb2_grpc.LedgerInternalServiceServicer):
     async def GetAssignmentCounts(self, request, context):
         held, available, rules = await self.queries.assignment_counts(request.book_id, list(request.user_ids))
         return pb.GetAssignmentCountsResponse(
-            counts=[pb.UserAssignmentCount(user_id=u, held=n) for u, n in held.items()], available=available,
-            rules=_rules_message(rules))
+            counts=[pb.UserAssignmentCount(user_id=u, held=n) for u, n in held.items()],
+            available=available,
+            rules=_rules_message(rules),
+        )
 
     async def BulkAssign(self, request, context):
         result = await self.domain.bulk_assign(
-            current_principal(), request.book_id, [(a.user_id, a.count) for a in request.assignments],
-            request.distribution_id, request.request_id)
-        return pb.BulkAssignResponse(assigned=result.assigned, assignments=[
-            pb.UserCodes(user_id=a.user_id, codes=a.codes) for a in result.assignments])
+            current_principal(),
+            request.book_id,
+            [(a.user_id, a.count) for a in request.assignments],
+            request.distribution_id,
+            request.request_id,
+        )
+        return pb.BulkAssignResponse(
+            assigned=result.assigned,
+            assignments=[pb.UserCodes(user_id=a.user_id, codes=a.codes) for a in result.assignments],
+        )

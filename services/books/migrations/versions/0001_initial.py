@@ -38,8 +38,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.CheckConstraint("status IN ('ACTIVE', 'ARCHIVED')", name="books_status_known"),
-        sa.CheckConstraint("valid_from IS NULL OR valid_until IS NULL OR valid_from < valid_until",
-                           name="books_validity_ordered"),
+        sa.CheckConstraint(
+            "valid_from IS NULL OR valid_until IS NULL OR valid_from < valid_until", name="books_validity_ordered"
+        ),
         schema=SCHEMA,
     )
     # Newest first, the list's keyset order.

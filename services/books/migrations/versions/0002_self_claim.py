@@ -12,8 +12,9 @@ SCHEMA = "books"
 
 
 def upgrade() -> None:
-    op.add_column("books", sa.Column("allow_self_claim", sa.Boolean, nullable=False, server_default=sa.false()),
-                  schema=SCHEMA)
+    op.add_column(
+        "books", sa.Column("allow_self_claim", sa.Boolean, nullable=False, server_default=sa.false()), schema=SCHEMA
+    )
 
 
 def downgrade() -> None:

@@ -30,8 +30,9 @@ def upgrade() -> None:
     op.create_index("pools_created_at_id", "pools", ["created_at", "id"], schema=SCHEMA)
     op.create_table(
         "members",
-        sa.Column("pool_id", postgresql.UUID, sa.ForeignKey(f"{SCHEMA}.pools.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "pool_id", postgresql.UUID, sa.ForeignKey(f"{SCHEMA}.pools.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("user_id", postgresql.UUID, primary_key=True),
         # The email when the member was added, so lists and removal by email need no call to auth.
         sa.Column("email", sa.Text, nullable=False),

@@ -13,8 +13,9 @@ SCHEMA = "pools"
 
 def upgrade() -> None:
     op.add_column("distributions", sa.Column("state", sa.Text, nullable=False, server_default="DONE"), schema=SCHEMA)
-    op.create_check_constraint("distributions_state_known", "distributions", "state IN ('PENDING', 'DONE')",
-                               schema=SCHEMA)
+    op.create_check_constraint(
+        "distributions_state_known", "distributions", "state IN ('PENDING', 'DONE')", schema=SCHEMA
+    )
 
 
 def downgrade() -> None:

@@ -54,13 +54,28 @@ def upgrade() -> None:
         sa.CheckConstraint("(lock_id IS NULL) = (lock_expires_at IS NULL)", name="coupons_lock_complete"),
         schema=SCHEMA,
     )
-    op.create_index("coupons_available_by_rand_key", "coupons", ["book_id", "rand_key"], schema=SCHEMA,
-                    postgresql_where=sa.text("state = 'AVAILABLE'"))
+    op.create_index(
+        "coupons_available_by_rand_key",
+        "coupons",
+        ["book_id", "rand_key"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("state = 'AVAILABLE'"),
+    )
     op.create_index("coupons_book_state_code", "coupons", ["book_id", "state", "code"], schema=SCHEMA)
-    op.create_index("coupons_holder_code", "coupons", ["user_id", "code"], schema=SCHEMA,
-                    postgresql_where=sa.text("user_id IS NOT NULL"))
-    op.create_index("coupons_locked_by_book", "coupons", ["book_id"], schema=SCHEMA,
-                    postgresql_where=sa.text("lock_expires_at IS NOT NULL"))
+    op.create_index(
+        "coupons_holder_code",
+        "coupons",
+        ["user_id", "code"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("user_id IS NOT NULL"),
+    )
+    op.create_index(
+        "coupons_locked_by_book",
+        "coupons",
+        ["book_id"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("lock_expires_at IS NOT NULL"),
+    )
     op.create_table(
         "holdings",
         sa.Column("book_id", postgresql.UUID, primary_key=True),

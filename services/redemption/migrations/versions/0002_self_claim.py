@@ -12,8 +12,11 @@ SCHEMA = "redemption"
 
 
 def upgrade() -> None:
-    op.add_column("book_rules", sa.Column("allow_self_claim", sa.Boolean, nullable=False, server_default=sa.false()),
-                  schema=SCHEMA)
+    op.add_column(
+        "book_rules",
+        sa.Column("allow_self_claim", sa.Boolean, nullable=False, server_default=sa.false()),
+        schema=SCHEMA,
+    )
 
 
 def downgrade() -> None:
