@@ -227,7 +227,7 @@ class LoadGenerator:
         start_at = time.time() + settle
         window_start = start_at + (warmup if seconds else 0.0)
         window_end = window_start + seconds if seconds else float("inf")
-        for connection, share in zip(self.connections, shares, strict=True):
+        for connection, share in zip(self.connections[:count], shares, strict=True):
             connection.send(
                 {
                     "kind": kind,
