@@ -29,10 +29,20 @@ $(STUBS): $(INSTALLED) $(PROTOS) tools/build_stubs.py
 run: stubs
 	$(PY) -m suite
 
-# Lint, import order and format (ruff); `make test` runs it first.
-lint: stubs
+# buf reads googleapis' google/api protos (imports only, never linted) through a link into the wheel.
+BUF_DEPS := $(VENV)/buf-deps/google/api
+
+$(BUF_DEPS): | $(INSTALLED)
+	mkdir -p $(@D)
+	ln -sfn "$$($(PY) -c 'import google.api; print(google.api.__path__[0])')" $@
+
+# Lint, import order and format (ruff), types (mypy: the paths and settings in pyproject.toml) and the
+# protos (buf lint, buf.yaml); `make test` runs it first.
+lint: stubs $(BUF_DEPS)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/buf lint
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

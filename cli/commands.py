@@ -129,7 +129,7 @@ async def codes_upload(args, client: Client) -> int:
 async def codes_export(args, client: Client) -> None:
     async def rows():
         token = ""
-        state = redemption_pb2.CouponState.Value(args.state) if args.state else 0
+        state = args.state or None  # an enum value's name, or unset (COUPON_STATE_UNSPECIFIED)
         while True:
             page = await client.redemption.ListBookCoupons(
                 redemption_pb2.ListBookCouponsRequest(
@@ -228,7 +228,7 @@ async def distribute(args, client: Client) -> int:
     request = pools_pb2.DistributeRequest(
         pool_id=args.pool_id,
         book_id=args.book_id,
-        mode=pools_pb2.DistributionMode.Value(args.mode.upper()),
+        mode=args.mode.upper(),  # the enum value's name
         codes_per_member=args.per_member or 0,
         total_codes=args.total or 0,
     )

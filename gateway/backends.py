@@ -42,7 +42,7 @@ class Backends:
         found = await fetch_all(self.channels)
         schemas = dict(self.schemas)
         for name, result in found.items():
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):  # gather's return_exceptions also returns a CancelledError
                 log.warning("backend not discovered", extra={"fields": {"backend": name, "error": repr(result)}})
             else:
                 schemas[name] = result
@@ -75,7 +75,7 @@ class Backends:
             except Exception:  # a bad descriptor must not stop later refreshes
                 log.exception("refresh failed")
 
-    async def health(self, timeout: float = 2.0) -> dict[str, dict[str, str]]:
+    async def health(self, timeout: float = 2.0) -> dict[str, dict[str, str | bool]]:
         """Each backend's overall gRPC health status (the empty service name)."""
 
         async def check(name: str) -> tuple[str, str]:

@@ -8,11 +8,11 @@ repeating the parameter, enums by name (or number). An unknown or doubly-bound p
 
 import json
 import re
-from collections.abc import Mapping
 
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2
+from multidict import MultiMapping
 
 from gateway.errors import GatewayError
 
@@ -58,10 +58,19 @@ def _field_named(message: descriptor.Descriptor, name: str) -> descriptor.FieldD
     return field
 
 
+def descriptor_of(message_class: type[Message]) -> descriptor.Descriptor:
+    """A message class's descriptor: protobuf's stubs type it as descriptor.Descriptor or upb's own, and
+    upb's is an instance of descriptor.Descriptor at run time."""
+    found = message_class.DESCRIPTOR
+    if not isinstance(found, descriptor.Descriptor):
+        raise TypeError(f"{message_class.__name__}.DESCRIPTOR is not a message descriptor")
+    return found
+
+
 def resolve_field_path(message: descriptor.Descriptor, names: list[str] | tuple[str, ...]) -> list:
     """The fields along a dotted path (proto or JSON names); raises KeyError naming the bad part."""
     fields = []
-    current = message
+    current: descriptor.Descriptor | None = message
     for position, name in enumerate(names):
         if current is None:
             raise KeyError(".".join(names[:position]) + " is not a message")
@@ -79,7 +88,9 @@ def _is_message(field: descriptor.FieldDescriptor) -> bool:
 
 def _is_bool(field: descriptor.FieldDescriptor) -> bool:
     return field.type == descriptor.FieldDescriptor.TYPE_BOOL or (
-        _is_message(field) and field.message_type.full_name == "google.protobuf.BoolValue"
+        _is_message(field)
+        and field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.BoolValue"
     )
 
 
@@ -158,7 +169,7 @@ class RequestBinder:
 
     def __init__(self, request_class: type[Message], path_fields: list[FieldPath], body: str):
         self.request_class = request_class
-        self.message = request_class.DESCRIPTOR
+        self.message = descriptor_of(request_class)
         self.body = body  # "", "*" or a top-level field name
         self._path_setters = {path: self._path_setter(path) for path in path_fields}
         self._bound = [tuple(path) for path in path_fields] + ([(body,)] if body and body != "*" else [])
@@ -191,7 +202,7 @@ class RequestBinder:
 
         return set_by_json
 
-    def bind(self, body: bytes, query: Mapping, path_values: dict[FieldPath, str]) -> Message:
+    def bind(self, body: bytes, query: MultiMapping[str], path_values: dict[FieldPath, str]) -> Message:
         message = self.request_class()
         if self.body and body.strip():
             self._bind_body(message, body)
@@ -218,7 +229,7 @@ class RequestBinder:
                 "INVALID_BODY", {"body": str(error)}, f"The body does not fit {self.message.full_name}: {error}"
             ) from error
 
-    def _bind_query(self, message: Message, query: Mapping) -> None:
+    def _bind_query(self, message: Message, query: MultiMapping[str]) -> None:
         tree: dict = {}
         for name in set(query.keys()):
             path, leaf = self._query_field(name)

@@ -128,7 +128,7 @@ async def fetch_schema(channel: grpc.aio.Channel, timeout: float = 10.0) -> Sche
     raise DiscoveryError("the backend serves no reflection service")
 
 
-async def fetch_all(channels: dict[str, grpc.aio.Channel], timeout: float = 10.0) -> dict[str, Schema | Exception]:
+async def fetch_all(channels: dict[str, grpc.aio.Channel], timeout: float = 10.0) -> dict[str, Schema | BaseException]:
     """Discovers every backend at once; a backend that does not answer gets its exception instead."""
     names = list(channels)
     results = await asyncio.gather(*(fetch_schema(channels[n], timeout) for n in names), return_exceptions=True)

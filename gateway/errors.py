@@ -4,16 +4,17 @@ import base64
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 # Importing error_details_pb2 puts ErrorInfo, BadRequest, ... in the default pool, so their Any details print.
 _DEFAULT_POOL = descriptor_pool.Default()
-assert _DEFAULT_POOL.FindMessageTypeByName(error_details_pb2.ErrorInfo.DESCRIPTOR.full_name)
+_DEFAULT_POOL.FindMessageTypeByName(error_details_pb2.ErrorInfo.DESCRIPTOR.full_name)  # KeyError if not
 
 DOMAIN = "gateway"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-HTTP_STATUS = {
+HTTP_STATUS: dict[int, int] = {
     code_pb2.OK: 200,
     code_pb2.INVALID_ARGUMENT: 400,
     code_pb2.FAILED_PRECONDITION: 400,
@@ -45,7 +46,7 @@ class GatewayError(Exception):
     ):
         super().__init__(message)
         self.http = http or http_status(code)
-        details = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)]
+        details: list[Message] = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)]
         if violations:
             details.append(
                 error_details_pb2.BadRequest(
@@ -70,7 +71,7 @@ def internal_status(request_id: str) -> status_pb2.Status:
 def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     """The rich status a backend put in the trailers, or a plain one from the code and message."""
     for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):  # a -bin key's value is always bytes
             status = status_pb2.Status.FromString(value)
             if status.code == error.code().value[0]:
                 return status
@@ -79,10 +80,8 @@ def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
 
 def status_json(status: status_pb2.Status, backend_pool: descriptor_pool.DescriptorPool | None = None) -> dict:
     """Status as canonical JSON; each Any detail printed from whichever pool knows its type."""
-    body = {"code": status.code, "message": status.message, "details": []}
-    for detail in status.details:
-        body["details"].append(_detail_json(detail, backend_pool))
-    return body
+    details = [_detail_json(detail, backend_pool) for detail in status.details]
+    return {"code": status.code, "message": status.message, "details": details}
 
 
 def _detail_json(detail, backend_pool) -> dict:

@@ -4,11 +4,13 @@ Schemas use the proto field names (what responses carry); descriptions are the .
 Multi-segment variables (`{name=books/*}`) appear as one `{name}` parameter: OpenAPI has no finer form.
 """
 
+from typing import Any
+
 from google.protobuf import descriptor
 from google.rpc import status_pb2
 
 from gateway import comments as proto_comments
-from gateway.binding import SCALAR_LIKE, resolve_field_path
+from gateway.binding import SCALAR_LIKE, descriptor_of, resolve_field_path
 from gateway.transcode import Route
 
 OPENAPI_VERSION = "3.0.3"
@@ -32,7 +34,7 @@ _SCALARS = {
     _F.TYPE_STRING: {"type": "string"},
     _F.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "example": "1.5s"},
     "google.protobuf.FieldMask": {"type": "string", "example": "name,description"},
@@ -117,7 +119,7 @@ class _Document:
                 continue
             kind = field.message_type
             if kind is None or kind.full_name in SCALAR_LIKE:
-                parameter = {"name": ".".join(path), "in": "query", "schema": self.field_schema(field)}
+                parameter: dict[str, Any] = {"name": ".".join(path), "in": "query", "schema": self.field_schema(field)}
                 if field.is_repeated:
                     parameter.update(style="form", explode=True)
                 text = self.comments.get(field.full_name)
@@ -144,7 +146,7 @@ class _Document:
         if body != "*":
             bound = [v.field_path for v in route.template.variables] + ([(body,)] if body else [])
             parameters += self._query_parameters(request, bound)
-        operation = {
+        operation: dict[str, Any] = {
             "operationId": self._operation_id(method),
             "tags": [method.containing_service.full_name],
             "parameters": parameters,
@@ -201,7 +203,7 @@ class OpenApiBuilder:
         built = _Document(comments)
         for route in backends.routes:
             built.add(route)
-        built.message_schema(status_pb2.Status.DESCRIPTOR)
+        built.message_schema(descriptor_of(status_pb2.Status))
         services = sorted({r.method.containing_service.full_name for r in backends.routes})
         document = {
             "openapi": OPENAPI_VERSION,

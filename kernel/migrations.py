@@ -38,7 +38,10 @@ def run_env() -> None:
 
     cfg = context.config
     schema = cfg.get_main_option("schema")
-    engine = sa.create_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
+    url = cfg.get_main_option("sqlalchemy.url")
+    if url is None:  # always set by config() above
+        raise RuntimeError("migrations run without sqlalchemy.url in their Alembic config")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"migrate:{schema}"})
         # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists,

@@ -4,12 +4,15 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Callable
+from typing import TypeVar
 
 from kernel.errors import InvalidArgument
 from kernel.validation import is_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+_Item = TypeVar("_Item")
 
 
 def page_size(value: int, field: str = "page_size") -> int:
@@ -66,7 +69,7 @@ def time_id(created: dt.datetime, item_id: str) -> dict:
     return {"t": created.isoformat(), "id": item_id}
 
 
-def next_page(items: list, size: int, cursor_of: Callable[[object], dict]) -> tuple[list, str]:
+def next_page(items: list[_Item], size: int, cursor_of: Callable[[_Item], dict]) -> tuple[list[_Item], str]:
     """The page and the token of the next one; items holds up to size + 1 rows (one to look ahead)."""
     if len(items) <= size:
         return items, ""

@@ -3,8 +3,10 @@ kernel/status.py), so our caller sees the same code, reason and message; a servi
 becomes Unavailable (retryable)."""
 
 import contextlib
+from typing import TypeVar
 
 import grpc
+from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
 from kernel import errors
@@ -12,22 +14,26 @@ from kernel import errors
 NOT_ANSWERING = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def _details(error: grpc.aio.AioRpcError) -> dict[type, object]:
-    """The rich details of a google.rpc.Status in the trailers, by type."""
-    found: dict[type, object] = {}
+_Detail = TypeVar("_Detail", bound=message.Message)
+
+
+def _details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    """The rich details of a google.rpc.Status in the trailers, packed."""
+    found: list[any_pb2.Any] = []
     for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin":
-            continue
-        for packed in status_pb2.Status.FromString(value).details:
-            for kind in (
-                error_details_pb2.ErrorInfo,
-                error_details_pb2.BadRequest,
-                error_details_pb2.PreconditionFailure,
-                error_details_pb2.ResourceInfo,
-            ):
-                if packed.Is(kind.DESCRIPTOR):
-                    found[kind] = kind()
-                    packed.Unpack(found[kind])
+        # A binary (-bin) key's value is always bytes.
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            found.extend(status_pb2.Status.FromString(value).details)
+    return found
+
+
+def _detail(details: list[any_pb2.Any], default: _Detail) -> _Detail:
+    """The last detail of default's type, else default."""
+    found = default
+    for packed in details:
+        candidate = type(default)()
+        if packed.Unpack(candidate):  # False (and untouched) when packed holds another type
+            found = candidate
     return found
 
 
@@ -51,11 +57,12 @@ def domain_error(
             reason=unavailable_reason or f"{service.upper()}_UNAVAILABLE",
             metadata={"service": service, "remote_code": code.name, **({"operation": doing} if doing else {})},
         )
-    info = details.get(error_details_pb2.ErrorInfo, error_details_pb2.ErrorInfo(reason=code.name))
+    info = _detail(details, error_details_pb2.ErrorInfo(reason=code.name))
     reason, metadata = info.reason, dict(info.metadata)
-    resource = details.get(error_details_pb2.ResourceInfo, error_details_pb2.ResourceInfo())
+    resource = _detail(details, error_details_pb2.ResourceInfo())
+    mapped: errors.DomainError
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        bad = details.get(error_details_pb2.BadRequest, error_details_pb2.BadRequest())
+        bad = _detail(details, error_details_pb2.BadRequest())
         mapped = errors.InvalidArgument(
             [errors.FieldViolation(v.field, v.description) for v in bad.field_violations],
             reason=reason,
@@ -66,7 +73,7 @@ def domain_error(
     elif code == grpc.StatusCode.ALREADY_EXISTS:
         mapped = errors.AlreadyExists(resource.resource_type, resource.resource_name, reason=reason, message=message)
     elif code == grpc.StatusCode.FAILED_PRECONDITION:
-        failure = details.get(error_details_pb2.PreconditionFailure, error_details_pb2.PreconditionFailure())
+        failure = _detail(details, error_details_pb2.PreconditionFailure())
         mapped = errors.FailedPrecondition(
             message,
             reason=reason,

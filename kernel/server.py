@@ -59,7 +59,7 @@ def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> 
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
     )
-    assert reflection_v1.DESCRIPTOR.services_by_name["ServerReflection"]  # keeps v1 in the descriptor pool
+    assert "ServerReflection" in reflection_v1.DESCRIPTOR.services_by_name  # keeps v1 in the descriptor pool
 
 
 class _Health(health.aio.HealthServicer):
@@ -115,7 +115,7 @@ class GrpcServer:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready(self.spec.ready is None or await self.spec.ready())
         if self.spec.ready is not None:
-            self._background.append(asyncio.create_task(self._watch_readiness()))
+            self._background.append(asyncio.create_task(self._watch_readiness(self.spec.ready)))
         log.info("serving", extra={"fields": {"component": self.spec.component, "port": self.port}})
         return self.port
 
@@ -124,11 +124,11 @@ class GrpcServer:
         for name in ("", *self.spec.service_names):
             await self.health.set(name, status)  # ignored once a graceful shutdown began
 
-    async def _watch_readiness(self) -> None:
+    async def _watch_readiness(self, check: Callable[[], Awaitable[bool]]) -> None:
         ready = True
         while True:
             await asyncio.sleep(READINESS_INTERVAL_SECONDS)
-            now = await self.spec.ready()
+            now = await check()
             if now != ready:
                 log.warning("readiness", extra={"fields": {"component": self.spec.component, "ready": now}})
                 ready = now

@@ -1,7 +1,7 @@
 """Builds rich google.rpc.Status errors (ErrorInfo, BadRequest, PreconditionFailure, ...) from domain errors."""
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -20,14 +20,14 @@ _CODES: list[tuple[type[errors.DomainError], int]] = [
 ]
 
 
-def _pack(message) -> any_pb2.Any:
+def _pack(detail: message.Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(detail)
     return packed
 
 
-def _details(error: errors.DomainError) -> list:
-    details = []
+def _details(error: errors.DomainError) -> list[message.Message]:
+    details: list[message.Message] = []
     if isinstance(error, errors.InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(

@@ -16,8 +16,8 @@ from suite.processes import Suite
 
 
 def _banner(suite: Suite, demo_summary: str) -> str:
-    grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
-    grpcurl = str(grpcurl) if grpcurl.exists() else "grpcurl"
+    venv_grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
+    grpcurl = str(venv_grpcurl) if venv_grpcurl.exists() else "grpcurl"
     lines = ["", "Coupon Book Service is running. Ctrl-C stops everything.", ""]
     for component in suite.components:
         kind = "http" if component.name == "gateway" else "grpc"

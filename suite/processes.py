@@ -70,10 +70,11 @@ class Suite:
     def start(self, name: str, module: str) -> Component:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        component = Component(name, self.ports[name], log_path=logs / f"{name}.log")
+        log_path = logs / f"{name}.log"
+        component = Component(name, self.ports[name], log_path=log_path)
         # Each process serves Prometheus metrics on its own port + 1000.
         env = {**self.environment(), "METRICS_PORT": str(component.metrics_port)}
-        with open(component.log_path, "ab") as log:
+        with open(log_path, "ab") as log:
             component.process = subprocess.Popen(
                 [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log
             )

@@ -185,13 +185,15 @@ class AuthDomain:
             raise Unauthenticated("The email or password is wrong.", reason="INVALID_CREDENTIALS")
         self._check_may_sign_in(user)
 
-    def _check_may_sign_in(self, user: UserRow | None) -> None:
+    def _check_may_sign_in(self, user: UserRow | None) -> UserRow:
+        """The user, when they may sign in; a deactivated or vanished account is refused."""
         if user is None or not user.active:
             raise PermissionDenied("This account is deactivated; contact an administrator.", reason="ACCOUNT_DISABLED")
         if user.email.lower() in self.refused_emails:
             raise PermissionDenied(
                 "Demo accounts cannot sign in when ENVIRONMENT=production.", reason="DEMO_ACCOUNT_DISABLED"
             )
+        return user
 
     async def login(self, email: str, password: str) -> Session:
         _check(_bounded("email", email, MAX_EMAIL_LENGTH) + _bounded("password", password, MAX_PASSWORD_INPUT))
@@ -213,12 +215,12 @@ class AuthDomain:
             await self.repo.clear_failures(conn, email_key)
             if client:
                 await self.repo.forgive_attempt(conn, client)
-            self._check_may_sign_in(user)
-            return await self._new_session(conn, user)
+            return await self._new_session(conn, self._check_may_sign_in(user))
 
     async def _reserve_attempt(self, key: str, max_failures: int) -> dt.datetime | None:
         """Counts the attempt before the password is checked, so a burst of parallel guesses cannot outrun the
         limit; a correct password clears the count. Returns the pause's end when this is the last allowed try."""
+        pause_until: dt.datetime | None = None
         async with self.repo.transaction() as conn:
             row = await self.repo.lock_throttle(conn, key)
             if row.locked_until is not None and row.locked_until > row.now:
@@ -251,27 +253,23 @@ class AuthDomain:
             row = await self.repo.lock_refresh_token(conn, token_hash)
             if row is None:
                 raise Unauthenticated("The refresh token is not valid; sign in again.", reason="INVALID_REFRESH_TOKEN")
-            if row.used_at is not None or row.revoked_at is not None:
-                # Deactivation revokes every token: say so rather than calling it a reuse.
-                self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))
-                # A spent token came back: someone holds a copy. Revoke the whole family, then refuse.
-                await self.repo.revoke_family(conn, row.family_id)
-                reused = True
-            else:
-                reused = False
+            if row.used_at is None and row.revoked_at is None:
                 if row.expires_at <= dt.datetime.now(dt.UTC):
                     raise Unauthenticated(
                         "The refresh token has expired; sign in again.", reason="REFRESH_TOKEN_EXPIRED"
                     )
-                user = await self.repo.user_by_id(conn, row.user_id)
-                self._check_may_sign_in(user)
+                user = self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))
                 await self.repo.mark_refresh_token_used(conn, token_hash)
                 return await self._new_session(conn, user, row.family_id)
-        if reused:
-            raise Unauthenticated(
-                "This refresh token was already used; every session from it is revoked. Sign in again.",
-                reason="REFRESH_TOKEN_REUSED",
-            )
+            # Deactivation revokes every token: say so rather than calling it a reuse.
+            self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))
+            # A spent token came back: someone holds a copy. Revoke the whole family, then refuse.
+            await self.repo.revoke_family(conn, row.family_id)
+        # Refused once the transaction is over, so the family's revocation is committed.
+        raise Unauthenticated(
+            "This refresh token was already used; every session from it is revoked. Sign in again.",
+            reason="REFRESH_TOKEN_REUSED",
+        )
 
     async def me(self, caller: Principal) -> UserRow:
         async with self.repo.transaction() as conn:

@@ -134,7 +134,7 @@ class AuthRepository:
     async def list_users(
         self, conn: AsyncConnection, limit: int, after: tuple[dt.datetime, str] | None, email_contains: str
     ) -> tuple[list[UserRow], int]:
-        condition = sa.true()
+        condition: sa.ColumnElement[bool] = sa.true()
         if email_contains:
             condition = users.c.email.ilike(f"%{_escape_like(email_contains)}%", escape="\\")
         statement = sa.select(users).where(condition)

@@ -19,7 +19,7 @@ def user_message(user: UserRow) -> auth_pb2.User:
         id=user.id,
         email=user.email,
         name=user.name,
-        role=auth_pb2.Role.Value(user.role),
+        role=user.role,  # the enum value's name
         active=user.active,
         create_time=to_timestamp(user.created_at),
         update_time=to_timestamp(user.updated_at),

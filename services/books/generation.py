@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from kernel.errors import Aborted, FailedPrecondition, InvalidArgument, Unavailable
@@ -154,7 +154,7 @@ class CodeGeneration:
 
     async def _stored_batches(
         self, book_id: str, generator: codes.CodeGenerator, sizes: list[int]
-    ) -> AsyncIterator[tuple[int, bool]]:
+    ) -> AsyncGenerator[tuple[int, bool], None]:
         """Stores batches of the given sizes, GENERATION_CONCURRENCY at a time; yields each one's result
         as it finishes. Concurrent batches may draw the same code: the ledger keeps one, the other is replaced.
 

@@ -108,7 +108,7 @@ class BooksRepository:
         self, conn: AsyncConnection, limit: int, before: tuple[dt.datetime, str] | None, status: str, name_contains: str
     ) -> tuple[list[BookRow], int]:
         """Newest first; `before` is the (created_at, id) of the last book of the previous page."""
-        condition = sa.true()
+        condition: sa.ColumnElement[bool] = sa.true()
         if status:
             condition = sa.and_(condition, books.c.status == status)
         if name_contains:

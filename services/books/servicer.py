@@ -25,7 +25,7 @@ def book_message(book: BookRow) -> books_pb2.Book:
         lock_ttl_seconds=book.lock_ttl_seconds,
         valid_from=to_timestamp(book.valid_from),
         valid_until=to_timestamp(book.valid_until),
-        status=books_pb2.BookStatus.Value(book.status),
+        status=book.status,  # the enum value's name
         code_count=book.code_count,
         create_time=to_timestamp(book.created_at),
         update_time=to_timestamp(book.updated_at),

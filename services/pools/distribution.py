@@ -145,7 +145,7 @@ def plan_random(
     at_limit = [u for u in member_ids if rooms[u] == 0]
     problems = _book_problems(book, total_codes, now or dt.datetime.now(dt.UTC))
     if limit:
-        total_room = sum(rooms.values())
+        total_room = sum(room for room in rooms.values() if room is not None)  # none is None under a limit
         if total_room < total_codes:
             problems.append(
                 Problem(
@@ -179,9 +179,10 @@ def _draw(member_ids: list[str], rooms: dict[str, int | None], total: int, rng: 
         index = rng.randrange(len(candidates))
         user = candidates[index]
         counts[user] = counts.get(user, 0) + 1
-        if room_left[index] is not None:
-            room_left[index] -= 1
-            if room_left[index] == 0:  # full: swap it out so every draw stays uniform over those with room
+        left = room_left[index]
+        if left is not None:
+            room_left[index] = left = left - 1
+            if left == 0:  # full: swap it out so every draw stays uniform over those with room
                 candidates[index], room_left[index] = candidates[-1], room_left[-1]
                 candidates.pop()
                 room_left.pop()

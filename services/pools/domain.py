@@ -400,7 +400,10 @@ class PoolsDomain:
                     conn, "Distribute", request.request_id, fingerprint(*map(str, parts))
                 )
                 if stored is not None:
-                    return await self.repo.distribution(conn, stored.decode())
+                    replayed = await self.repo.distribution(conn, stored.decode())
+                    if replayed is None:  # the answer stored is the id of a distribution kept with it
+                        raise LookupError(f"distribution {stored.decode()} of request {request.request_id} is gone")
+                    return replayed
             planned = await self.repo.distribution(conn, distribution_id)
             if planned is None:
                 plan = await self._plan(conn, request)

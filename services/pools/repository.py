@@ -102,7 +102,10 @@ class PoolsRepository:
                 pool_id = (await conn.execute(statement)).scalar_one()
         except sa.exc.IntegrityError as error:
             raise PoolNameTaken(name) from error
-        return await self.pool(conn, pool_id)
+        inserted = await self.pool(conn, pool_id)
+        if inserted is None:  # inserted just above, in this transaction
+            raise LookupError(f"pool {pool_id} vanished after its insert")
+        return inserted
 
     async def pool(self, conn: AsyncConnection, pool_id: str, keep: bool = False) -> PoolRow | None:
         """keep: hold a key-share lock so the pool cannot be deleted before the transaction ends."""

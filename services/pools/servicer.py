@@ -64,7 +64,7 @@ def _distribution(row: DistributionRow) -> pools_pb2.Distribution:
         id=row.id,
         pool_id=row.pool_id,
         book_id=row.book_id,
-        mode=pools_pb2.DistributionMode.Value(row.mode),
+        mode=row.mode,  # the enum value's name
         assigned=row.assigned,
         create_time=to_timestamp(row.created_at),
         members=[pools_pb2.MemberPlan(user_id=u, codes=n, held=h) for u, n, h in row.result["members"]],

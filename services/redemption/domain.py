@@ -103,6 +103,8 @@ class RedemptionDomain:
                 book.lock_ttl_seconds,
                 Stamp("LOCKED_EVENT", caller.actor, request_id),
             )
+            if locked.lock_id is None or locked.lock_expires_at is None:  # both set by the statement
+                raise RuntimeError(f"coupon {locked.code} came back from its lock without one")
             return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
         return await self._on_coupon(caller, "LockCoupon", code, request_id, (), LockResult, change)

@@ -30,12 +30,12 @@ class LedgerQueries:
         user_id = rules.check_uuid(user_id, "user_id", 'a user id or "me"')
         if not caller.is_admin and user_id != caller.user_id:
             raise PermissionDenied("A user may only list their own coupons.", reason="NOT_YOUR_ACCOUNT")
-        book_id = rules.check_uuid(book_id, "book_id", "a book id") if book_id else None
+        of_book = rules.check_uuid(book_id, "book_id", "a book id") if book_id else None
         size = paging.page_size(page_size)
         after = paging.decode_cursor(page_token, {"code": str})
         async with self.repo.transaction() as conn:
             rows = await self.repo.list_coupons(
-                conn, size + 1, user_id=user_id, book_id=book_id, state=state, after=after
+                conn, size + 1, user_id=user_id, book_id=of_book, state=state, after=after
             )
         rows, token = paging.next_page(rows, size, lambda row: {"code": row.code})
         return [Coupon.of(row) for row in rows], token

@@ -139,7 +139,10 @@ class RedemptionRepository:
             WHERE b.version < excluded.version"""),
             values,
         )
-        return await self.rules(conn, rules.book_id)
+        stored = await self.rules(conn, rules.book_id)
+        if stored is None:  # inserted above unless already there
+            raise LookupError(f"the rules of book {rules.book_id} vanished after their upsert")
+        return stored
 
     async def rules(self, conn: AsyncConnection, book_id: str) -> BookRules | None:
         row = (
@@ -210,7 +213,7 @@ class RedemptionRepository:
         return [CouponRow(**row._mapping) for row in rows]
 
     async def lock(self, conn: AsyncConnection, code: str, lock_id: str, ttl_seconds: int, stamp: Stamp) -> CouponRow:
-        return await self._update(
+        return await self._update_held(
             conn,
             code,
             stamp,
@@ -220,7 +223,7 @@ class RedemptionRepository:
         )
 
     async def clear_lock(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow:
-        return await self._update(conn, code, stamp, "lock_id = NULL, lock_expires_at = NULL", {})
+        return await self._update_held(conn, code, stamp, "lock_id = NULL, lock_expires_at = NULL", {})
 
     async def redeem(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow | None:
         """Counts one redemption and consumes any lock, only while the holder has redemptions left."""
@@ -233,6 +236,15 @@ class RedemptionRepository:
             {},
             condition="c.redemption_count < r.max_redemptions",
         )
+
+    async def _update_held(
+        self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict
+    ) -> CouponRow:
+        """_update without a condition, on a coupon the caller holds (locked for update): it always changes."""
+        updated = await self._update(conn, code, stamp, assignments, params)
+        if updated is None:
+            raise LookupError(f"coupon {code} vanished while locked for update")
+        return updated
 
     async def _update(
         self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict, condition: str = "true"
@@ -271,7 +283,8 @@ class RedemptionRepository:
         after: dict | None = None,
     ) -> list[CouponRow]:
         """A user's coupons ordered by code, or a book's by (state, code): both follow an index."""
-        conditions, params = [], {"limit": limit}
+        conditions: list[str] = []
+        params: dict[str, object] = {"limit": limit}
         if user_id is not None:
             conditions.append("c.user_id = CAST(:user_id AS uuid)")
             params["user_id"] = user_id

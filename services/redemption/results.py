@@ -79,7 +79,7 @@ def decode(kind: type, data: bytes):
 
 def _build(kind, value):
     """Rebuilds a value of `kind` (a dataclass, list, optional datetime or plain JSON value) from JSON."""
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind)
         return kind(**{name: _build(hints[name], item) for name, item in value.items()})
     if typing.get_origin(kind) is list:

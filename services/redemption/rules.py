@@ -22,7 +22,9 @@ DEFAULT_LOCK_TTL_SECONDS = 300
 MAX_LOCK_TTL_SECONDS = 3600
 
 
-def _when(value: dt.datetime) -> str:
+def _when(value: dt.datetime | None) -> str:
+    if value is None:  # never for a live lock or a redeemed coupon, which have their times
+        return "an unknown time"
     return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -24,7 +24,7 @@ def coupon_message(coupon: Coupon) -> pb.Coupon:
     return pb.Coupon(
         code=coupon.code,
         book_id=coupon.book_id,
-        state=pb.CouponState.Value(coupon.state),
+        state=coupon.state,  # the enum value's name
         user_id=coupon.user_id or "",
         lock_expire_time=to_timestamp(coupon.lock_expires_at),
         redemption_count=coupon.redemption_count,
@@ -72,7 +72,7 @@ def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryRespon
                 id=e.id,
                 code=e.code,
                 book_id=e.book_id,
-                event=pb.HistoryEvent.Value(e.event),
+                event=e.event,  # the enum value's name
                 user_id=e.user_id or "",
                 actor_id=e.actor_id,
                 request_id=e.request_id,
