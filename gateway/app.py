@@ -239,5 +239,6 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/livez", _livez)
     app.router.add_get("/openapi.json", _openapi)
-    app.router.add_route("*", "/{tail:.*}", _transcode)
+    # Any character, a newline (%0A) included: aiohttp's own 404 for an unmatched path would be a 500 here.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _transcode)
     return app

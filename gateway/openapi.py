@@ -7,10 +7,11 @@ Multi-segment variables (`{name=books/*}`) appear as one `{name}` parameter: Ope
 from typing import Any
 
 from google.protobuf import descriptor
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from gateway import comments as proto_comments
 from gateway.binding import SCALAR_LIKE, descriptor_of, resolve_field_path
+from gateway.errors import HTTP_STATUS
 from gateway.transcode import Route
 
 OPENAPI_VERSION = "3.0.3"
@@ -57,9 +58,48 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
 }
-_ERROR_RESPONSE = {
-    "description": "An error: google.rpc.Status with its details.",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}},
+# The error statuses every call can meet (gateway/errors.py maps gRPC codes to them), each a google.rpc.Status
+# body; `default` covers the rest (405, 408, 413, 499, 501).
+_ERROR_STATUSES = {
+    400: "The request, or the state it meets, breaks a rule; BadRequest or PreconditionFailure name it.",
+    401: "No valid bearer token: missing, malformed, expired or revoked, or wrong credentials.",
+    403: "The caller may not do this: the method's access rule, or a disabled account.",
+    404: "No such resource (ResourceInfo names it), or no route for the path.",
+    409: "It exists already, or a concurrent operation on the same thing won (ABORTED: retry).",
+    429: "A limit was reached (sign-in attempts, quotas); RetryInfo says when to try again.",
+    500: "A fault in the gateway or a service; the message carries only the request id.",
+    503: "A service did not answer; nothing was changed, retry.",
+    504: "The call's deadline (Grpc-Timeout) passed.",
+}
+_UNMAPPED = ("UNKNOWN", "INTERNAL", "DATA_LOSS")  # and any code not in the table: 500
+
+
+def _codes_of(http: int) -> list[str]:
+    names = [code_pb2.Code.Name(code) for code, status in HTTP_STATUS.items() if status == http]
+    return names + list(_UNMAPPED) if http == 500 else names
+
+
+def _spelled(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _status_response(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}},
+    }
+
+
+_ERROR_RESPONSES = {
+    f"Error{http}": _status_response(f"{_spelled(_codes_of(http))}. {text}") for http, text in _ERROR_STATUSES.items()
+}
+_ERROR_RESPONSES["Error"] = _status_response(
+    "Any other error (405 method not allowed, 408 body timeout, 413 body too large, 499 cancelled, "
+    "501 unimplemented): google.rpc.Status with its details."
+)
+_OPERATION_ERRORS = {
+    **{str(http): {"$ref": f"#/components/responses/Error{http}"} for http in _ERROR_STATUSES},
+    "default": {"$ref": "#/components/responses/Error"},
 }
 
 
@@ -169,7 +209,7 @@ class _Document:
         note = "A stream of messages, one JSON object per line." if route.server_streaming else "Success."
         operation["responses"] = {
             "200": {"description": note, "content": {media: {"schema": schema}}},
-            "default": _ERROR_RESPONSE,
+            **_OPERATION_ERRORS,
         }
         self.paths.setdefault(route.template.openapi_path(), {})[route.http_method.lower()] = operation
 
@@ -214,7 +254,7 @@ class OpenApiBuilder:
             },
             "tags": [{"name": s, "description": comments[s]} if s in comments else {"name": s} for s in services],
             "paths": built.paths,
-            "components": {"schemas": built.schemas},
+            "components": {"schemas": built.schemas, "responses": _ERROR_RESPONSES},
         }
         self._cached = (backends.generation, document)
         return document

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures_pools",
     "tests.fixtures_gateway",
     "tests.fixtures_suite",
+    "tests.fixtures_fuzz",
 ]
 
 

@@ -249,6 +249,14 @@ async def test_the_client_address_goes_to_the_backend_as_x_forwarded_for(http, e
     assert labels["x-forwarded-for"] == "127.0.0.1"  # the TCP peer; what the client claimed is not passed on
 
 
+async def test_a_path_with_an_encoded_newline_is_routed_like_any_other(http, echo_gateway_url):
+    """Found by tests/test_fuzz_gateway.py: aiohttp's own route did not match %0A, and its 404 became a 500."""
+    async with http.get(yarl.URL(f"{echo_gateway_url}/v1/echo/a%0Ab", encoded=True)) as response:
+        assert response.status == 200 and (await response.json())["id"] == "a\nb"
+    async with http.get(yarl.URL(f"{echo_gateway_url}/v1/nowhere%0A", encoded=True)) as response:
+        assert response.status == 404 and reason_of(await response.json()) == "ROUTE_NOT_FOUND"
+
+
 # --- 5. a body that never finishes arriving ---------------------------------------------------------------------------
 
 

@@ -79,9 +79,13 @@ async def test_openapi_document_is_valid_and_lists_the_rest_paths(http, contract
     validate(document)
     missing = [(m, p) for m, p in REST_PATHS if m not in document["paths"].get(p, {})]
     assert not missing, f"not in the OpenAPI document: {missing}"
+    errors = {"400", "401", "403", "404", "409", "429", "500", "503", "504", "default"}
     for path_item in document["paths"].values():
         for operation in path_item.values():
-            assert "200" in operation["responses"] and "default" in operation["responses"]
+            assert set(operation["responses"]) == {"200"} | errors
+    for response in document["components"]["responses"].values():
+        assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/google.rpc.Status"}
+    assert document["components"]["responses"]["Error409"]["description"].startswith("ALREADY_EXISTS or ABORTED.")
 
 
 async def test_openapi_carries_the_proto_comments(http, contracts_gateway_url):
