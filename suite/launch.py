@@ -9,7 +9,13 @@ from kernel import migrations
 from kernel.settings import Settings, switch
 from services.auth.demo import load_demo_users
 from suite import demo
-from suite.processes import Suite, available_services, gateway_available, wait_http, wait_serving
+from suite.processes import Component, Suite, available_services, gateway_available, wait_http, wait_serving
+
+
+def _start_replicas(suite: Suite, names: list[str]) -> list[Component]:
+    return [
+        suite.start(name, f"services.{name}", replica) for name in names for replica in range(suite.replica_count(name))
+    ]
 
 
 async def start_suite(
@@ -34,8 +40,14 @@ async def start_suite(
     if ports:
         suite.ports.update(ports)
     try:
+        # auth first: every other service signs in and fetches the token keys there as it starts, and a
+        # channel that finds auth not listening yet waits out a reconnect backoff (a second or more). It
+        # boots while the other schemas migrate and the demo users are written.
+        first = []
         for name in services:
             migrations.upgrade(name, database_url)
+            if name == "auth":
+                first = _start_replicas(suite, ["auth"])
         # The demo users are written from here, with the connection settings the processes get.
         base = Settings.from_env("auth")
         prepared = switch(
@@ -43,17 +55,10 @@ async def start_suite(
         )
         settings = dataclasses.replace(base, database_url=database_url, db_prepared_statements=prepared)
         await load_demo_users(settings)
-        # auth first: every other service signs in and fetches the token keys there as it starts, and a
-        # channel that finds auth not listening yet waits out a reconnect backoff (a second or more).
-        for group in (["auth"], [name for name in services if name != "auth"]):
-            started = [
-                suite.start(name, f"services.{name}", replica)
-                for name in group
-                if name in services
-                for replica in range(suite.replica_count(name))
-            ]
-            for component in started:
-                await wait_serving(component)
+        for component in first:
+            await wait_serving(component)
+        for component in _start_replicas(suite, [name for name in services if name != "auth"]):
+            await wait_serving(component)
         if gateway_available():
             await wait_http(suite.start("gateway", "gateway"))
         summary = await demo.load(suite)
