@@ -1,6 +1,7 @@
 """Brings the suite up the way `make run` does: migrate, demo data, one process per component (or per
 replica of a gRPC service)."""
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,7 +46,7 @@ async def start_suite(
         # boots while the other schemas migrate and the demo users are written.
         first = []
         for name in services:
-            migrations.upgrade(name, database_url)
+            await asyncio.to_thread(migrations.upgrade, name, database_url)  # the caller's loop keeps running
             if name == "auth":
                 first = _start_replicas(suite, ["auth"])
         # The demo users are written from here, with the connection settings the processes get.

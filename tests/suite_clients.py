@@ -5,6 +5,7 @@ written straight into auth's table (no bcrypt), refusals as 'CODE/REASON', and e
 import asyncio
 import collections
 import re
+import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ def rpc_counts(component: Component) -> collections.Counter:
 
 
 class CallsPerReplica:
-    """How many calls of a method each replica of a service handled between start() and stop()."""
+    """How many calls of some methods each replica of a service handled inside a `with` block."""
 
     def __init__(self, suite: Suite, service: str, *methods: str):
         self.replicas = suite.replicas_of(service)
@@ -50,8 +51,20 @@ class CallsPerReplica:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._read()
+
+    def _read(self) -> None:
         after = [rpc_counts(c) for c in self.replicas]
         self.calls = {m: [a[m] - b[m] for a, b in zip(after, self.before, strict=True)] for m in self.methods}
+
+    async def served(self, method: str, total: int | None = None, timeout: float = 3.0) -> list[int]:
+        """Calls per replica; with a total, read again until they add up to it: a refusal reaches the caller
+        before the server counts it (grpc aio sends the status at abort, the interceptor counts afterwards)."""
+        deadline = time.monotonic() + timeout
+        while total is not None and sum(self.calls[method]) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self._read()
+        return self.calls[method]
 
     def __str__(self) -> str:
         return ", ".join(f"{m} {'/'.join(map(str, calls))}" for m, calls in self.calls.items())

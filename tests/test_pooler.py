@@ -74,7 +74,7 @@ async def pooled_suite(pgbouncer, pooled_database, tmp_path_factory):
         },
     )
     yield suite
-    suite.stop()
+    await asyncio.to_thread(suite.stop)  # never block the loop the session's in-process servers run on
     exits = {c.label: c.process.returncode for c in suite.components}
     assert all(code == 0 for code in exits.values()), f"unclean exits: {exits}"
 

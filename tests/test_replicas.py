@@ -40,7 +40,7 @@ async def replica_suite(database_url, tmp_path_factory):
         replicas=REPLICAS,
     )
     yield suite
-    suite.stop()
+    await asyncio.to_thread(suite.stop)  # never block the loop the session's in-process servers run on
     exits = {c.label: c.process.returncode for c in suite.components}
     assert all(code == 0 for code in exits.values()), f"unclean exits: {exits}"
 
@@ -52,8 +52,8 @@ async def client(replica_suite, database_url):
     await client.close()
 
 
-def both_served(calls: CallsPerReplica, method: str, total: int | None = None) -> None:
-    served = calls.calls[method]
+async def both_served(calls: CallsPerReplica, method: str, total: int | None = None) -> None:
+    served = await calls.served(method, total)
     assert len(served) == 2 and min(served) > 0, f"{method} per replica: {served}"
     if total is not None:
         assert sum(served) == total, f"{method} per replica: {served}, expected {total} in all"
@@ -137,7 +137,7 @@ async def test_parallel_redeems_of_the_same_codes_via_both_replicas(client, repl
         by_code[codes[index // 16]][result] += 1
     for code, tally in by_code.items():
         assert tally["OK"] == 1 and set(tally) - {"OK"} <= SINGLE_USE_REFUSALS, (code, tally)
-    both_served(calls, "RedeemCoupon", total=12 * 16)
+    await both_served(calls, "RedeemCoupon", total=12 * 16)
 
     _, (multi,) = await client.book(1, allow_multi_redemption=True, max_redemptions_per_user=3)
     await client.assign(multi, holder)
@@ -154,7 +154,7 @@ async def test_parallel_redeems_of_the_same_codes_via_both_replicas(client, repl
         "OK": 3,
         "FAILED_PRECONDITION/REDEMPTION_LIMIT_REACHED": 21,
     }
-    both_served(multi_calls, "RedeemCoupon", total=sum(n for _, n in settled_results))
+    await both_served(multi_calls, "RedeemCoupon", total=sum(n for _, n in settled_results))
 
     stats = await client.stats(book_id)  # books -> redemption GetBookCounts, on either replica
     assert (stats.total, stats.redeemed, stats.redemptions, stats.assigned) == (12, 12, 12, 0)
@@ -192,7 +192,7 @@ async def test_parallel_random_assignments_across_replicas_never_give_a_code_twi
         await asyncio.gather(*(caller(worker) for worker in range(16)))
     assert len(assigned) == 150 and set(assigned) == set(codes)
     assert refusals["FAILED_PRECONDITION"] == 16
-    both_served(calls, "AssignRandomCoupon", total=150 + sum(refusals.values()))
+    await both_served(calls, "AssignRandomCoupon", total=150 + sum(refusals.values()))
     assert client.events(book_id, "ASSIGNED_EVENT") == (150, 150)
     stats = await client.stats(book_id)
     assert (stats.available, stats.assigned) == (0, 150)
@@ -229,7 +229,7 @@ async def test_parallel_distributions_retried_by_request_id_make_exactly_one(cli
         answers = await asyncio.gather(*(distribute(impatient=index < 2) for index in range(8)))
     distributions = [d for d, _ in answers]
     assert all(d == distributions[0] for d in distributions) and distributions[0].assigned == 12
-    assert min(calls.calls["Distribute"]) > 0, calls
+    await both_served(calls, "Distribute")
     assert client.one("SELECT count(*) FROM pools.distributions WHERE book_id = %s", book_id) == (1,)
     assert client.one(
         "SELECT count(*), count(DISTINCT code), count(DISTINCT distribution_id) FROM redemption.history "
@@ -268,7 +268,7 @@ async def test_parallel_distributions_of_different_pools_never_hand_out_a_code_t
         "ABORTED/CONCURRENT_OPERATION",
     }, results
     assert client.events(book_id, "ASSIGNED_EVENT") == (10 * results["OK"],) * 2
-    both_served(calls, "Distribute", total=4)
+    await both_served(calls, "Distribute", total=4)
     client.ledger_matches_history(book_id)
 
 
@@ -294,20 +294,21 @@ async def test_every_client_spreads_its_calls_over_both_replicas(client, replica
         for _ in range(8):
             await client.stats(book_id)  # books -> redemption
             await client.pools.PreviewDistribution(preview, metadata=client.admin.metadata)  # pools -> redemption
-    both_served(ledger, "ListUserCoupons", total=8)  # gateway -> redemption
-    both_served(ledger, "GetBookCounts", total=8)
-    both_served(ledger, "GetAssignmentCounts", total=8)
-    both_served(pools, "ListPools", total=8)  # gateway -> pools
+    await both_served(ledger, "ListUserCoupons", total=8)  # gateway -> redemption
+    await both_served(ledger, "GetBookCounts", total=8)
+    await both_served(ledger, "GetAssignmentCounts", total=8)
+    await both_served(pools, "ListPools", total=8)  # gateway -> pools
 
     token_file = tmp_path / "token"
     token_file.write_text(client.admin.metadata[0][1].removeprefix("Bearer "))
     env = {**replica_suite.environment(), "COUPONS_CLI_TOKEN_FILE": str(token_file)}  # *_ADDR: the targets
     with CallsPerReplica(replica_suite, "pools", "PreviewDistribution") as cli_calls:
-        done = subprocess.run(
+        done = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "cli", "distribute", pool.id, book_id, "--mode", "equal", "--per-member", "1",
              "--preview"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 0 and "satisfiable: yes" in done.stdout, done.stdout + done.stderr
-    assert env["POOLS_ADDR"].startswith("ipv4:") and sum(cli_calls.calls["PreviewDistribution"]) == 1
+    assert env["POOLS_ADDR"].startswith("ipv4:") and sum(await cli_calls.served("PreviewDistribution", 1)) == 1
     print(f"\nper redemption replica: {ledger}; per pools replica: {pools}")
