@@ -24,8 +24,7 @@ def _banner(suite: Suite, demo_summary: str) -> str:
     for component in suite.components:
         kind = "http" if component.name == "gateway" else "grpc"
         lines.append(f"  {component.label:<13} {kind}://{component.address}    log: {component.log_path}")
-    services = [name for name in suite.replicas if suite.replica_count(name) > 1]
-    if services:
+    if any(suite.replica_count(name) > 1 for name in suite.replicas):
         lines += ["", "Replicas: every client balances round robin over them, e.g. the CLI:"]
         flags = " ".join(f"--{name}={suite.target(name)}" for name in suite.replicas)
         lines.append(f"  python -m cli {flags} --help")
