@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 
 import grpc
@@ -15,7 +16,13 @@ from kernel.settings import DEFAULT_PORTS
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="coupons-cli", description="Operate the Coupon Book Service.")
     for name in ("auth", "books", "redemption", "pools"):
-        top.add_argument(f"--{name}", default=f"127.0.0.1:{DEFAULT_PORTS[name]}", help=f"{name} service address")
+        default = os.environ.get(f"{name.upper()}_ADDR", "").strip() or f"127.0.0.1:{DEFAULT_PORTS[name]}"
+        top.add_argument(
+            f"--{name}",
+            default=default,
+            help=f"{name} service address or gRPC target, balanced round robin: host:port, "
+            f"ipv4:a:p,b:q (replicas), dns:///name:port (default %(default)s, from {name.upper()}_ADDR when set)",
+        )
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("login", help="sign in and save the access token")

@@ -32,8 +32,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # A connection the server dropped (a restart, a failover) is replaced at checkout instead of failing
         # the next caller: one extra round trip per transaction.
         pool_pre_ping=True,
-        connect_args={"application_name": f"coupons-{settings.component}", "connect_timeout": 5},
+        connect_args=connect_args(settings),
     )
+
+
+def connect_args(settings: Settings) -> dict:
+    """psycopg connection arguments; DB_PREPARED_STATEMENTS=off sends every statement unnamed (unprepared),
+    which a transaction-mode pooler can hand to any server connection."""
+    args: dict = {"application_name": f"coupons-{settings.component}", "connect_timeout": 5}
+    if not settings.db_prepared_statements:
+        args["prepare_threshold"] = None
+    return args
 
 
 # PostgreSQL's own concurrency refusals: the same transaction may well succeed when run again.

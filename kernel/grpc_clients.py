@@ -8,6 +8,7 @@ x-actor-id, so the callee records that person in history while authorizing the s
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 
 import grpc
@@ -30,9 +31,39 @@ CHANNEL_OPTIONS = [
 AUTH_CALL_TIMEOUT_SECONDS = 5.0
 
 
+# Name resolvers gRPC ships: an address starting with one of these is a complete target already.
+RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+_IPV4_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
+_IPV6_ADDRESS = re.compile(r"^\[[0-9A-Fa-f:.]+\]:\d+$")
+
+
+def target(address: str) -> str:
+    """The gRPC target for an *_ADDR value.
+
+    - `dns:///name:port` (a headless Service: every pod), `ipv4:a:p,b:q`, `ipv6:[a]:p,[b]:q`, `unix:...`: as is;
+    - `host:port`: `dns:///host:port`, so a name that resolves to several addresses is balanced over all;
+    - `a:p,b:q` without a scheme (IP literals only, e.g. the replicas of `make run`): `ipv4:a:p,b:q`.
+    Round robin (CHANNEL_OPTIONS) spreads calls over every address the target resolves to.
+    """
+    address = address.strip()
+    if "://" in address or address.lower().startswith(RESOLVER_SCHEMES):
+        return address
+    if "," not in address:
+        return f"dns:///{address}"
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if all(_IPV4_ADDRESS.match(part) for part in parts):
+        return "ipv4:" + ",".join(parts)
+    if all(_IPV6_ADDRESS.match(part) for part in parts):
+        return "ipv6:" + ",".join(parts)
+    raise ValueError(
+        f"{address!r}: several addresses in one target must be IP literals of one family (ipv4:a:p,b:q); "
+        "for host names use dns:///name:port of a name that resolves to every replica"
+    )
+
+
 def channel(address: str) -> grpc.aio.Channel:
-    target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    """A channel balancing round robin over every address the target names or resolves to."""
+    return grpc.aio.insecure_channel(target(address), options=CHANNEL_OPTIONS)
 
 
 class ServiceIdentity:

@@ -24,6 +24,19 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
+_SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+
+
+def switch(name: str, raw: str, default: bool) -> bool:
+    """An on/off value (on, off, true, false, yes, no, 1, 0); empty means the default."""
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value not in _SWITCH:
+        raise SystemExit(f"{name} must be on or off, got {raw!r}")
+    return _SWITCH[value]
+
+
 # The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
 CALLING_SERVICES = ("books", "redemption", "pools")
 MIN_SERVICE_SECRET_LENGTH = 32
@@ -70,6 +83,10 @@ class Settings:
     db_pool_size: int  # DB_POOL_SIZE
     db_max_overflow: int  # DB_MAX_OVERFLOW
     db_pool_timeout_seconds: int  # DB_POOL_TIMEOUT_SECONDS
+    # DB_PREPARED_STATEMENTS: on (default) lets psycopg prepare a statement server-side after 5 runs on a
+    # connection; off (prepare_threshold None) for a transaction-mode pooler that cannot carry them
+    # (PgBouncer before 1.21, or max_prepared_statements = 0).
+    db_prepared_statements: bool
     auth_addr: str  # AUTH_ADDR
     books_addr: str  # BOOKS_ADDR
     redemption_addr: str  # REDEMPTION_ADDR
@@ -113,6 +130,9 @@ class Settings:
             db_pool_size=_int("DB_POOL_SIZE", 10),
             db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
             db_pool_timeout_seconds=_int("DB_POOL_TIMEOUT_SECONDS", 5),
+            db_prepared_statements=switch(
+                "DB_PREPARED_STATEMENTS", os.environ.get("DB_PREPARED_STATEMENTS", ""), default=True
+            ),
             auth_addr=_address("auth"),
             books_addr=_address("books"),
             redemption_addr=_address("redemption"),

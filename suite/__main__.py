@@ -1,10 +1,12 @@
 """`make run`: the embedded PostgreSQL, migrations, demo data, every component as its own process.
 
+REPLICAS=N starts N processes of each gRPC service (clients balance round robin over them).
 Ctrl-C (or SIGTERM) stops the components gracefully and then the database.
 """
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -21,7 +23,11 @@ def _banner(suite: Suite, demo_summary: str) -> str:
     lines = ["", "Coupon Book Service is running. Ctrl-C stops everything.", ""]
     for component in suite.components:
         kind = "http" if component.name == "gateway" else "grpc"
-        lines.append(f"  {component.name:<11} {kind}://{component.address}    log: {component.log_path}")
+        lines.append(f"  {component.label:<13} {kind}://{component.address}    log: {component.log_path}")
+    if any(suite.replica_count(name) > 1 for name in suite.replicas):
+        lines += ["", "Replicas: every client balances round robin over them, e.g. the CLI:"]
+        flags = " ".join(f"--{name}={suite.target(name)}" for name in suite.replicas)
+        lines.append(f"  python -m cli {flags} --help")
     lines.append(demo_summary)
     auth, redemption = suite.ports["auth"], suite.ports["redemption"]
     login = '\'{"email":"alice@example.com","password":"demo123"}\''
@@ -48,6 +54,13 @@ def _banner(suite: Suite, demo_summary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replicas() -> int:
+    raw = os.environ.get("REPLICAS", "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 20:
+        raise SystemExit(f"REPLICAS must be a whole number from 1 to 20, got {raw!r}")
+    return int(raw)
+
+
 async def run() -> None:
     settings = Settings.from_env("auth")
     logs.configure("suite", settings.log_level)
@@ -59,7 +72,7 @@ async def run() -> None:
         database_url = database.url
     suite = None
     try:
-        suite, summary = await start_suite(database_url, Path(settings.run_dir))
+        suite, summary = await start_suite(database_url, Path(settings.run_dir), replicas=_replicas())
         print(_banner(suite, summary), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -56,8 +56,7 @@ async def _ensure_book(books, book: books_pb2.Book, metadata) -> books_pb2.Book:
 
 async def load(suite: Suite) -> str:
     """Loads the demo books, alice's coupons and the demo pool; returns lines for the banner."""
-    ports = suite.ports
-    channels = {name: channel(f"127.0.0.1:{ports[name]}") for name in ("auth", "books", "redemption", "pools")}
+    channels = {name: channel(suite.target(name)) for name in ("auth", "books", "redemption", "pools")}
     try:
         auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
         admin = await auth.Login(auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))

@@ -1,4 +1,5 @@
-"""Starts each component as its own process and waits until it reports SERVING."""
+"""Starts each component as its own process (a gRPC service as one or more replicas) and waits until it
+reports SERVING."""
 
 import asyncio
 import os
@@ -15,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kernel.settings import DEFAULT_PORTS, ROOT
 
 SERVICES = ("auth", "books", "redemption", "pools")
+# Replica i of a service listens on its port + REPLICA_PORT_STEP * i, and serves metrics 1000 above that.
+REPLICA_PORT_STEP = 10
 
 
 def available_services() -> list[str]:
@@ -27,10 +30,15 @@ def gateway_available() -> bool:
 
 @dataclass
 class Component:
-    name: str
+    name: str  # the component: auth, books, redemption, pools or gateway
     port: int
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    replica: int = 0  # which replica of the service (0 for the first or only one)
+    label: str = ""  # how logs and the banner name this process: the name, or name-<replica+1> among several
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def address(self) -> str:
@@ -48,6 +56,21 @@ class Suite:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     components: list[Component] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)  # processes per gRPC service; 1 when not named
+
+    def replica_count(self, name: str) -> int:
+        return 1 if name == "gateway" else self.replicas.get(name, 1)
+
+    def replica_ports(self, name: str) -> list[int]:
+        return [self.ports[name] + REPLICA_PORT_STEP * i for i in range(self.replica_count(name))]
+
+    def target(self, name: str) -> str:
+        """The gRPC target of every replica of a service (what its *_ADDR holds): round robin over them."""
+        addresses = [f"127.0.0.1:{port}" for port in self.replica_ports(name)]
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+    def replicas_of(self, name: str) -> list[Component]:
+        return [c for c in self.components if c.name == name]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -57,23 +80,21 @@ class Suite:
                 "RUN_DIR": str(self.run_dir),
                 "PYTHONUNBUFFERED": "1",
                 **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
-                **{
-                    f"{name.upper()}_ADDR": f"127.0.0.1:{port}"
-                    for name, port in self.ports.items()
-                    if name != "gateway"
-                },
+                **{f"{name.upper()}_ADDR": self.target(name) for name in self.ports if name != "gateway"},
                 **self.extra_env,
             }
         )
         return env
 
-    def start(self, name: str, module: str) -> Component:
+    def start(self, name: str, module: str, replica: int = 0) -> Component:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
-        component = Component(name, self.ports[name], log_path=log_path)
-        # Each process serves Prometheus metrics on its own port + 1000.
-        env = {**self.environment(), "METRICS_PORT": str(component.metrics_port)}
+        label = name if self.replica_count(name) == 1 else f"{name}-{replica + 1}"
+        port = self.replica_ports(name)[replica]
+        log_path = logs / f"{label}.log"
+        component = Component(name, port, log_path=log_path, replica=replica, label=label)
+        # Each process listens on its own port and serves Prometheus metrics on that port + 1000.
+        env = {**self.environment(), f"{name.upper()}_PORT": str(port), "METRICS_PORT": str(component.metrics_port)}
         with open(log_path, "ab") as log:
             component.process = subprocess.Popen(
                 [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log
@@ -105,7 +126,7 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
         while True:
             if component.process and component.process.poll() is not None:
                 raise RuntimeError(
-                    f"{component.name} exited with {component.process.returncode}; see {component.log_path}"
+                    f"{component.label} exited with {component.process.returncode}; see {component.log_path}"
                 )
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -115,7 +136,7 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"{component.name} did not report SERVING within {timeout:.0f} s; see {component.log_path}"
+                    f"{component.label} did not report SERVING within {timeout:.0f} s; see {component.log_path}"
                 )
             await asyncio.sleep(0.2)
 

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from suite.launch import start_suite
+from suite.processes import REPLICA_PORT_STEP
 
 COMPONENTS = ("auth", "books", "redemption", "pools", "gateway")
 
@@ -20,13 +21,20 @@ def _free(port: int) -> bool:
             return False
 
 
-def free_suite_ports() -> dict[str, int]:
-    """A free port per component whose metrics port (+1000) is free too."""
+def free_suite_ports(replicas: dict[str, int] | None = None) -> dict[str, int]:
+    """A free base port per component such that every replica's port (base + 10 i) and metrics port (+1000)
+    is free too, and no two components share one."""
     ports: dict[str, int] = {}
-    while len(ports) < len(COMPONENTS):
-        port = random.randint(20000, 39000)
-        if port not in ports.values() and _free(port) and _free(port + 1000):
-            ports[COMPONENTS[len(ports)]] = port
+    taken: set[int] = set()
+    for name in COMPONENTS:
+        while True:
+            base = random.randint(20000, 39000)
+            wanted = [base + REPLICA_PORT_STEP * i for i in range((replicas or {}).get(name, 1))]
+            wanted += [port + 1000 for port in wanted]
+            if not taken.intersection(wanted) and all(_free(port) for port in wanted):
+                break
+        ports[name] = base
+        taken.update(wanted)
     return ports
 
 
