@@ -27,6 +27,7 @@ def _int(name: str, default: int) -> int:
 # The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
 CALLING_SERVICES = ("books", "redemption", "pools")
 MIN_SERVICE_SECRET_LENGTH = 32
+MAX_REFRESH_REUSE_GRACE_SECONDS = 60
 
 
 def _local_secret(run_dir: str, name: str) -> str:
@@ -91,6 +92,9 @@ class Settings:
     service_secrets: dict[str, str] = field(default_factory=dict)
     service_token_ttl_seconds: int = 300  # SERVICE_TOKEN_TTL_SECONDS
     revocation_poll_seconds: float = 2.0  # REVOCATION_POLL_SECONDS: how soon a deactivation reaches every service
+    # REFRESH_REUSE_GRACE_SECONDS: a spent refresh token presented again this soon after its use (a double
+    # submit, two tabs) gets a session of the same family instead of revoking it; 0 turns the grace off.
+    refresh_reuse_grace_seconds: int = 10
 
     @property
     def production(self) -> bool:
@@ -132,6 +136,7 @@ class Settings:
             service_secrets=_service_secrets(run_dir, _env("ENVIRONMENT", "local") == "production"),
             service_token_ttl_seconds=_int("SERVICE_TOKEN_TTL_SECONDS", 300),
             revocation_poll_seconds=_int("REVOCATION_POLL_SECONDS", 2),
+            refresh_reuse_grace_seconds=_int("REFRESH_REUSE_GRACE_SECONDS", 10),
         )
         settings.check()
         return settings
@@ -140,6 +145,12 @@ class Settings:
         """Refuses demo-only defaults in production."""
         if self.environment not in ("local", "production"):
             raise SystemExit(f"ENVIRONMENT must be 'local' or 'production', got {self.environment!r}")
+        if not 0 <= self.refresh_reuse_grace_seconds <= MAX_REFRESH_REUSE_GRACE_SECONDS:
+            # Longer would let a stolen copy of a spent token through unnoticed for longer.
+            raise SystemExit(
+                f"REFRESH_REUSE_GRACE_SECONDS must be between 0 and {MAX_REFRESH_REUSE_GRACE_SECONDS}, "
+                f"got {self.refresh_reuse_grace_seconds}"
+            )
         if not self.production:
             return
         if not self.database_url and self.component != "gateway":  # the gateway has no database

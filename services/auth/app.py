@@ -28,6 +28,7 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
         settings.login_lockout_seconds,
         settings.login_max_failures_per_client,
         refused_emails=DEMO_EMAILS if settings.production else frozenset(),
+        reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
     )
     servicer = AuthServicer(domain, key, settings.jwt_issuer, settings.jwt_audience)
     secrets = {name: settings.service_secret(name) for name in CALLING_SERVICES}

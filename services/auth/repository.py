@@ -71,6 +71,7 @@ class RefreshTokenRow:
     expires_at: dt.datetime
     used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    now: dt.datetime  # the database's clock, which also stamped used_at
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class AuthRepository:
                 refresh_tokens.c.expires_at,
                 refresh_tokens.c.used_at,
                 refresh_tokens.c.revoked_at,
+                sa.func.now().label("now"),
             )
             .where(refresh_tokens.c.token_hash == token_hash)
             .with_for_update()
