@@ -24,6 +24,14 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 # The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
 CALLING_SERVICES = ("books", "redemption", "pools")
 MIN_SERVICE_SECRET_LENGTH = 32
@@ -95,6 +103,13 @@ class Settings:
     # REFRESH_REUSE_GRACE_SECONDS: a spent refresh token presented again this soon after its use (a double
     # submit, two tabs) gets a session of the same family instead of revoking it; 0 turns the grace off.
     refresh_reuse_grace_seconds: int = 10
+    # The retention purge in every service (kernel/purge.py): idempotency keys past their day, spent refresh tokens.
+    purge_interval_seconds: float = 300.0  # PURGE_INTERVAL_SECONDS: one pass this often (jittered); 0 turns it off
+    purge_batch_size: int = 1000  # PURGE_BATCH_SIZE: rows per delete, each its own short transaction
+    purge_pause_seconds: float = 0.2  # PURGE_PAUSE_SECONDS: pause between two batches of a pass
+    # REFRESH_TOKEN_RETENTION_SECONDS: revoked and expired refresh tokens are kept this long after their
+    # revocation or expiry, then purged; spent (used) ones are kept until they expire, for reuse detection.
+    refresh_token_retention_seconds: int = 86400
 
     @property
     def production(self) -> bool:
@@ -137,6 +152,10 @@ class Settings:
             service_token_ttl_seconds=_int("SERVICE_TOKEN_TTL_SECONDS", 300),
             revocation_poll_seconds=_int("REVOCATION_POLL_SECONDS", 2),
             refresh_reuse_grace_seconds=_int("REFRESH_REUSE_GRACE_SECONDS", 10),
+            purge_interval_seconds=_float("PURGE_INTERVAL_SECONDS", 300),
+            purge_batch_size=_int("PURGE_BATCH_SIZE", 1000),
+            purge_pause_seconds=_float("PURGE_PAUSE_SECONDS", 0.2),
+            refresh_token_retention_seconds=_int("REFRESH_TOKEN_RETENTION_SECONDS", 86400),
         )
         settings.check()
         return settings
@@ -151,6 +170,10 @@ class Settings:
                 f"REFRESH_REUSE_GRACE_SECONDS must be between 0 and {MAX_REFRESH_REUSE_GRACE_SECONDS}, "
                 f"got {self.refresh_reuse_grace_seconds}"
             )
+        if self.purge_interval_seconds < 0 or self.purge_batch_size < 1 or self.purge_pause_seconds < 0:
+            raise SystemExit("PURGE_INTERVAL_SECONDS and PURGE_PAUSE_SECONDS must be >= 0, PURGE_BATCH_SIZE >= 1")
+        if self.refresh_token_retention_seconds < 0:
+            raise SystemExit("REFRESH_TOKEN_RETENTION_SECONDS must be >= 0")
         if not self.production:
             return
         if not self.database_url and self.component != "gateway":  # the gateway has no database

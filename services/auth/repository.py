@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
 from kernel.idempotency import IdempotencyStore
+from kernel.purge import Target, idempotency_keys
 
 SCHEMA = "auth"
 metadata = sa.MetaData(schema=SCHEMA)
@@ -50,6 +51,17 @@ login_throttle = sa.Table(
     sa.Column("window_started_at", sa.DateTime(timezone=True)),
     sa.Column("locked_until", sa.DateTime(timezone=True)),
 )
+
+
+def purge_targets(refresh_token_retention_seconds: int) -> list[Target]:
+    """What the retention purge deletes here. A revoked token's family is revoked whole and an expired token
+    cannot be used, so after the retention neither can matter; a spent (used) token stays until it expires,
+    since reuse detection needs it to recognise a stolen copy."""
+    keep = f"make_interval(secs => {int(refresh_token_retention_seconds)})"
+    return [
+        idempotency_keys(SCHEMA),
+        Target(f"{SCHEMA}.refresh_tokens", f"revoked_at < now() - {keep} OR expires_at < now() - {keep}"),
+    ]
 
 
 @dataclass(frozen=True)
