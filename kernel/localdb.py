@@ -127,16 +127,40 @@ def temporary_postgres():
         shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def shared_local_postgres(run_dir: str) -> LocalPostgres:
-    """The local database of this checkout: kept between runs, reused when already running.
+DEFAULT_LOCAL_PG_PORT = 54329
 
-    Its data lives under the temp dir (the server user cannot enter /root), named after the run dir.
-    """
+
+def local_pg_port() -> int:
+    """LOCAL_PG_PORT: where the shared local database listens when this checkout starts it."""
+    from kernel.settings import _int
+
+    return _int("LOCAL_PG_PORT", DEFAULT_LOCAL_PG_PORT)
+
+
+def _running_port(data_dir: Path) -> int | None:
+    """The port a server of this data directory listens on, from its postmaster.pid (line 4)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[3])
+    return None
+
+
+def local_postgres_for(run_dir: str) -> LocalPostgres:
+    """The local database of this checkout (not started): its data lives under the temp dir (the server
+    user cannot enter /root), named after the run dir, so each RUN_DIR has its own. A server already
+    running there is described on the port it runs on."""
     tag = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:10]
-    base = Path(tempfile.gettempdir()) / f"coupons-pg-{tag}"
-    base.mkdir(exist_ok=True)
-    base.chmod(0o755)
-    server = LocalPostgres(base / "data", port=int(os.environ.get("LOCAL_PG_PORT", "54329")))
+    data_dir = Path(tempfile.gettempdir()) / f"coupons-pg-{tag}" / "data"
+    server = LocalPostgres(data_dir, port=local_pg_port())
+    if server.running():
+        server.port = _running_port(data_dir) or server.port
+    return server
+
+
+def shared_local_postgres(run_dir: str) -> LocalPostgres:
+    """The local database of this checkout: kept between runs, reused when already running."""
+    server = local_postgres_for(run_dir)
+    server.data_dir.parent.mkdir(exist_ok=True)
+    server.data_dir.parent.chmod(0o755)
     if not server.running():
         server.start()
     return server
