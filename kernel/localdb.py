@@ -175,6 +175,7 @@ def local_postgres_for(run_dir: str) -> LocalPostgres:
 
 def shared_local_postgres(run_dir: str) -> LocalPostgres:
     """The local database of this checkout: kept between runs, reused when already running."""
+    bin_dir()  # without the wheel, say so before anything is made
     server = local_postgres_for(run_dir)
     server.data_dir.parent.mkdir(exist_ok=True)
     server.data_dir.parent.chmod(0o755)
