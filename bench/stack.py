@@ -24,7 +24,7 @@ import psycopg
 
 from kernel import migrations
 from kernel.context import ADMIN, SERVICE
-from kernel.localdb import BIN, LocalPostgres, free_port
+from kernel.localdb import LocalPostgres, bin_dir, free_port
 from kernel.settings import Settings
 from kernel.tokens import SigningKey, TokenIssuer
 from suite.processes import Suite, available_services, gateway_available, wait_http, wait_serving
@@ -225,11 +225,11 @@ def stop_stack(stack: Stack) -> None:
 
 
 def pgbench_path() -> Path:
-    return BIN / "pgbench"
+    return bin_dir() / "pgbench"
 
 
 def postgres_version() -> str:
-    return subprocess.run([str(BIN / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
 
 
 def cpu_count() -> int:

@@ -2,7 +2,8 @@
 
 The first call stores its answer beside its changes, atomically; a retry with the same id gets that
 answer back and changes nothing; the same id with different arguments is refused. Ids are kept for
-a day (RETENTION), after which the same id counts as a new request. A concurrent retry
+a day (RETENTION), after which the same id counts as a new request and the key is purged in the
+background (kernel/purge.py). A concurrent retry
 waits on the unique key until the first transaction ends. Each schema has its own table (see
 `create_table`), so services stay independent.
 """
@@ -39,6 +40,22 @@ def create_table(schema: str) -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         schema=schema,
     )
+
+
+AGE_INDEX = "idempotency_keys_created_at"
+
+
+def create_age_index(schema: str) -> None:
+    """For a service's migration: the retention purge (kernel/purge.py) finds old keys by this index."""
+    from alembic import op
+
+    op.create_index(AGE_INDEX, "idempotency_keys", ["created_at"], schema=schema)
+
+
+def drop_age_index(schema: str) -> None:
+    from alembic import op
+
+    op.drop_index(AGE_INDEX, table_name="idempotency_keys", schema=schema)
 
 
 T = TypeVar("T")

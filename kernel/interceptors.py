@@ -4,6 +4,7 @@ Each interceptor is an async context manager around the handler, so one wrapper 
 streaming methods alike. Order on the server: RequestContext (outermost), ErrorMapping, Authentication.
 """
 
+import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -176,10 +177,16 @@ class RequestContext(ScopedInterceptor):
         client = client_address_var.set(client_address_of(context))
         await context.send_initial_metadata((("x-request-id", request_id),))
         started = time.perf_counter()
+        outcome = None
         try:
             yield
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away or its deadline passed: nothing was answered (and a transaction in
+            # progress rolled back), which the log and the metrics must not count as OK.
+            outcome = grpc.StatusCode.CANCELLED
+            raise
         finally:
-            code = context.code() or grpc.StatusCode.OK
+            code = outcome or context.code() or grpc.StatusCode.OK
             code_name = getattr(code, "name", str(code))
             seconds = time.perf_counter() - started
             metrics.record_rpc(self.component, method, code_name, seconds)

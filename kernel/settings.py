@@ -37,9 +37,18 @@ def switch(name: str, raw: str, default: bool) -> bool:
     return _SWITCH[value]
 
 
+def _float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 # The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
 CALLING_SERVICES = ("books", "redemption", "pools")
 MIN_SERVICE_SECRET_LENGTH = 32
+MAX_REFRESH_REUSE_GRACE_SECONDS = 60
 
 
 def _local_secret(run_dir: str, name: str) -> str:
@@ -108,6 +117,16 @@ class Settings:
     service_secrets: dict[str, str] = field(default_factory=dict)
     service_token_ttl_seconds: int = 300  # SERVICE_TOKEN_TTL_SECONDS
     revocation_poll_seconds: float = 2.0  # REVOCATION_POLL_SECONDS: how soon a deactivation reaches every service
+    # REFRESH_REUSE_GRACE_SECONDS: a spent refresh token presented again this soon after its use (a double
+    # submit, two tabs) gets a session of the same family instead of revoking it; 0 turns the grace off.
+    refresh_reuse_grace_seconds: int = 10
+    # The retention purge in every service (kernel/purge.py): idempotency keys past their day, spent refresh tokens.
+    purge_interval_seconds: float = 300.0  # PURGE_INTERVAL_SECONDS: one pass this often (jittered); 0 turns it off
+    purge_batch_size: int = 1000  # PURGE_BATCH_SIZE: rows per delete, each its own short transaction
+    purge_pause_seconds: float = 0.2  # PURGE_PAUSE_SECONDS: pause between two batches of a pass
+    # REFRESH_TOKEN_RETENTION_SECONDS: revoked and expired refresh tokens are kept this long after their
+    # revocation or expiry, then purged; spent (used) ones are kept until they expire, for reuse detection.
+    refresh_token_retention_seconds: int = 86400
 
     @property
     def production(self) -> bool:
@@ -152,6 +171,11 @@ class Settings:
             service_secrets=_service_secrets(run_dir, _env("ENVIRONMENT", "local") == "production"),
             service_token_ttl_seconds=_int("SERVICE_TOKEN_TTL_SECONDS", 300),
             revocation_poll_seconds=_int("REVOCATION_POLL_SECONDS", 2),
+            refresh_reuse_grace_seconds=_int("REFRESH_REUSE_GRACE_SECONDS", 10),
+            purge_interval_seconds=_float("PURGE_INTERVAL_SECONDS", 300),
+            purge_batch_size=_int("PURGE_BATCH_SIZE", 1000),
+            purge_pause_seconds=_float("PURGE_PAUSE_SECONDS", 0.2),
+            refresh_token_retention_seconds=_int("REFRESH_TOKEN_RETENTION_SECONDS", 86400),
         )
         settings.check()
         return settings
@@ -160,6 +184,16 @@ class Settings:
         """Refuses demo-only defaults in production."""
         if self.environment not in ("local", "production"):
             raise SystemExit(f"ENVIRONMENT must be 'local' or 'production', got {self.environment!r}")
+        if not 0 <= self.refresh_reuse_grace_seconds <= MAX_REFRESH_REUSE_GRACE_SECONDS:
+            # Longer would let a stolen copy of a spent token through unnoticed for longer.
+            raise SystemExit(
+                f"REFRESH_REUSE_GRACE_SECONDS must be between 0 and {MAX_REFRESH_REUSE_GRACE_SECONDS}, "
+                f"got {self.refresh_reuse_grace_seconds}"
+            )
+        if self.purge_interval_seconds < 0 or self.purge_batch_size < 1 or self.purge_pause_seconds < 0:
+            raise SystemExit("PURGE_INTERVAL_SECONDS and PURGE_PAUSE_SECONDS must be >= 0, PURGE_BATCH_SIZE >= 1")
+        if self.refresh_token_retention_seconds < 0:
+            raise SystemExit("REFRESH_TOKEN_RETENTION_SECONDS must be >= 0")
         if not self.production:
             return
         if not self.database_url and self.component != "gateway":  # the gateway has no database

@@ -1,7 +1,9 @@
 """`make run`: the embedded PostgreSQL, migrations, demo data, every component as its own process.
 
+Ports come from AUTH_PORT, BOOKS_PORT, REDEMPTION_PORT, POOLS_PORT, GATEWAY_PORT (metrics on each gRPC
+port + 1000) and LOCAL_PG_PORT, and are checked free before anything starts. Ctrl-C (or SIGTERM) stops the
+components gracefully and then the database.
 REPLICAS=N starts N processes of each gRPC service (clients balance round robin over them).
-Ctrl-C (or SIGTERM) stops the components gracefully and then the database.
 """
 
 import asyncio
@@ -11,10 +13,11 @@ import signal
 from pathlib import Path
 
 from kernel import logs
-from kernel.localdb import shared_local_postgres
+from kernel.localdb import local_postgres_for, shared_local_postgres
 from kernel.settings import ROOT, Settings
+from suite import ports as suite_ports
 from suite.launch import start_suite
-from suite.processes import Suite
+from suite.processes import Suite, available_services, gateway_available
 
 
 def _banner(suite: Suite, demo_summary: str) -> str:
@@ -61,10 +64,23 @@ def _replicas() -> int:
     return int(raw)
 
 
+def _check_ports(settings: Settings) -> dict[str, int]:
+    """Every port from its variable, checked free before anything starts (a clear error naming the variable)."""
+    names = available_services() + (["gateway"] if gateway_available() else [])
+    wanted = suite_ports.from_env(names)
+    local_pg = None
+    if not settings.database_url:
+        database = local_postgres_for(settings.run_dir)
+        local_pg = None if database.running() else database.port  # this RUN_DIR's database, already up: reused
+    suite_ports.check(wanted, local_pg, settings.host)
+    return wanted
+
+
 async def run() -> None:
     settings = Settings.from_env("auth")
     logs.configure("suite", settings.log_level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    ports = _check_ports(settings)
     database = None
     database_url = settings.database_url
     if not database_url:
@@ -72,7 +88,7 @@ async def run() -> None:
         database_url = database.url
     suite = None
     try:
-        suite, summary = await start_suite(database_url, Path(settings.run_dir), replicas=_replicas())
+        suite, summary = await start_suite(database_url, Path(settings.run_dir), ports, replicas=_replicas())
         print(_banner(suite, summary), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

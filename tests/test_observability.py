@@ -1,5 +1,6 @@
 """Metrics and structured logs carry what operators need: codes, latency, and the caller's request id."""
 
+import asyncio
 import json
 import logging
 import uuid
@@ -42,3 +43,24 @@ async def test_access_log_carries_the_callers_request_id(auth_stub, caplog):
         line.get("request_id") == request_id and line["method"].endswith("/GetSigningKeys") and line["code"] == "OK"
         for line in lines
     )
+
+
+async def test_a_call_the_client_abandons_is_logged_and_counted_cancelled_not_ok(auth_stub, caplog):
+    """kill -9 of a caller (tests/test_process_faults.py) or a passed deadline cancels the handler: its
+    transaction rolls back, so the access log and the metrics must say CANCELLED."""
+    request_id = f"abandoned-{uuid.uuid4().hex}"
+    cancelled_before = _count("Register", "CANCELLED")
+    with caplog.at_level(logging.INFO, logger="kernel.rpc"):
+        call = auth_stub.Register(  # bcrypt (~0.25 s) keeps it in flight
+            auth_pb2.RegisterRequest(email=f"gone-{uuid.uuid4().hex[:8]}@example.com", password="correct-horse"),
+            metadata=(("x-request-id", request_id),),
+        )
+        await asyncio.sleep(0.05)
+        call.cancel()
+        for _ in range(50):
+            lines = [r for r in caplog.records if r.name == "kernel.rpc" and r.request_id == request_id]
+            if lines:
+                break
+            await asyncio.sleep(0.05)
+    assert [json.loads(JsonFormatter("auth").format(r))["code"] for r in lines] == ["CANCELLED"]
+    assert _count("Register", "CANCELLED") == cancelled_before + 1

@@ -3,6 +3,7 @@
 from coupons.auth.v1 import auth_pb2_grpc
 from kernel import db
 from kernel.db import create_engine
+from kernel.purge import Purger
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import CALLING_SERVICES, Settings
 from kernel.tokens import Revocation, SigningKey, TokenIssuer, TokenVerifier
@@ -10,7 +11,7 @@ from services.auth.demo import DEMO_EMAILS
 from services.auth.domain import AuthDomain
 from services.auth.keys import load_signing_key
 from services.auth.passwords import PasswordHasher
-from services.auth.repository import AuthRepository
+from services.auth.repository import AuthRepository, purge_targets
 from services.auth.service_tokens import ServiceCredentials
 from services.auth.servicer import SERVICE_NAMES, AuthInternalServicer, AuthServicer
 
@@ -28,6 +29,7 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
         settings.login_lockout_seconds,
         settings.login_max_failures_per_client,
         refused_emails=DEMO_EMAILS if settings.production else frozenset(),
+        reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
     )
     servicer = AuthServicer(domain, key, settings.jwt_issuer, settings.jwt_audience)
     secrets = {name: settings.service_secret(name) for name in CALLING_SERVICES}
@@ -42,5 +44,17 @@ async def build(settings: Settings, signing_key: SigningKey | None = None):
 
     # The auth service verifies with its own key and reads revocations from its own schema: no hop to itself.
     verifier = TokenVerifier.with_keys([key.public_key], settings.jwt_issuer, settings.jwt_audience, revocations)
-    spec = ServiceSpec(component="auth", service_names=SERVICE_NAMES, register=register, ready=lambda: db.ping(engine))
-    return GrpcServer(spec, verifier, revocation_poll_seconds=settings.revocation_poll_seconds), engine.dispose
+    purger = Purger(settings, purge_targets(settings.refresh_token_retention_seconds))
+    spec = ServiceSpec(
+        component="auth",
+        service_names=SERVICE_NAMES,
+        register=register,
+        ready=lambda: db.ping(engine),
+        background=(purger.run,) if purger.enabled else (),
+    )
+
+    async def cleanup() -> None:
+        await purger.close()
+        await engine.dispose()
+
+    return GrpcServer(spec, verifier, revocation_poll_seconds=settings.revocation_poll_seconds), cleanup

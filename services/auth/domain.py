@@ -108,6 +108,7 @@ class AuthDomain:
         lockout_seconds: int,
         max_failures_per_client: int = 50,
         refused_emails: frozenset[str] = frozenset(),
+        reuse_grace_seconds: int = 0,
     ):
         self.repo = repository
         self.hasher = hasher
@@ -117,6 +118,7 @@ class AuthDomain:
         self.max_failures_per_client = max_failures_per_client
         self.lockout_seconds = lockout_seconds
         self.refused_emails = refused_emails  # the demo accounts, in production
+        self.reuse_grace = dt.timedelta(seconds=reuse_grace_seconds)
         self._pepper = hashlib.sha256(b"idempotency-fingerprint:" + issuer.key.to_pem()).digest()
 
     def _secret_digest(self, password: str) -> bytes:
@@ -247,19 +249,34 @@ class AuthDomain:
         )
 
     async def refresh(self, refresh_token: str) -> Session:
+        """Rotates the refresh token: the presented one is spent, a new one of the same family is returned.
+
+        A spent token presented again means someone holds a copy: the whole family is revoked. Except within
+        the grace window right after its use (REFRESH_REUSE_GRACE_SECONDS), when it is a double submit (two
+        tabs, a retried request whose answer was lost): that call gets a fresh session of the same family.
+        """
         _check(_bounded("refresh_token", refresh_token, MAX_REFRESH_TOKEN_LENGTH))
         token_hash = _hash_refresh_token(refresh_token)
         async with self.repo.transaction() as conn:
             row = await self.repo.lock_refresh_token(conn, token_hash)
             if row is None:
                 raise Unauthenticated("The refresh token is not valid; sign in again.", reason="INVALID_REFRESH_TOKEN")
-            if row.used_at is None and row.revoked_at is None:
-                if row.expires_at <= dt.datetime.now(dt.UTC):
+            # The window runs from the first use and does not move: a revoked family never gets one.
+            # (Two concurrent calls may see now() before the other's used_at: that is a double submit too.)
+            double_submit = (
+                self.reuse_grace > dt.timedelta(0)
+                and row.revoked_at is None
+                and row.used_at is not None
+                and row.now - row.used_at <= self.reuse_grace
+            )
+            if (row.used_at is None or double_submit) and row.revoked_at is None:
+                if row.expires_at <= row.now:
                     raise Unauthenticated(
                         "The refresh token has expired; sign in again.", reason="REFRESH_TOKEN_EXPIRED"
                     )
                 user = self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))
-                await self.repo.mark_refresh_token_used(conn, token_hash)
+                if not double_submit:
+                    await self.repo.mark_refresh_token_used(conn, token_hash)
                 return await self._new_session(conn, user, row.family_id)
             # Deactivation revokes every token: say so rather than calling it a reuse.
             self._check_may_sign_in(await self.repo.user_by_id(conn, row.user_id))

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
 from kernel.idempotency import IdempotencyStore
+from kernel.purge import Target, idempotency_keys
 
 SCHEMA = "auth"
 metadata = sa.MetaData(schema=SCHEMA)
@@ -52,6 +53,17 @@ login_throttle = sa.Table(
 )
 
 
+def purge_targets(refresh_token_retention_seconds: int) -> list[Target]:
+    """What the retention purge deletes here. A revoked token's family is revoked whole and an expired token
+    cannot be used, so after the retention neither can matter; a spent (used) token stays until it expires,
+    since reuse detection needs it to recognise a stolen copy."""
+    keep = f"make_interval(secs => {int(refresh_token_retention_seconds)})"
+    return [
+        idempotency_keys(SCHEMA),
+        Target(f"{SCHEMA}.refresh_tokens", f"revoked_at < now() - {keep} OR expires_at < now() - {keep}"),
+    ]
+
+
 @dataclass(frozen=True)
 class UserRow:
     id: str
@@ -71,6 +83,7 @@ class RefreshTokenRow:
     expires_at: dt.datetime
     used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    now: dt.datetime  # the database's clock, which also stamped used_at
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ class AuthRepository:
                 refresh_tokens.c.expires_at,
                 refresh_tokens.c.used_at,
                 refresh_tokens.c.revoked_at,
+                sa.func.now().label("now"),
             )
             .where(refresh_tokens.c.token_hash == token_hash)
             .with_for_update()

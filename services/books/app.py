@@ -3,18 +3,20 @@
 from coupons.books.v1 import books_pb2_grpc
 from kernel import db, grpc_clients
 from kernel.db import create_engine
+from kernel.purge import Purger, idempotency_keys
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.books.domain import BooksDomain
 from services.books.generation import CodeGeneration
 from services.books.ledger_client import LedgerClient
-from services.books.repository import BooksRepository
+from services.books.repository import SCHEMA, BooksRepository
 from services.books.servicer import SERVICE_NAME, BookServicer
 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    purger = Purger(settings, [idempotency_keys(SCHEMA)])
     identity = grpc_clients.identity_of(settings)
     ledger = LedgerClient(settings.redemption_addr, identity)
     repository = BooksRepository(engine)
@@ -25,9 +27,11 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         service_names=(SERVICE_NAME,),
         register=lambda server: books_pb2_grpc.add_BookServiceServicer_to_server(servicer, server),
         ready=lambda: db.ping(engine),
+        background=(purger.run,) if purger.enabled else (),
     )
 
     async def cleanup() -> None:
+        await purger.close()
         await ledger.close()
         await identity.close()
         await engine.dispose()

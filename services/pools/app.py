@@ -5,17 +5,19 @@ from kernel import db
 from kernel.db import create_engine
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
+from kernel.purge import Purger, idempotency_keys
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.pools.clients import Ledger
 from services.pools.domain import PoolsDomain
-from services.pools.repository import PoolsRepository
+from services.pools.repository import SCHEMA, PoolsRepository
 from services.pools.servicer import SERVICE_NAME, PoolsServicer
 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    purger = Purger(settings, [idempotency_keys(SCHEMA)])
     identity = identity_of(settings)
     ledger = Ledger(settings.redemption_addr, identity)
     servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), Directory(identity), ledger))
@@ -24,9 +26,11 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         service_names=(SERVICE_NAME,),
         register=lambda server: pools_pb2_grpc.add_PoolServiceServicer_to_server(servicer, server),
         ready=lambda: db.ping(engine),
+        background=(purger.run,) if purger.enabled else (),
     )
 
     async def cleanup() -> None:
+        await purger.close()
         await ledger.close()
         await identity.close()
         await engine.dispose()

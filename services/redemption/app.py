@@ -5,17 +5,19 @@ from kernel import db
 from kernel.db import create_engine
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
+from kernel.purge import Purger, idempotency_keys
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.redemption.domain import RedemptionDomain
 from services.redemption.queries import LedgerQueries
-from services.redemption.repository import RedemptionRepository
+from services.redemption.repository import SCHEMA, RedemptionRepository
 from services.redemption.servicer import SERVICE_NAMES, LedgerInternalServicer, RedemptionServicer
 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    purger = Purger(settings, [idempotency_keys(SCHEMA)])
     identity = identity_of(settings)
     repository = RedemptionRepository(engine)
     domain, queries = RedemptionDomain(repository, Directory(identity)), LedgerQueries(repository)
@@ -26,11 +28,16 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         redemption_pb2_grpc.add_LedgerInternalServiceServicer_to_server(internal, server)
 
     async def cleanup() -> None:
+        await purger.close()
         await identity.close()
         await engine.dispose()
 
     spec = ServiceSpec(
-        component="redemption", service_names=SERVICE_NAMES, register=register, ready=lambda: db.ping(engine)
+        component="redemption",
+        service_names=SERVICE_NAMES,
+        register=register,
+        ready=lambda: db.ping(engine),
+        background=(purger.run,) if purger.enabled else (),
     )
     server = GrpcServer(
         spec, verifier or remote_verifier(settings, identity), revocation_poll_seconds=settings.revocation_poll_seconds
