@@ -129,8 +129,9 @@ async def faults(database_url, tmp_path_factory):
         database_url,
         run_dir,
         free_suite_ports(),
-        # Cheap bcrypt for the accounts registered below; one client address signs in for every test.
-        extra_env={"BCRYPT_ROUNDS": "4", "LOGIN_MAX_FAILURES_PER_CLIENT": "100000"},
+        # Cheap bcrypt for the accounts registered below; one client address signs in for every test; small
+        # pools (plus overflow under load), as this suite runs beside the session's on one database server.
+        extra_env={"BCRYPT_ROUNDS": "4", "LOGIN_MAX_FAILURES_PER_CLIENT": "100000", "DB_POOL_SIZE": "4"},
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports['auth']}") as channel:
