@@ -6,7 +6,7 @@ person (USER or ADMIN; for OWNER the domain then checks ownership); ADMIN admits
 SERVICE admits only another service signed in as itself, never a person's token.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pool
 
@@ -27,17 +27,19 @@ _ROLES_ADMITTED: dict[int, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class Rule:
     callers: frozenset[int]
+    roles: frozenset[str] = field(init=False)  # the token roles the callers admit, derived once
+
+    def __post_init__(self) -> None:
+        roles = {role for caller in self.callers for role in _ROLES_ADMITTED.get(caller, ())}
+        object.__setattr__(self, "roles", frozenset(roles))
 
     @property
     def open(self) -> bool:
         return ANYONE in self.callers
 
-    def roles(self) -> set[str]:
-        return {role for caller in self.callers for role in _ROLES_ADMITTED.get(caller, ())}
-
     def check(self, principal: Principal) -> None:
         """Refuses a verified caller this rule does not admit, saying which kind of caller it needs."""
-        if principal.role in self.roles():
+        if principal.role in self.roles:
             return
         if self.callers == {SERVICE_ONLY}:
             raise PermissionDenied(

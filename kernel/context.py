@@ -1,6 +1,7 @@
 """Per-call context (request id, caller, client address) carried in contextvars from the interceptors to the domain."""
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kernel.errors import Unauthenticated
@@ -37,13 +38,16 @@ class Principal:
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
-# The address of the person's client: the gRPC peer, or what a trusted proxy (the gateway) says it saw.
-client_address_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_address", default="")
+# How to find the person's client address for this call (the gRPC peer, or what a trusted proxy such as
+# the gateway says it saw): derived only when asked for, since only sign-in needs it.
+client_address_var: contextvars.ContextVar[Callable[[], str]] = contextvars.ContextVar(
+    "client_address", default=lambda: ""
+)
 
 
 def client_address() -> str:
     """The calling client's IP address ("" when unknown), for per-client limits."""
-    return client_address_var.get()
+    return client_address_var.get()()
 
 
 def current_principal() -> Principal:

@@ -174,7 +174,7 @@ class RequestContext(ScopedInterceptor):
             request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
         caller = principal_var.set(None)  # set by Authentication, read here for the access log, reset here
-        client = client_address_var.set(client_address_of(context))
+        client = client_address_var.set(lambda: client_address_of(context))
         await context.send_initial_metadata((("x-request-id", request_id),))
         started = time.perf_counter()
         outcome = None

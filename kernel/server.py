@@ -116,9 +116,10 @@ class GrpcServer:
         self.port = self.server.add_insecure_port(address)
         await self.server.start()
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        await self._set_ready(self.spec.ready is None or await self.spec.ready())
+        ready = self.spec.ready is None or await self.spec.ready()
+        await self._set_ready(ready)
         if self.spec.ready is not None:
-            self._background.append(asyncio.create_task(self._watch_readiness(self.spec.ready)))
+            self._background.append(asyncio.create_task(self._watch_readiness(self.spec.ready, ready)))
         self._background += [asyncio.create_task(job()) for job in self.spec.background]
         log.info("serving", extra={"fields": {"component": self.spec.component, "port": self.port}})
         return self.port
@@ -128,15 +129,14 @@ class GrpcServer:
         for name in ("", *self.spec.service_names):
             await self.health.set(name, status)  # ignored once a graceful shutdown began
 
-    async def _watch_readiness(self, check: Callable[[], Awaitable[bool]]) -> None:
-        ready = True
+    async def _watch_readiness(self, check: Callable[[], Awaitable[bool]], ready: bool) -> None:
         while True:
             await asyncio.sleep(READINESS_INTERVAL_SECONDS)
             now = await check()
             if now != ready:
                 log.warning("readiness", extra={"fields": {"component": self.spec.component, "ready": now}})
+                await self._set_ready(now)
                 ready = now
-            await self._set_ready(now)
 
     async def stop(self, grace_seconds: float) -> None:
         """NOT_SERVING, a drain so probes and balancers notice, then in-flight calls get grace_seconds."""

@@ -8,6 +8,7 @@ import pytest
 
 from suite.launch import start_suite
 from suite.processes import REPLICA_PORT_STEP
+from tests.support import TEST_CLIENT_LIMIT
 
 COMPONENTS = ("auth", "books", "redemption", "pools", "gateway")
 
@@ -38,16 +39,15 @@ def free_suite_ports(replicas: dict[str, int] | None = None) -> dict[str, int]:
     return ports
 
 
+async def start_test_suite(database_url: str, run_dir, ports: dict[str, int], extra_env=None, **options):
+    """start_suite for tests: every process signs in from 127.0.0.1 (see tests.support.TEST_CLIENT_LIMIT)."""
+    env = {"LOGIN_MAX_FAILURES_PER_CLIENT": str(TEST_CLIENT_LIMIT), **(extra_env or {})}
+    return await start_suite(database_url, run_dir, ports, extra_env=env, **options)
+
+
 @pytest.fixture(scope="session")
 async def running_suite(database_url, tmp_path_factory):
-    # Every test signs in from 127.0.0.1 into one database, whose per-client count the in-process servers
-    # fill too: the per-client limit is tested on a server of its own (tests/test_auth_hardening.py).
-    suite, summary = await start_suite(
-        database_url,
-        tmp_path_factory.mktemp("suite-run"),
-        free_suite_ports(),
-        extra_env={"LOGIN_MAX_FAILURES_PER_CLIENT": "100000"},
-    )
+    suite, summary = await start_test_suite(database_url, tmp_path_factory.mktemp("suite-run"), free_suite_ports())
     yield suite
     suite.stop()
     exits = {c.name: c.process.returncode for c in suite.components}

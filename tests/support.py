@@ -11,18 +11,21 @@ from kernel.settings import Settings
 
 # In-process servers learn revocations every second, so the tests of that bound stay short.
 REVOCATION_POLL_SECONDS = 1.0
+# Every test signs in from 127.0.0.1 into one database, so servers and suites started by the tests get a
+# per-client sign-in limit no run reaches; the limit itself is tested on servers of its own
+# (tests/test_auth_hardening.py).
+TEST_CLIENT_LIMIT = 100_000
 
 
 def settings_for(component: str, database_url: str, **overrides) -> Settings:
     base = Settings.from_env(component)
-    # Every test signs in from 127.0.0.1: the per-client limit is tested on a server of its own.
     defaults = {
         "host": "127.0.0.1",
         "port": 0,
         "db_pool_size": 20,
         "db_max_overflow": 20,
         "revocation_poll_seconds": REVOCATION_POLL_SECONDS,
-        "login_max_failures_per_client": 100_000,
+        "login_max_failures_per_client": TEST_CLIENT_LIMIT,
     }
     return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 

@@ -18,8 +18,7 @@ from sqlalchemy.engine import make_url
 from coupons.redemption.v1 import redemption_pb2 as pb
 from kernel.db import connect_args
 from kernel.settings import Settings
-from suite.launch import start_suite
-from tests.fixtures_suite import free_suite_ports
+from tests.fixtures_suite import free_suite_ports, start_test_suite
 from tests.pgbouncer import running_pgbouncer
 from tests.suite_clients import SuiteClient, outcome
 
@@ -62,13 +61,12 @@ def pooled_database(database_url):
 @pytest.fixture(scope="module")
 async def pooled_suite(pgbouncer, pooled_database, tmp_path_factory):
     """Migrations, demo data and every process through PgBouncer."""
-    suite, _ = await start_suite(
+    suite, _ = await start_test_suite(
         pgbouncer.url(pooled_database),
         tmp_path_factory.mktemp("pooled-run"),
         free_suite_ports(),
         extra_env={
             "DB_PREPARED_STATEMENTS": "off",
-            "LOGIN_MAX_FAILURES_PER_CLIENT": "100000",
             "DB_POOL_SIZE": "3",
             "DB_MAX_OVERFLOW": "5",
         },

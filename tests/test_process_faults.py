@@ -28,9 +28,8 @@ from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
 from services.pools.domain import DISTRIBUTION_NAMESPACE
-from suite.launch import start_suite
 from suite.processes import Component, Suite, wait_http, wait_serving
-from tests.fixtures_suite import free_suite_ports
+from tests.fixtures_suite import free_suite_ports, start_test_suite
 
 # What a client following gRPC conventions retries, with the same request_id.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -125,13 +124,13 @@ def _report(capsys, title: str, figures: dict) -> None:
 @pytest.fixture(scope="module")
 async def faults(database_url, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("fault-suite")
-    suite, _ = await start_suite(
+    suite, _ = await start_test_suite(
         database_url,
         run_dir,
         free_suite_ports(),
-        # Cheap bcrypt for the accounts registered below; one client address signs in for every test; small
-        # pools (plus overflow under load), as this suite runs beside the session's on one database server.
-        extra_env={"BCRYPT_ROUNDS": "4", "LOGIN_MAX_FAILURES_PER_CLIENT": "100000", "DB_POOL_SIZE": "4"},
+        # Cheap bcrypt for the accounts registered below; small pools (plus overflow under load), as this
+        # suite runs beside the session's on one database server.
+        extra_env={"BCRYPT_ROUNDS": "4", "DB_POOL_SIZE": "4"},
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports['auth']}") as channel:

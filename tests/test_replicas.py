@@ -21,8 +21,7 @@ from coupons.pools.v1 import pools_pb2
 from coupons.redemption.v1 import redemption_pb2 as pb
 from kernel.grpc_clients import channel, target
 from kernel.settings import ROOT
-from suite.launch import start_suite
-from tests.fixtures_suite import free_suite_ports
+from tests.fixtures_suite import free_suite_ports, start_test_suite
 from tests.suite_clients import CallsPerReplica, SuiteClient, outcome, settled
 
 REPLICAS = {"redemption": 2, "pools": 2}
@@ -31,12 +30,12 @@ SINGLE_USE_REFUSALS = {"ABORTED/CONCURRENT_OPERATION", "FAILED_PRECONDITION/COUP
 
 @pytest.fixture(scope="module")
 async def replica_suite(database_url, tmp_path_factory):
-    suite, _ = await start_suite(
+    suite, _ = await start_test_suite(
         database_url,
         tmp_path_factory.mktemp("replicas-run"),
         free_suite_ports(REPLICAS),
         # Small pools per process: this suite runs beside the session's other servers on one database.
-        extra_env={"LOGIN_MAX_FAILURES_PER_CLIENT": "100000", "DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "3"},
+        extra_env={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "3"},
         replicas=REPLICAS,
     )
     yield suite
