@@ -1,16 +1,20 @@
-"""The async SQLAlchemy engine (psycopg 3) with a bounded pool, and the one transaction helper."""
+"""The database: the async SQLAlchemy engine (psycopg 3) with a bounded pool and the one transaction helper,
+and, for the hot path, a pool of plain psycopg connections in autocommit for one-statement calls."""
 
 import asyncio
 import contextlib
+import time
+import weakref
 from collections.abc import AsyncIterator
 
 import psycopg
+import psycopg_pool
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as sa_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from kernel.errors import Aborted, FieldViolation, InvalidArgument, Unavailable
+from kernel.errors import Aborted, DomainError, FieldViolation, InvalidArgument, Unavailable
 from kernel.settings import Settings
 
 
@@ -49,33 +53,97 @@ def connect_args(settings: Settings) -> dict:
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 
-@contextlib.asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction on one pooled connection, used by every repository.
+def _meaning(error: BaseException | None, connection_lost: bool = False) -> DomainError | None:
+    """What a database failure means to the caller; None for what only a bug explains (INTERNAL).
 
-    A deadlock or serialization failure becomes ABORTED (retry), a value PostgreSQL cannot store (a NUL
-    byte, a number out of range) INVALID_ARGUMENT: never INTERNAL for what the caller can act on.
+    A deadlock or serialization failure is ABORTED (retry), a value PostgreSQL cannot store (a NUL byte, a
+    number out of range) INVALID_ARGUMENT, a lost or refused connection UNAVAILABLE.
     """
-    try:
-        async with engine.begin() as conn:
-            yield conn
-    except sa_exc.DataError as error:
-        raise InvalidArgument(
+    if isinstance(error, psycopg.DataError):
+        return InvalidArgument(
             [
                 FieldViolation(
                     "request", "holds a value that cannot be stored, such as a NUL character or a number out of range"
                 )
             ],
             reason="INVALID_VALUE",
-        ) from error
+        )
+    if getattr(error, "sqlstate", None) in RETRYABLE_SQLSTATES:
+        return Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION")
+    if connection_lost or isinstance(error, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
+        return _unavailable()  # lost mid-call or refused: whether it committed, a retry tells
+    return None
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction on one pooled connection, used by every repository; failures as _meaning says."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
     except sa_exc.DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
-            raise Aborted("A concurrent operation got in the way; retry.", reason="CONCURRENT_OPERATION") from error
-        if error.connection_invalidated or isinstance(error.orig, psycopg.OperationalError):
-            raise _unavailable() from error  # lost mid-call or refused: whether it committed, a retry tells
-        raise
+        meaning = _meaning(error.orig, error.connection_invalidated)
+        if meaning is None:
+            raise
+        raise meaning from error
     except sa_exc.TimeoutError as error:  # no pooled connection came free in DB_POOL_TIMEOUT_SECONDS
         raise _unavailable() from error
+
+
+# A statement connection idle this long is pinged before use: one that waited in the pool through a database
+# restart is replaced instead of failing its caller, while a busy pool (the hot path) pays no extra round trip.
+IDLE_CHECK_SECONDS = 1.0
+
+
+def create_statement_pool(settings: Settings) -> psycopg_pool.AsyncConnectionPool:
+    """Autocommit psycopg connections for one-statement calls (a server-side function each): no transaction
+    block, no SQLAlchemy in between. Opened by open_statement_pool; at most DB_POOL_SIZE connections."""
+    returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+    async def check(conn: psycopg.AsyncConnection) -> None:
+        if time.monotonic() - returned.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
+    async def reset(conn: psycopg.AsyncConnection) -> None:
+        returned[conn] = time.monotonic()
+
+    args = connect_args(settings)
+    return psycopg_pool.AsyncConnectionPool(
+        libpq_url(settings.database_url),
+        kwargs={
+            **args,
+            "autocommit": True,
+            # Prepared at first use (each function call is one statement); never behind a transaction pooler.
+            "prepare_threshold": 0 if settings.db_prepared_statements else None,
+        },
+        min_size=1,
+        max_size=settings.db_pool_size + settings.db_max_overflow,
+        timeout=settings.db_pool_timeout_seconds,
+        max_lifetime=1800,
+        check=check,
+        reset=reset,
+        open=False,
+        name=f"{settings.component}-statements",
+    )
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it (without SQLAlchemy's +driver)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def statement_connection(pool: psycopg_pool.AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled autocommit connection; failures mean what they mean in `transaction`."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+        meaning = _meaning(error)
+        if meaning is None:
+            raise
+        raise meaning from error
 
 
 def _unavailable() -> Unavailable:

@@ -63,6 +63,26 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RETENTION = "1 day"  # a request_id older than this is a new request again
 
 
+def check_request_id(request_id: str) -> None:
+    if not REQUEST_ID.match(request_id):
+        raise InvalidArgument.field(
+            "request_id",
+            "must be 1 to 128 letters, digits, '.', '_', ':' or '-' (a UUID is a good choice)",
+            reason="INVALID_REQUEST_ID",
+        )
+
+
+def request_id_reused() -> InvalidArgument:
+    return InvalidArgument.field(
+        "request_id", "was already used for a request with different arguments", reason="REQUEST_ID_REUSED"
+    )
+
+
+def request_hash(parts: tuple) -> bytes:
+    """The fingerprint of a request's arguments: the same request_id with other arguments is refused."""
+    return fingerprint(*(p if isinstance(p, (bytes, str)) else str(p) for p in parts))
+
+
 class IdempotencyStore:
     def __init__(self, schema: str):
         self._claim = sa.text(
@@ -82,20 +102,13 @@ class IdempotencyStore:
 
     async def claim(self, conn: AsyncConnection, scope: str, request_id: str, request_hash: bytes) -> bytes | None:
         """Claims the id; returns the stored answer when this same request was already answered."""
-        if not REQUEST_ID.match(request_id):
-            raise InvalidArgument.field(
-                "request_id",
-                "must be 1 to 128 letters, digits, '.', '_', ':' or '-' (a UUID is a good choice)",
-                reason="INVALID_REQUEST_ID",
-            )
+        check_request_id(request_id)
         key = {"scope": scope, "request_id": request_id}
         if (await conn.execute(self._claim, {**key, "request_hash": request_hash})).first():
             return None
         stored = (await conn.execute(self._read, key)).one()
         if stored.request_hash != request_hash:
-            raise InvalidArgument.field(
-                "request_id", "was already used for a request with different arguments", reason="REQUEST_ID_REUSED"
-            )
+            raise request_id_reused()
         return stored.response
 
     async def record(self, conn: AsyncConnection, scope: str, request_id: str, response: bytes) -> None:
@@ -118,8 +131,7 @@ class IdempotencyStore:
         """
         if not request_id:
             return await run()
-        request_hash = fingerprint(*(p if isinstance(p, (bytes, str)) else str(p) for p in parts))
-        stored = await self.claim(conn, scope, request_id, request_hash)
+        stored = await self.claim(conn, scope, request_id, request_hash(parts))
         if stored is not None:
             return await replay(stored)
         answer = await run()

@@ -2,7 +2,7 @@
 
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel import db
-from kernel.db import create_engine
+from kernel.db import create_engine, create_statement_pool
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
 from kernel.purge import Purger, idempotency_keys
@@ -17,9 +17,11 @@ from services.redemption.servicer import SERVICE_NAMES, LedgerInternalServicer, 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    statements = create_statement_pool(settings)
+    await statements.open(wait=False)  # connects in the background: a database still starting is no failure
     purger = Purger(settings, [idempotency_keys(SCHEMA)])
     identity = identity_of(settings)
-    repository = RedemptionRepository(engine)
+    repository = RedemptionRepository(engine, statements)
     domain, queries = RedemptionDomain(repository, Directory(identity)), LedgerQueries(repository)
     public, internal = RedemptionServicer(domain, queries), LedgerInternalServicer(domain, queries)
 
@@ -30,6 +32,7 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
     async def cleanup() -> None:
         await purger.close()
         await identity.close()
+        await statements.close()
         await engine.dispose()
 
     spec = ServiceSpec(

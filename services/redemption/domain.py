@@ -1,16 +1,21 @@
-"""The coupon ledger's changes: one transaction each, rules from rules.py, SQL through the repository."""
+"""The coupon ledger's changes: one transaction each, rules from rules.py, SQL through the repository.
 
-import datetime as dt
+The hot operations (lock, unlock, redeem, assign one code, assign a random code) are one server-side
+function call each; batch work (bulk assignment, adding codes, rules) runs Python-driven transactions.
+"""
+
 import hashlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 
+from kernel import idempotency
 from kernel.context import Principal
 from kernel.directory import Directory
-from kernel.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
+from kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.redemption import results, rules
-from services.redemption.repository import BookRules, CouponRow, HistoryEvent, RedemptionRepository, Stamp
+from services.redemption.model import BookRules, Change, CouponRow, HistoryEvent, LedgerEvent, Outcome
+from services.redemption.repository import RedemptionRepository
 from services.redemption.results import AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult, UserCodes
 
 MAX_CODES_PER_CALL = 100_000
@@ -19,14 +24,15 @@ MAX_BULK_USERS = 10_000
 _random = random.SystemRandom()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+ACTIONS = {Change.LOCK: "lock", Change.UNLOCK: "unlock", Change.REDEEM: "redeem", Change.ASSIGN: "assign"}
 
 
-def _busy(code: str) -> Aborted:
-    return Aborted(
-        f"Concurrent operation on coupon {code}; retry.", reason="CONCURRENT_OPERATION", metadata={"code": code}
-    )
+def _request_hash(request_id: str, parts: tuple) -> bytes:
+    """The arguments' fingerprint when the call has a request_id (checked here, before the database)."""
+    if not request_id:
+        return b""
+    idempotency.check_request_id(request_id)
+    return idempotency.request_hash(parts)
 
 
 class RedemptionDomain:
@@ -42,44 +48,56 @@ class RedemptionDomain:
 
         return await self.repo.idempotency.once(conn, scope, request_id, parts, run, results.encode, replay)
 
-    # one coupon: advisory lock, row lock, rules, change, history, all in one transaction
+    # one coupon: redemption.change_coupon takes the advisory lock, checks, writes and logs in one call
 
-    async def _on_coupon(
+    async def _change(
         self,
         caller: Principal,
+        change: Change,
         method: str,
         code: str,
         request_id: str,
-        parts: tuple,
-        kind: type,
-        change: Callable[..., Awaitable],
-    ):
+        parts: tuple = (),
+        target: str | None = None,
+        lock_id: str | None = None,
+    ) -> CouponRow:
         code = rules.check_code(code)
-        async with self.repo.transaction() as conn:
-            if not await self.repo.try_lock_code(conn, code):
-                await self._refuse_busy(conn, caller, code)
+        outcome = await self.repo.change_coupon(
+            change,
+            code,
+            None if caller.is_admin else caller.user_id,
+            caller.actor,
+            f"{method}:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, (code, *parts)),
+            target=target,
+            lock_id=lock_id,
+        )
+        return _accepted(outcome, ACTIONS[change])
 
-            async def run():
-                found = await self.repo.coupon_for_update(conn, code)
-                if found is None or not (caller.is_admin or found[0].user_id == caller.user_id):
-                    raise rules.coupon_not_found(code)
-                row, book = found
-                if rules.lock_expired(row):
-                    row = await self._expire_lock(conn, caller, row, request_id)
-                return await change(conn, row, book)
+    async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
+        locked = await self._change(caller, Change.LOCK, "LockCoupon", code, request_id, lock_id=str(uuid.uuid4()))
+        if locked.lock_id is None or locked.lock_expires_at is None:  # both set by the function
+            raise RuntimeError(f"coupon {locked.code} came back from its lock without one")
+        return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
-            return await self._once(conn, f"{method}:{caller.user_id}", request_id, (code, *parts), kind, run)
+    async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
+        return Coupon.of(await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id))
 
-    async def _refuse_busy(self, conn, caller: Principal, code: str):
-        """ABORTED to retry; but a user asking about a code that is not theirs learns only NOT_FOUND."""
-        row = await self.repo.coupon(conn, code)
-        if row is None or not (caller.is_admin or row.user_id == caller.user_id):
-            raise rules.coupon_not_found(code)
-        raise _busy(code)
+    async def redeem(self, caller: Principal, code: str, lock_id: str = "", request_id: str = "") -> RedeemResult:
+        if lock_id:
+            lock_id = rules.check_uuid(lock_id, "lock_id", "a lock id from LockCoupon")
+        redeemed = await self._change(
+            caller, Change.REDEEM, "RedeemCoupon", code, request_id, (lock_id,), lock_id=lock_id or None
+        )
+        return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
 
-    async def _expire_lock(self, conn, caller: Principal, row: CouponRow, request_id: str) -> CouponRow:
-        """Clears a lock whose time is up and records that it expired (kept only if the write goes on)."""
-        return await self.repo.clear_lock(conn, row.code, Stamp("LOCK_EXPIRED_EVENT", caller.actor, request_id))
+    async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
+        """Admin: gives this AVAILABLE code to the user."""
+        user_id = rules.check_uuid(user_id, "user_id", "a user id")
+        await self.directory.check_assignable([user_id])
+        assigned = await self._change(caller, Change.ASSIGN, "AssignCoupon", code, request_id, (user_id,), user_id)
+        return Coupon.of(assigned)
 
     async def _record(
         self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str, distribution_id: str = ""
@@ -91,60 +109,6 @@ class RedemptionDomain:
                 for row in rows
             ],
         )
-
-    async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
-        async def change(conn, row: CouponRow, book: BookRules) -> LockResult:
-            rules.check_book_open(book, "lock", _now())
-            rules.check_lockable(row)
-            locked = await self.repo.lock(
-                conn,
-                row.code,
-                str(uuid.uuid4()),
-                book.lock_ttl_seconds,
-                Stamp("LOCKED_EVENT", caller.actor, request_id),
-            )
-            if locked.lock_id is None or locked.lock_expires_at is None:  # both set by the statement
-                raise RuntimeError(f"coupon {locked.code} came back from its lock without one")
-            return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
-
-        return await self._on_coupon(caller, "LockCoupon", code, request_id, (), LockResult, change)
-
-    async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
-        async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
-            rules.check_unlockable(row)
-            unlocked = await self.repo.clear_lock(conn, row.code, Stamp("UNLOCKED_EVENT", caller.actor, request_id))
-            return Coupon.of(unlocked)
-
-        return await self._on_coupon(caller, "UnlockCoupon", code, request_id, (), Coupon, change)
-
-    async def redeem(self, caller: Principal, code: str, lock_id: str = "", request_id: str = "") -> RedeemResult:
-        if lock_id:
-            lock_id = rules.check_uuid(lock_id, "lock_id", "a lock id from LockCoupon")
-
-        async def change(conn, row: CouponRow, book: BookRules) -> RedeemResult:
-            rules.check_book_open(book, "redeem", _now())
-            rules.check_redeemable(row, lock_id)
-            redeemed = await self.repo.redeem(conn, row.code, Stamp("REDEEMED_EVENT", caller.actor, request_id))
-            if redeemed is None:  # the conditional update is the last word on the count; never seen under the locks
-                raise _busy(row.code)
-            return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
-
-        return await self._on_coupon(caller, "RedeemCoupon", code, request_id, (lock_id,), RedeemResult, change)
-
-    async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
-        """Admin: gives this AVAILABLE code to the user."""
-        user_id = rules.check_uuid(user_id, "user_id", "a user id")
-        await self.directory.check_assignable([user_id])
-
-        async def change(conn, row: CouponRow, book: BookRules) -> Coupon:
-            rules.check_book_open(book, "assign", _now())
-            rules.check_assignable(row)
-            await self._reserve(conn, book, {user_id: 1})
-            assigned = await self.repo.assign(conn, [row.code], [user_id])
-            await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id)
-            return Coupon.of(assigned[0])
-
-        return await self._on_coupon(caller, "AssignCoupon", code, request_id, (user_id,), Coupon, change)
 
     # random and bulk assignment: codes are picked, so their row locks (SKIP LOCKED) serialize them
 
@@ -159,10 +123,12 @@ class RedemptionDomain:
             )
 
     async def _open_book(self, conn, book_id: str) -> BookRules:
-        book = await self.repo.rules(conn, book_id)
-        if book is None:
+        found = await self.repo.book_refusal(conn, book_id)
+        if found is None:
             raise rules.book_not_found(book_id)
-        rules.check_book_open(book, "assign", _now())
+        book, refusal = found
+        if refusal:
+            raise rules.book_closed(refusal, book.book_id, book.valid_from, book.valid_until, "assign")
         return book
 
     async def _pick(self, conn, book: BookRules, count: int) -> list[str]:
@@ -172,22 +138,8 @@ class RedemptionDomain:
             return codes
         available = await self.repo.count_available(conn, book.book_id)
         if available >= count:  # the rest are being assigned by concurrent calls right now
-            raise Aborted(
-                f"Codes of book {book.book_id} are being assigned concurrently; retry.",
-                reason="CONCURRENT_OPERATION",
-                metadata={"book_id": book.book_id},
-            )
-        if available == 0:
-            raise FailedPrecondition(
-                f"Book {book.book_id} has no available codes.",
-                reason="NO_CODES_AVAILABLE",
-                metadata={"book_id": book.book_id, "available": 0, "needed": count},
-            )
-        raise FailedPrecondition(
-            f"Book {book.book_id} has {available} available codes, the distribution needs {count}.",
-            reason="INSUFFICIENT_CODES",
-            metadata={"book_id": book.book_id, "available": available, "needed": count},
-        )
+            raise rules.book_busy(book.book_id)
+        raise rules.too_few_codes(book.book_id, available, count)
 
     async def assign_random(self, caller: Principal, book_id: str, user_id: str, request_id: str = "") -> Coupon:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
@@ -198,20 +150,17 @@ class RedemptionDomain:
             raise PermissionDenied("A user may only assign coupons to themself.", reason="NOT_YOUR_ACCOUNT")
         if user_id != caller.user_id:  # a person's own verified token already proves their account is live
             await self.directory.check_assignable([user_id])
-        async with self.repo.transaction() as conn:
-
-            async def run() -> Coupon:
-                book = await self._open_book(conn, book_id)
-                if not caller.is_admin:
-                    rules.check_self_claim(book)
-                await self._reserve(conn, book, {user_id: 1})
-                assigned = await self.repo.assign(conn, await self._pick(conn, book, 1), [user_id])
-                await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id)
-                return Coupon.of(assigned[0])
-
-            return await self._once(
-                conn, f"AssignRandomCoupon:{caller.user_id}", request_id, (book_id, user_id), Coupon, run
-            )
+        outcome = await self.repo.assign_random(
+            book_id,
+            user_id,
+            not caller.is_admin,
+            _random.random(),
+            caller.actor,
+            f"AssignRandomCoupon:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, (book_id, user_id)),
+        )
+        return Coupon.of(_accepted(outcome, "assign"))
 
     async def bulk_assign(
         self, caller: Principal, book_id: str, counts: list[tuple[str, int]], distribution_id: str, request_id: str = ""
@@ -227,17 +176,13 @@ class RedemptionDomain:
                 book = await self._open_book(conn, book_id)
                 available = await self.repo.count_available(conn, book_id)
                 if available < needed:
-                    raise FailedPrecondition(
-                        f"Book {book_id} has {available} available codes, the distribution needs {needed}.",
-                        reason="INSUFFICIENT_CODES",
-                        metadata={"book_id": book_id, "available": available, "needed": needed},
-                    )
+                    raise rules.too_few_codes(book_id, available, needed)
                 await self._reserve(conn, book, wanted)
                 codes = await self._pick(conn, book, needed)
                 _random.shuffle(codes)  # which user gets which of the picked codes is random too
                 users = [user for user, count in wanted.items() for _ in range(count)]
                 assigned = await self.repo.assign(conn, codes, users)
-                await self._record(conn, caller, assigned, "ASSIGNED_EVENT", request_id, distribution_id)
+                await self._record(conn, caller, assigned, LedgerEvent.ASSIGNED, request_id, distribution_id)
                 by_user: dict[str, list[str]] = {user: [] for user in wanted}
                 for code, user in zip(codes, users, strict=True):
                     by_user[user].append(code)
@@ -283,6 +228,13 @@ class RedemptionDomain:
             return await self._once(
                 conn, f"AddCodes:{caller.user_id}", request_id, (book_id, digest), AddCodesResult, run
             )
+
+
+def _accepted(outcome: Outcome, action: str) -> CouponRow:
+    """The changed coupon, or the refusal the function answered, as its error."""
+    if outcome.outcome != "OK":
+        raise rules.refusal(outcome, action)
+    return outcome.coupon()
 
 
 def _bulk_counts(counts: list[tuple[str, int]]) -> dict[str, int]:

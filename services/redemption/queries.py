@@ -4,7 +4,8 @@ from kernel import paging
 from kernel.context import Principal
 from kernel.errors import InvalidArgument, PermissionDenied
 from services.redemption import rules
-from services.redemption.repository import BookCounts, BookRules, HistoryRow, RedemptionRepository
+from services.redemption.model import BookCounts, BookRules, HistoryRow
+from services.redemption.repository import RedemptionRepository
 from services.redemption.results import Coupon
 
 MAX_USERS_PER_CALL = 10_000

@@ -1,14 +1,16 @@
 """Data access for the redemption schema. All SQL of the redemption service lives here."""
 
-import datetime as dt
 import hashlib
-from dataclasses import dataclass
 
+import psycopg
+import psycopg_pool
 import sqlalchemy as sa
+from psycopg.rows import class_row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
 from kernel.idempotency import IdempotencyStore
+from services.redemption.model import BookCounts, BookRules, Change, CouponRow, HistoryEvent, HistoryRow, Outcome
 
 SCHEMA = "redemption"
 
@@ -19,78 +21,6 @@ COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::tex
     r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
     lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim"""
-
-
-@dataclass(frozen=True)
-class BookRules:
-    book_id: str
-    allow_multi_redemption: bool
-    max_redemptions: int
-    max_assignments_per_user: int  # 0: no limit
-    lock_ttl_seconds: int
-    valid_from: dt.datetime | None
-    valid_until: dt.datetime | None
-    archived: bool
-    version: int
-    allow_self_claim: bool = False  # a USER may assign random codes of the book to themself
-
-
-@dataclass(frozen=True)
-class CouponRow:
-    code: str
-    book_id: str
-    state: str  # AVAILABLE, ASSIGNED or REDEEMED: the ledger state without the lock
-    user_id: str | None
-    lock_id: str | None
-    lock_expires_at: dt.datetime | None
-    locked: bool  # the lock is live (not expired)
-    redemption_count: int
-    max_redemptions: int
-    assigned_at: dt.datetime | None
-    last_redeemed_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    code: str
-    book_id: str
-    event: str
-    user_id: str | None
-    actor_id: str
-    request_id: str = ""
-    distribution_id: str = ""
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    id: int
-    code: str
-    book_id: str
-    event: str
-    user_id: str | None
-    actor_id: str
-    request_id: str
-    distribution_id: str
-    created_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """The history entry a single-coupon change writes with it: what happened, who did it, in which request."""
-
-    event: str
-    actor_id: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class BookCounts:
-    total: int
-    available: int
-    assigned: int
-    locked: int
-    redeemed: int
-    redemptions: int
 
 
 def advisory_key(code: str) -> int:
@@ -104,18 +34,85 @@ def _state_condition(state: str) -> str:
     return LOCK_LIVE if state == "LOCKED" else f"c.state = :state AND NOT {LOCK_LIVE}"
 
 
+# A concurrent call with the same request id committed first (redemption.remember): asked again, the
+# function replays that call's answer or refuses the id.
+REQUEST_ID_TAKEN = "CB409"
+CHANGE_COUPON = f"SELECT * FROM {SCHEMA}.change_coupon(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
 class RedemptionRepository:
-    def __init__(self, engine: AsyncEngine):
+    """SQLAlchemy for the ledger's reads and batch changes; for the hot operations, one call each of a
+    server-side function (migration 0004) on a plain psycopg autocommit connection: see docs/architecture.md."""
+
+    def __init__(self, engine: AsyncEngine, statements: psycopg_pool.AsyncConnectionPool):
         self.engine = engine
+        self.statements = statements
         self.idempotency = IdempotencyStore(SCHEMA)
+
+    async def _call(self, statement: str, params: tuple) -> Outcome:
+        try:
+            return await self._call_once(statement, params)
+        except psycopg.Error as error:
+            if error.sqlstate != REQUEST_ID_TAKEN:
+                raise
+        return await self._call_once(statement, params)
+
+    async def _call_once(self, statement: str, params: tuple) -> Outcome:
+        async with db.statement_connection(self.statements) as conn:
+            cursor = conn.cursor(row_factory=class_row(Outcome))
+            await cursor.execute(statement, params)
+            row = await cursor.fetchone()
+        if row is None:  # the functions always answer one row
+            raise LookupError(f"{statement} answered no row")
+        return row
+
+    async def change_coupon(
+        self,
+        change: Change,
+        code: str,
+        holder: str | None,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+        target: str | None = None,
+        lock_id: str | None = None,
+    ) -> Outcome:
+        """LOCK, UNLOCK, REDEEM or ASSIGN one code in one round trip; holder None: an admin's call."""
+        return await self._call(
+            CHANGE_COUPON,
+            (
+                change.value,
+                code,
+                advisory_key(code),
+                holder,
+                target,
+                lock_id,
+                actor_id,
+                scope,
+                request_id,
+                request_hash,
+            ),
+        )
+
+    async def assign_random(
+        self,
+        book_id: str,
+        user_id: str,
+        self_claim: bool,
+        start: float,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+    ) -> Outcome:
+        return await self._call(
+            ASSIGN_RANDOM, (book_id, user_id, self_claim, start, actor_id, scope, request_id, request_hash)
+        )
 
     def transaction(self):
         return db.transaction(self.engine)
-
-    async def try_lock_code(self, conn: AsyncConnection, code: str) -> bool:
-        """Serializes operations on one code; transaction-scoped, so it cannot outlive the transaction."""
-        statement = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
-        return (await conn.execute(statement, {"key": advisory_key(code)})).scalar_one()
 
     # book rules
 
@@ -152,6 +149,17 @@ class RedemptionRepository:
         ).first()
         return BookRules(**row._mapping) if row else None
 
+    async def book_refusal(self, conn: AsyncConnection, book_id: str) -> tuple[BookRules, str] | None:
+        """The rules and why the book refuses changes now ('' while open: redemption.book_refusal decides)."""
+        statement = sa.text(f"""SELECT {RULES_COLUMNS}, {SCHEMA}.book_refusal(b) AS refusal
+            FROM {SCHEMA}.book_rules b WHERE book_id = :b""")
+        row = (await conn.execute(statement, {"b": book_id})).first()
+        if row is None:
+            return None
+        values = row._asdict()
+        refusal = values.pop("refusal")
+        return BookRules(**values), refusal
+
     # coupons
 
     async def coupon(self, conn: AsyncConnection, code: str) -> CouponRow | None:
@@ -159,20 +167,6 @@ class RedemptionRepository:
             JOIN {SCHEMA}.book_rules r USING (book_id) WHERE c.code = :code""")
         row = (await conn.execute(statement, {"code": code})).first()
         return CouponRow(**row._mapping) if row else None
-
-    async def coupon_for_update(self, conn: AsyncConnection, code: str) -> tuple[CouponRow, BookRules] | None:
-        """The coupon and its book's rules in one statement, the coupon's row locked for this transaction."""
-        rule_columns = [
-            f"r.{name}{'::text' if name == 'book_id' else ''} AS rule_{name}" for name in BookRules.__dataclass_fields__
-        ]
-        statement = sa.text(f"""SELECT {COUPON_COLUMNS}, {", ".join(rule_columns)} FROM {SCHEMA}.coupons c
-            JOIN {SCHEMA}.book_rules r USING (book_id) WHERE c.code = :code FOR UPDATE OF c""")
-        row = (await conn.execute(statement, {"code": code})).first()
-        if row is None:
-            return None
-        values = row._asdict()
-        rules = BookRules(**{name: values.pop(f"rule_{name}") for name in BookRules.__dataclass_fields__})
-        return CouponRow(**values), rules
 
     async def add_codes(self, conn: AsyncConnection, book_id: str, codes: list[str]) -> set[str]:
         """Inserts the codes as AVAILABLE (each with a fresh random key); returns the ones inserted."""
@@ -211,66 +205,6 @@ class RedemptionRepository:
             SELECT {COUPON_COLUMNS} FROM assigned c JOIN {SCHEMA}.book_rules r USING (book_id)""")
         rows = await conn.execute(statement, {"codes": codes, "user_ids": user_ids})
         return [CouponRow(**row._mapping) for row in rows]
-
-    async def lock(self, conn: AsyncConnection, code: str, lock_id: str, ttl_seconds: int, stamp: Stamp) -> CouponRow:
-        return await self._update_held(
-            conn,
-            code,
-            stamp,
-            """lock_id = CAST(:lock_id AS uuid),
-            lock_expires_at = now() + make_interval(secs => :ttl)""",
-            {"lock_id": lock_id, "ttl": ttl_seconds},
-        )
-
-    async def clear_lock(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow:
-        return await self._update_held(conn, code, stamp, "lock_id = NULL, lock_expires_at = NULL", {})
-
-    async def redeem(self, conn: AsyncConnection, code: str, stamp: Stamp) -> CouponRow | None:
-        """Counts one redemption and consumes any lock, only while the holder has redemptions left."""
-        return await self._update(
-            conn,
-            code,
-            stamp,
-            """state = 'REDEEMED', redemption_count = c.redemption_count + 1,
-            last_redeemed_at = now(), lock_id = NULL, lock_expires_at = NULL""",
-            {},
-            condition="c.redemption_count < r.max_redemptions",
-        )
-
-    async def _update_held(
-        self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict
-    ) -> CouponRow:
-        """_update without a condition, on a coupon the caller holds (locked for update): it always changes."""
-        updated = await self._update(conn, code, stamp, assignments, params)
-        if updated is None:
-            raise LookupError(f"coupon {code} vanished while locked for update")
-        return updated
-
-    async def _update(
-        self, conn: AsyncConnection, code: str, stamp: Stamp, assignments: str, params: dict, condition: str = "true"
-    ) -> CouponRow | None:
-        """Changes one coupon and appends its history entry in the same statement (one round trip fewer
-        on the hot path); nothing is logged when the condition leaves the coupon unchanged."""
-        statement = sa.text(f"""WITH updated AS (
-                UPDATE {SCHEMA}.coupons c SET {assignments} FROM {SCHEMA}.book_rules r
-                WHERE c.code = :code AND r.book_id = c.book_id AND {condition} RETURNING c.*),
-            logged AS (
-                INSERT INTO {SCHEMA}.history (code, book_id, event, user_id, actor_id, request_id, distribution_id)
-                SELECT code, book_id, :event, user_id, :actor_id, :request_id, '' FROM updated)
-            SELECT {COUPON_COLUMNS} FROM updated c JOIN {SCHEMA}.book_rules r USING (book_id)""")
-        row = (
-            await conn.execute(
-                statement,
-                {
-                    "code": code,
-                    "event": stamp.event,
-                    "actor_id": stamp.actor_id,
-                    "request_id": stamp.request_id,
-                    **params,
-                },
-            )
-        ).first()
-        return CouponRow(**row._mapping) if row else None
 
     async def list_coupons(
         self,

@@ -6,7 +6,7 @@ import json
 import typing
 from dataclasses import dataclass
 
-from services.redemption.repository import CouponRow
+from services.redemption.model import CouponRow, CouponState
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Coupon:
         return cls(
             code=row.code,
             book_id=row.book_id,
-            state="LOCKED" if row.locked else row.state,
+            state=CouponState.LOCKED if row.locked else row.state,
             user_id=row.user_id,
             lock_expires_at=row.lock_expires_at if row.locked else None,
             redemption_count=row.redemption_count,

@@ -1,12 +1,17 @@
-"""The state machine's rules: which transition a coupon and its book allow, and why not. Plain Python.
+"""The state machine's rules: what a coupon and its book allow, and why not, in words.
 
-Every refusal names the coupon's state and the rule, with a stable reason.
+Which rule refuses is decided where the change is made, atomically with it: the server-side functions of
+migration 0004 (redemption.change_coupon, redemption.assign_random, redemption.book_refusal) answer OK or
+a reason. Here each reason becomes the error its caller reads: the coupon's state, the rule, a stable
+reason and the numbers. Input checks and the book rules' own validation are here too. Plain Python.
 """
 
 import datetime as dt
 import uuid
 
 from kernel.errors import (
+    Aborted,
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -14,8 +19,9 @@ from kernel.errors import (
     PermissionDenied,
     PreconditionViolation,
 )
+from kernel.idempotency import request_id_reused
 from kernel.validation import has_control_characters
-from services.redemption.repository import BookRules, CouponRow
+from services.redemption.model import BookRules, CouponRow, CouponState, Outcome
 
 MAX_CODE_LENGTH = 128
 DEFAULT_LOCK_TTL_SECONDS = 300
@@ -42,11 +48,7 @@ def _refused(action: str, row: CouponRow, state: str, rule: str, reason: str, **
 
 
 def state_of(row: CouponRow) -> str:
-    return "LOCKED" if row.locked else row.state
-
-
-def lock_expired(row: CouponRow) -> bool:
-    return row.lock_expires_at is not None and not row.locked
+    return CouponState.LOCKED if row.locked else row.state
 
 
 def coupon_not_found(code: str) -> NotFound:
@@ -135,41 +137,40 @@ def normalize_rules(rules: BookRules) -> BookRules:
 # the book
 
 
-def check_book_open(rules: BookRules, action: str, now: dt.datetime) -> None:
-    """An archived book, or one outside its validity window, refuses assignment, locking and redemption."""
-    subject = f"book:{rules.book_id}"
-    if rules.archived:
-        raise FailedPrecondition(
-            f"Cannot {action} a coupon of book {rules.book_id}: the book is archived.",
-            reason="BOOK_ARCHIVED",
-            metadata={"book_id": rules.book_id},
-            violations=[PreconditionViolation("BOOK_ARCHIVED", subject, "the book is archived")],
+def book_closed(
+    reason: str, book_id: str, valid_from: dt.datetime | None, valid_until: dt.datetime | None, action: str
+):
+    """An archived book, or one outside its validity window (redemption.book_refusal's reasons)."""
+    subject = f"book:{book_id}"
+    if reason == "BOOK_ARCHIVED":
+        return FailedPrecondition(
+            f"Cannot {action} a coupon of book {book_id}: the book is archived.",
+            reason=reason,
+            metadata={"book_id": book_id},
+            violations=[PreconditionViolation(reason, subject, "the book is archived")],
         )
-    if rules.valid_from is not None and now < rules.valid_from:
-        raise FailedPrecondition(
-            f"Cannot {action} a coupon of book {rules.book_id} before {_when(rules.valid_from)}: "
-            "the book is not valid yet.",
-            reason="BOOK_NOT_YET_VALID",
-            metadata={"book_id": rules.book_id, "valid_from": _when(rules.valid_from)},
-            violations=[PreconditionViolation("BOOK_NOT_YET_VALID", subject, "the book is not valid yet")],
+    if reason == "BOOK_NOT_YET_VALID":
+        return FailedPrecondition(
+            f"Cannot {action} a coupon of book {book_id} before {_when(valid_from)}: the book is not valid yet.",
+            reason=reason,
+            metadata={"book_id": book_id, "valid_from": _when(valid_from)},
+            violations=[PreconditionViolation(reason, subject, "the book is not valid yet")],
         )
-    if rules.valid_until is not None and now >= rules.valid_until:
-        raise FailedPrecondition(
-            f"Cannot {action} a coupon of book {rules.book_id}: the book expired at {_when(rules.valid_until)}.",
-            reason="BOOK_EXPIRED",
-            metadata={"book_id": rules.book_id, "valid_until": _when(rules.valid_until)},
-            violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")],
-        )
+    return FailedPrecondition(
+        f"Cannot {action} a coupon of book {book_id}: the book expired at {_when(valid_until)}.",
+        reason="BOOK_EXPIRED",
+        metadata={"book_id": book_id, "valid_until": _when(valid_until)},
+        violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")],
+    )
 
 
-def check_self_claim(rules: BookRules) -> None:
+def self_claim_not_allowed(book_id: str) -> PermissionDenied:
     """A USER takes codes of a book only when the book says so; an ADMIN hands out any book's codes."""
-    if not rules.allow_self_claim:
-        raise PermissionDenied(
-            f"Book {rules.book_id} does not allow self-service claims (its rule allow_self_claim is off); "
-            "an administrator hands its codes out.",
-            reason="SELF_CLAIM_NOT_ALLOWED",
-        )
+    return PermissionDenied(
+        f"Book {book_id} does not allow self-service claims (its rule allow_self_claim is off); "
+        "an administrator hands its codes out.",
+        reason="SELF_CLAIM_NOT_ALLOWED",
+    )
 
 
 def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> FailedPrecondition:
@@ -188,31 +189,50 @@ def assignment_limit(user_id: str, held: int, limit: int, wanted: int = 1) -> Fa
     )
 
 
-# transitions of one coupon
+def coupon_busy(code: str) -> Aborted:
+    return Aborted(
+        f"Concurrent operation on coupon {code}; retry.", reason="CONCURRENT_OPERATION", metadata={"code": code}
+    )
 
 
-def check_assignable(row: CouponRow) -> None:
-    if row.state != "AVAILABLE":
-        raise _refused(
-            "assign", row, state_of(row), f"it already has a holder (user {row.user_id})", "COUPON_NOT_AVAILABLE"
+def book_busy(book_id: str) -> Aborted:
+    return Aborted(
+        f"Codes of book {book_id} are being assigned concurrently; retry.",
+        reason="CONCURRENT_OPERATION",
+        metadata={"book_id": book_id},
+    )
+
+
+def too_few_codes(book_id: str, available: int, needed: int) -> FailedPrecondition:
+    if available == 0:
+        return FailedPrecondition(
+            f"Book {book_id} has no available codes.",
+            reason="NO_CODES_AVAILABLE",
+            metadata={"book_id": book_id, "available": 0, "needed": needed},
         )
+    return FailedPrecondition(
+        f"Book {book_id} has {available} available codes, the distribution needs {needed}.",
+        reason="INSUFFICIENT_CODES",
+        metadata={"book_id": book_id, "available": available, "needed": needed},
+    )
 
 
-def _check_redemptions_left(action: str, row: CouponRow) -> None:
-    if row.redemption_count < row.max_redemptions:
-        return
+# refusals of one coupon's transitions
+
+
+def _no_redemptions_left(action: str, row: CouponRow) -> FailedPrecondition:
     if row.max_redemptions == 1:
-        raise _refused(
+        return _refused(
             action,
             row,
-            "REDEEMED",
+            CouponState.REDEEMED,
             f"it is single-use and was redeemed at {_when(row.last_redeemed_at)}",
             "COUPON_ALREADY_REDEEMED",
         )
-    raise _refused(
+    return _refused(
         action,
         row,
-        "REDEEMED",
+        CouponState.REDEEMED,
         f"its holder has used all {row.max_redemptions} redemptions this book allows per user",
         "REDEMPTION_LIMIT_REACHED",
         redemption_count=row.redemption_count,
@@ -220,45 +240,58 @@ def _check_redemptions_left(action: str, row: CouponRow) -> None:
     )
 
 
-def _check_held(action: str, row: CouponRow) -> None:
-    if row.state == "AVAILABLE":
-        raise _refused(action, row, "AVAILABLE", "it has no holder; assign it first", "COUPON_NOT_ASSIGNED")
-
-
-def check_lockable(row: CouponRow) -> None:
-    _check_held("lock", row)
-    if row.locked:
-        raise FailedPrecondition(
-            f"Coupon {row.code} is already locked until {_when(row.lock_expires_at)}.",
-            reason="COUPON_ALREADY_LOCKED",
-            metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": _when(row.lock_expires_at)},
-            violations=[PreconditionViolation("COUPON_ALREADY_LOCKED", f"coupon:{row.code}", "already locked")],
-        )
-    _check_redemptions_left("lock", row)
-
-
-def check_unlockable(row: CouponRow) -> None:
-    if not row.locked:
-        raise _refused("unlock", row, state_of(row), "it is not locked", "COUPON_NOT_LOCKED")
-
-
-def check_redeemable(row: CouponRow, lock_id: str) -> None:
-    """A live lock is passed only with its own lock id (the checkout that locked the coupon)."""
-    _check_held("redeem", row)
-    _check_redemptions_left("redeem", row)
-    if not row.locked or lock_id == row.lock_id:
-        return
+def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
     until = _when(row.lock_expires_at)
-    if not lock_id:
-        raise FailedPrecondition(
+    message, rule = {
+        "COUPON_ALREADY_LOCKED": (f"Coupon {row.code} is already locked until {until}.", "already locked"),
+        "COUPON_LOCKED": (
             f"Coupon {row.code} is locked until {until}: redeem with its lock id or unlock it first.",
-            reason="COUPON_LOCKED",
-            metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
-            violations=[PreconditionViolation("COUPON_LOCKED", f"coupon:{row.code}", "locked by a checkout")],
-        )
-    raise FailedPrecondition(
-        f"Coupon {row.code} is locked until {until} by another checkout: the lock id does not match.",
-        reason="WRONG_LOCK_ID",
-        metadata={"code": row.code, "state": "LOCKED", "lock_expire_time": until},
-        violations=[PreconditionViolation("WRONG_LOCK_ID", f"coupon:{row.code}", "lock id does not match")],
+            "locked by a checkout",
+        ),
+        "WRONG_LOCK_ID": (
+            f"Coupon {row.code} is locked until {until} by another checkout: the lock id does not match.",
+            "lock id does not match",
+        ),
+    }[reason]
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={"code": row.code, "state": CouponState.LOCKED, "lock_expire_time": until},
+        violations=[PreconditionViolation(reason, f"coupon:{row.code}", rule)],
     )
+
+
+def refusal(outcome: Outcome, action: str) -> DomainError:
+    """The error for a hot-path function's refusal (outcome.outcome names the reason)."""
+    reason, row, book_id = outcome.outcome, outcome.coupon(), outcome.book_id or ""
+    match reason:
+        case "BUSY":
+            return coupon_busy(row.code)
+        case "COUPON_NOT_FOUND":
+            return coupon_not_found(row.code)
+        case "BOOK_NOT_FOUND":
+            return book_not_found(book_id)
+        case "BOOK_ARCHIVED" | "BOOK_NOT_YET_VALID" | "BOOK_EXPIRED":
+            return book_closed(reason, book_id, outcome.valid_from, outcome.valid_until, action)
+        case "SELF_CLAIM_NOT_ALLOWED":
+            return self_claim_not_allowed(book_id)
+        case "BOOK_BUSY":
+            return book_busy(book_id)
+        case "NO_CODES_AVAILABLE":
+            return too_few_codes(book_id, 0, 1)
+        case "ASSIGNMENT_LIMIT_REACHED":
+            return assignment_limit(row.user_id or "", outcome.held or 0, outcome.assignment_limit or 0)
+        case "REQUEST_ID_REUSED":
+            return request_id_reused()
+        case "COUPON_NOT_AVAILABLE":
+            holder = f"it already has a holder (user {row.user_id})"
+            return _refused(action, row, state_of(row), holder, reason)
+        case "COUPON_NOT_LOCKED":
+            return _refused(action, row, state_of(row), "it is not locked", reason)
+        case "COUPON_NOT_ASSIGNED":
+            return _refused(action, row, CouponState.AVAILABLE, "it has no holder; assign it first", reason)
+        case "NO_REDEMPTIONS_LEFT":
+            return _no_redemptions_left(action, row)
+        case "COUPON_ALREADY_LOCKED" | "COUPON_LOCKED" | "WRONG_LOCK_ID":
+            return _locked(row, reason)
+    raise LookupError(f"the ledger refused with an unknown reason: {reason}")

@@ -7,8 +7,8 @@ from kernel.context import current_principal
 from kernel.timestamps import from_timestamp, to_timestamp
 from kernel.validation import enum_name
 from services.redemption.domain import RedemptionDomain
+from services.redemption.model import BookCounts, BookRules, HistoryRow
 from services.redemption.queries import LedgerQueries
-from services.redemption.repository import BookCounts, BookRules, HistoryRow
 from services.redemption.results import Coupon
 
 SERVICE_NAMES = tuple(

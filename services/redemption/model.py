@@ -1,0 +1,134 @@
+"""The ledger's domain types, shared by its rules, its data access and its servicers.
+
+States and events are stored by these values; the servicers map them to the protobuf enums.
+"""
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+
+class CouponState(enum.StrEnum):
+    AVAILABLE = "AVAILABLE"
+    ASSIGNED = "ASSIGNED"
+    REDEEMED = "REDEEMED"
+    LOCKED = "LOCKED"  # derived: a held coupon whose lock has not expired; never stored
+
+
+class LedgerEvent(enum.StrEnum):
+    ASSIGNED = "ASSIGNED_EVENT"
+    LOCKED = "LOCKED_EVENT"
+    UNLOCKED = "UNLOCKED_EVENT"
+    LOCK_EXPIRED = "LOCK_EXPIRED_EVENT"
+    REDEEMED = "REDEEMED_EVENT"
+
+
+class Change(enum.StrEnum):
+    """What redemption.change_coupon (migration 0004) does to one coupon."""
+
+    LOCK = "LOCK"
+    UNLOCK = "UNLOCK"
+    REDEEM = "REDEEM"
+    ASSIGN = "ASSIGN"
+
+
+@dataclass(frozen=True)
+class BookRules:
+    book_id: str
+    allow_multi_redemption: bool
+    max_redemptions: int
+    max_assignments_per_user: int  # 0: no limit
+    lock_ttl_seconds: int
+    valid_from: dt.datetime | None
+    valid_until: dt.datetime | None
+    archived: bool
+    version: int
+    allow_self_claim: bool = False  # a USER may assign random codes of the book to themself
+
+
+@dataclass(frozen=True)
+class CouponRow:
+    code: str
+    book_id: str
+    state: str  # a stored CouponState: AVAILABLE, ASSIGNED or REDEEMED, the ledger state without the lock
+    user_id: str | None
+    lock_id: str | None
+    lock_expires_at: dt.datetime | None
+    locked: bool  # the lock is live (not expired)
+    redemption_count: int
+    max_redemptions: int
+    assigned_at: dt.datetime | None
+    last_redeemed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one hot-path function call answers: OK with the coupon, or the reason it refused, with what
+    the reason's message needs. Columns of the type redemption.outcome (migration 0004)."""
+
+    outcome: str
+    code: str | None
+    book_id: str | None
+    state: str | None
+    user_id: str | None
+    lock_id: str | None
+    lock_expires_at: dt.datetime | None
+    locked: bool | None
+    redemption_count: int | None
+    max_redemptions: int | None
+    assigned_at: dt.datetime | None
+    last_redeemed_at: dt.datetime | None
+    valid_from: dt.datetime | None
+    valid_until: dt.datetime | None
+    held: int | None
+    assignment_limit: int | None
+    available: int | None
+
+    def coupon(self) -> CouponRow:
+        return CouponRow(
+            code=self.code or "",
+            book_id=self.book_id or "",
+            state=self.state or CouponState.AVAILABLE,
+            user_id=self.user_id,
+            lock_id=self.lock_id,
+            lock_expires_at=self.lock_expires_at,
+            locked=bool(self.locked),
+            redemption_count=self.redemption_count or 0,
+            max_redemptions=self.max_redemptions or 0,
+            assigned_at=self.assigned_at,
+            last_redeemed_at=self.last_redeemed_at,
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    code: str
+    book_id: str
+    event: str
+    user_id: str | None
+    actor_id: str
+    request_id: str = ""
+    distribution_id: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    id: int
+    code: str
+    book_id: str
+    event: str
+    user_id: str | None
+    actor_id: str
+    request_id: str
+    distribution_id: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class BookCounts:
+    total: int
+    available: int
+    assigned: int
+    locked: int
+    redeemed: int
+    redemptions: int
