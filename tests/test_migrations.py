@@ -38,3 +38,29 @@ def test_upgrade_to_head_and_downgrade_to_base(empty_database, service):
 
     migrations.upgrade(service, empty_database)
     assert _tables(empty_database, service) == created
+
+
+def test_hot_path_answers_stored_before_it_replay_after_it(empty_database):
+    """Migration 0004 stores the answers of the one-call operations as outcome rows: one kept by the earlier
+    code (a redeem's {"coupon": ..., "remaining_redemptions": ...}) still replays after the upgrade."""
+    migrations.upgrade("redemption", empty_database, "0003")
+    book, user = str(uuid.uuid4()), str(uuid.uuid4())
+    earlier = (
+        '{"coupon": {"code": "OLD-1", "book_id": "%s", "state": "REDEEMED", "user_id": "%s", "lock_expires_at": null,'
+        ' "redemption_count": 1, "max_redemptions": 1, "assigned_at": "2026-11-30T10:00:00+00:00",'
+        ' "last_redeemed_at": "2026-12-01T10:00:00+00:00"}, "remaining_redemptions": 0}' % (book, user)
+    )
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO redemption.idempotency_keys (scope, request_id, request_hash, response) "
+            "VALUES (%s, 'r-1', 'h', convert_to(%s, 'UTF8'))",
+            (f"RedeemCoupon:{user}", earlier),
+        )
+    migrations.upgrade("redemption", empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT outcome, code, state, locked, redemption_count, max_redemptions, last_redeemed_at::text "
+            "FROM redemption.replay(%s, 'r-1', 'h')",
+            (f"RedeemCoupon:{user}",),
+        ).fetchone()
+    assert row == ("OK", "OLD-1", "REDEEMED", False, 1, 1, "2026-12-01 10:00:00+00")

@@ -182,3 +182,27 @@ async def test_lock_unlock_redeem_sequences_never_abort_spuriously(ledger):
     await asyncio.gather(*(checkout(code, holder.metadata) for code, holder in zip(codes, holders, strict=True)))
     counts = await ledger.internal.GetBookCounts(pb.GetBookCountsRequest(book_id=book_id), metadata=ledger.service)
     assert (counts.redeemed, counts.locked, counts.assigned) == (48, 0, 0)
+
+
+async def test_parallel_retries_of_one_random_assignment_assign_one_code(ledger, ledger_db):
+    """No code lock serializes random picks: the retries race to remember the request id, the losers are
+    undone whole and answered with the winner's coupon."""
+    book_id, _ = await ledger.book(40, allow_self_claim=True)
+    user = ledger.caller()
+    for _ in range(5):  # the statement pool grows while callers wait: give the race connections to race on
+        probes = (pb.RedeemCouponRequest(code=f"NO-SUCH-{n}") for n in range(16))
+        await asyncio.gather(*(outcome(ledger.next_stub().RedeemCoupon(p, metadata=user.metadata)) for p in probes))
+    request = pb.AssignRandomCouponRequest(book_id=book_id, request_id="one-claim")
+    answers = await asyncio.gather(
+        *(ledger.next_stub().AssignRandomCoupon(request, metadata=user.metadata) for _ in range(16))
+    )
+    assert len({answer.code for answer in answers}) == 1
+    counts = await (
+        await ledger_db.execute(
+            """SELECT (SELECT count(*) FROM redemption.coupons WHERE book_id = %(b)s AND user_id IS NOT NULL),
+                (SELECT held FROM redemption.holdings WHERE book_id = %(b)s),
+                (SELECT count(*) FROM redemption.history WHERE book_id = %(b)s)""",
+            {"b": book_id},
+        )
+    ).fetchone()
+    assert counts == (1, 1, 1)
