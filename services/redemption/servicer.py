@@ -7,7 +7,7 @@ from kernel.context import current_principal
 from kernel.timestamps import from_timestamp, to_timestamp
 from kernel.validation import enum_name
 from services.redemption.domain import RedemptionDomain
-from services.redemption.model import BookCounts, BookRules, HistoryRow
+from services.redemption.model import BookCounts, BookRules, CouponState, HistoryRow, LedgerEvent
 from services.redemption.queries import LedgerQueries
 from services.redemption.results import Coupon
 
@@ -16,15 +16,35 @@ SERVICE_NAMES = tuple(
 )
 
 
+# The domain's states and events as the API numbers them.
+STATES = {
+    CouponState.AVAILABLE: pb.AVAILABLE,
+    CouponState.ASSIGNED: pb.ASSIGNED,
+    CouponState.LOCKED: pb.LOCKED,
+    CouponState.REDEEMED: pb.REDEEMED,
+}
+STATE_OF: dict[int, CouponState] = {number: state for state, number in STATES.items()}
+EVENTS = {
+    LedgerEvent.ASSIGNED: pb.ASSIGNED_EVENT,
+    LedgerEvent.LOCKED: pb.LOCKED_EVENT,
+    LedgerEvent.UNLOCKED: pb.UNLOCKED_EVENT,
+    LedgerEvent.LOCK_EXPIRED: pb.LOCK_EXPIRED_EVENT,
+    LedgerEvent.REDEEMED: pb.REDEEMED_EVENT,
+}
+
+
 def _state(value: int) -> str | None:
-    return None if value == pb.COUPON_STATE_UNSPECIFIED else enum_name(pb.CouponState, value, "state")
+    if value == pb.COUPON_STATE_UNSPECIFIED:
+        return None
+    enum_name(pb.CouponState, value, "state")  # refuses numbers the API does not define
+    return STATE_OF[value]
 
 
 def coupon_message(coupon: Coupon) -> pb.Coupon:
     return pb.Coupon(
         code=coupon.code,
         book_id=coupon.book_id,
-        state=coupon.state,  # the enum value's name
+        state=STATES[CouponState(coupon.state)],
         user_id=coupon.user_id or "",
         lock_expire_time=to_timestamp(coupon.lock_expires_at),
         redemption_count=coupon.redemption_count,
@@ -72,7 +92,7 @@ def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryRespon
                 id=e.id,
                 code=e.code,
                 book_id=e.book_id,
-                event=e.event,  # the enum value's name
+                event=EVENTS[LedgerEvent(e.event)],
                 user_id=e.user_id or "",
                 actor_id=e.actor_id,
                 request_id=e.request_id,
