@@ -1,5 +1,6 @@
 """Every service's migrations go from empty to head and back down, in their own schema."""
 
+import json
 import uuid
 
 import psycopg
@@ -45,11 +46,18 @@ def test_hot_path_answers_stored_before_it_replay_after_it(empty_database):
     code (a redeem's {"coupon": ..., "remaining_redemptions": ...}) still replays after the upgrade."""
     migrations.upgrade("redemption", empty_database, "0003")
     book, user = str(uuid.uuid4()), str(uuid.uuid4())
-    earlier = (
-        '{"coupon": {"code": "OLD-1", "book_id": "%s", "state": "REDEEMED", "user_id": "%s", "lock_expires_at": null,'
-        ' "redemption_count": 1, "max_redemptions": 1, "assigned_at": "2026-11-30T10:00:00+00:00",'
-        ' "last_redeemed_at": "2026-12-01T10:00:00+00:00"}, "remaining_redemptions": 0}' % (book, user)
-    )
+    coupon = {
+        "code": "OLD-1",
+        "book_id": book,
+        "state": "REDEEMED",
+        "user_id": user,
+        "lock_expires_at": None,
+        "redemption_count": 1,
+        "max_redemptions": 1,
+        "assigned_at": "2026-11-30T10:00:00+00:00",
+        "last_redeemed_at": "2026-12-01T10:00:00+00:00",
+    }
+    earlier = json.dumps({"coupon": coupon, "remaining_redemptions": 0})
     with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO redemption.idempotency_keys (scope, request_id, request_hash, response) "
