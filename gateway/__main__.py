@@ -2,6 +2,7 @@
 
 import logging
 
+import uvloop
 from aiohttp import web
 
 from gateway.app import build_app
@@ -20,6 +21,7 @@ def main() -> None:
         port=config.port,
         access_log=None,
         handler_cancellation=True,
+        loop=uvloop.new_event_loop(),  # cheaper per request than asyncio's own loop, as in the services
         print=lambda _: logging.getLogger("gateway").info("serving", extra={"fields": {"url": url}}),
     )
 
