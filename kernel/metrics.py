@@ -17,12 +17,28 @@ PURGED_ROWS = Counter("coupons_purged_rows_total", "Rows deleted by the retentio
 AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
 
 
-def record_rpc(component: str, method: str, code: str, seconds: float) -> None:
+# The labelled children of one (component, full method, code), looked up once: `.labels()` takes a lock
+# and validates its values on every call. Bounded: only a server's own methods and the status codes.
+_RpcChildren = tuple[Counter, Histogram, Counter | None]
+_rpc_children: dict[tuple[str, str, str], _RpcChildren] = {}
+
+
+def _children(component: str, method: str, code: str) -> _RpcChildren:
     short = method.rsplit("/", 1)[-1]
-    RPCS.labels(component, short, code).inc()
-    RPC_SECONDS.labels(component, short).observe(seconds)
-    if code == "ABORTED":
-        LOCK_CONFLICTS.labels(short).inc()
+    conflicts = LOCK_CONFLICTS.labels(short) if code == "ABORTED" else None
+    return RPCS.labels(component, short, code), RPC_SECONDS.labels(component, short), conflicts
+
+
+def record_rpc(component: str, method: str, code: str, seconds: float) -> None:
+    key = (component, method, code)
+    children = _rpc_children.get(key)
+    if children is None:
+        children = _rpc_children[key] = _children(component, method, code)
+    count, duration, conflicts = children
+    count.inc()
+    duration.observe(seconds)
+    if conflicts is not None:
+        conflicts.inc()
 
 
 def serve(port: int, host: str) -> None:
