@@ -7,6 +7,7 @@ strftime once a second, one JSON encoder for every line, and none of the record 
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -17,9 +18,10 @@ _encode = json.JSONEncoder(default=str).encode
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, component: str):
+    def __init__(self, component: str, pid: int | None = None):
         super().__init__()
         self.component = component
+        self.pid = pid  # a worker's lines say which worker wrote them
         self._second = -1
         self._stamp = ""
 
@@ -30,13 +32,15 @@ class JsonFormatter(logging.Formatter):
         return f"{self._stamp}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": self._time(record),
             "level": record.levelname,
             "component": self.component,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.pid:
+            entry["pid"] = self.pid
         request_id = getattr(record, "request_id", "")
         if request_id:
             entry["request_id"] = request_id
@@ -59,12 +63,12 @@ def _record_with_request_id(*args, **kwargs) -> logging.LogRecord:
 logging.setLogRecordFactory(_record_with_request_id)
 
 
-def configure(component: str, level: str = "INFO") -> None:
+def configure(component: str, level: str = "INFO", with_pid: bool = False) -> None:
     # What the JSON lines never show is not gathered for every record (the logging HOWTO's "Optimization").
     logging._srcfile = None  # no stack walk for the caller's file and line
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(component))
+    handler.setFormatter(JsonFormatter(component, os.getpid() if with_pid else None))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,4 +1,8 @@
-"""Prometheus metrics shared by every component, served on each process's METRICS_PORT."""
+"""Prometheus metrics shared by every component, served on each process's METRICS_PORT.
+
+With WORKERS > 1 each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR and its supervisor
+serves their sum (kernel/workers.py).
+"""
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -14,7 +18,10 @@ LOCK_CONFLICTS = Counter(
 )
 REDEMPTIONS = Counter("coupons_redemptions_total", "Successful redemptions", ["book_id"])
 PURGED_ROWS = Counter("coupons_purged_rows_total", "Rows deleted by the retention purge (kernel/purge.py)", ["table"])
-AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
+# With WORKERS > 1 the count of whichever worker counted last (prometheus_client multiprocess mode).
+AVAILABLE_CODES = Gauge(
+    "coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"], multiprocess_mode="mostrecent"
+)
 
 
 # The labelled children of one (component, full method, code), looked up once: `.labels()` takes a lock
