@@ -1,7 +1,8 @@
 """Server interceptors: request context and access log, domain error mapping, authorization.
 
 Each interceptor is an async context manager around the handler, so one wrapper serves unary and
-streaming methods alike. Order on the server: RequestContext (outermost), ErrorMapping, Authentication.
+streaming methods alike; each method's wrapped handler is made once, on its first call, and kept.
+Order on the server: RequestContext (outermost), ErrorMapping, Authentication.
 """
 
 import asyncio
@@ -34,9 +35,32 @@ MAX_ACTOR_LENGTH = 64
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 # Open to everyone so grpcurl and Kubernetes probes work without a token.
 OPEN_SERVICES = ("/grpc.reflection.", "/grpc.health.v1.Health/")
+# The scope of a method open to everyone: stateless, so one instance serves every call.
+_ADMITTED = contextlib.nullcontext()
 
 
-class ScopedInterceptor(grpc.aio.ServerInterceptor):
+class CachingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once: grpc.aio runs intercept_service for every call, but the handler a
+    server's continuation returns for a method never changes, so the wrapped one is kept per method."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # an unknown method: not cached, so made-up names cannot grow the cache
+                return None
+            wrapped = self._handlers[method] = self.wrap(method, handler)
+        return wrapped
+
+
+class ScopedInterceptor(CachingInterceptor):
     """Runs `scope(method, context)` around every call of the methods it applies to."""
 
     def applies_to(self, method: str) -> bool:
@@ -45,10 +69,8 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
     def scope(self, method: str, context: grpc.aio.ServicerContext) -> contextlib.AbstractAsyncContextManager:
         raise NotImplementedError
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not self.applies_to(method):
+    def wrap(self, method, handler):
+        if not self.applies_to(method):
             return handler
         return _wrap(handler, lambda context: self.scope(method, context))
 
@@ -162,6 +184,7 @@ class RequestContext(ScopedInterceptor):
     """Takes the caller's x-request-id (or makes one), echoes it, logs and measures every call."""
 
     def __init__(self, component: str):
+        super().__init__()
         self.component = component
 
     def applies_to(self, method: str) -> bool:
@@ -204,6 +227,7 @@ class ErrorMapping(ScopedInterceptor):
     """The one place where domain exceptions become rich google.rpc.Status errors."""
 
     def __init__(self, domain: str):
+        super().__init__()
         self.domain = domain
 
     @contextlib.asynccontextmanager
@@ -219,7 +243,7 @@ class ErrorMapping(ScopedInterceptor):
             await context.abort_with_status(status.internal(request_id_var.get(), self.domain))
 
 
-class Authentication(grpc.aio.ServerInterceptor):
+class Authentication(CachingInterceptor):
     """Admits each call by its method's access rule (kernel.access), then parses its request.
 
     The bearer token is verified locally and checked against the rule before a byte of the message is
@@ -229,29 +253,27 @@ class Authentication(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, verifier: TokenVerifier, rules: dict[str, access.Rule]):
+        super().__init__()
         self.verifier = verifier
         self.rules = rules
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, method, handler):
         rule = access.OPEN if method.startswith(OPEN_SERVICES) else self.rules.get(method, access.NO_RULE)
+        if rule.open:  # nothing to admit: only the request is parsed inside, so a malformed one is mapped
+            return _wrap(handler, lambda context: _ADMITTED, parse_inside=True)
         return _wrap(handler, lambda context: self._admit(rule, context), parse_inside=True)
 
     @contextlib.asynccontextmanager
     async def _admit(self, rule: access.Rule, context):
-        if not rule.open:
-            scheme, _, token = _metadata(context, "authorization").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
-            principal = await self.verifier.verify(token.strip())
-            rule.check(principal)
-            if principal.is_service:
-                principal = dataclasses.replace(principal, actor_id=_actor(context))
-            # Each call runs in its own task with its own copy of the context; RequestContext resets it for the log.
-            principal_var.set(principal)
+        scheme, _, token = _metadata(context, "authorization").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Send an 'authorization: Bearer <token>' header.", reason="MISSING_TOKEN")
+        principal = await self.verifier.verify(token.strip())
+        rule.check(principal)
+        if principal.is_service:
+            principal = dataclasses.replace(principal, actor_id=_actor(context))
+        # Each call runs in its own task with its own copy of the context; RequestContext resets it for the log.
+        principal_var.set(principal)
         yield
 
 

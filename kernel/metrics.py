@@ -1,4 +1,8 @@
-"""Prometheus metrics shared by every component, served on each process's METRICS_PORT."""
+"""Prometheus metrics shared by every component, served on each process's METRICS_PORT.
+
+With WORKERS > 1 each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR and its supervisor
+serves their sum (kernel/workers.py).
+"""
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -14,15 +18,34 @@ LOCK_CONFLICTS = Counter(
 )
 REDEMPTIONS = Counter("coupons_redemptions_total", "Successful redemptions", ["book_id"])
 PURGED_ROWS = Counter("coupons_purged_rows_total", "Rows deleted by the retention purge (kernel/purge.py)", ["table"])
-AVAILABLE_CODES = Gauge("coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"])
+# With WORKERS > 1 the count of whichever worker counted last (prometheus_client multiprocess mode).
+AVAILABLE_CODES = Gauge(
+    "coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"], multiprocess_mode="mostrecent"
+)
+
+
+# The labelled children of one (component, full method, code), looked up once: `.labels()` takes a lock
+# and validates its values on every call. Bounded: only a server's own methods and the status codes.
+_RpcChildren = tuple[Counter, Histogram, Counter | None]
+_rpc_children: dict[tuple[str, str, str], _RpcChildren] = {}
+
+
+def _children(component: str, method: str, code: str) -> _RpcChildren:
+    short = method.rsplit("/", 1)[-1]
+    conflicts = LOCK_CONFLICTS.labels(short) if code == "ABORTED" else None
+    return RPCS.labels(component, short, code), RPC_SECONDS.labels(component, short), conflicts
 
 
 def record_rpc(component: str, method: str, code: str, seconds: float) -> None:
-    short = method.rsplit("/", 1)[-1]
-    RPCS.labels(component, short, code).inc()
-    RPC_SECONDS.labels(component, short).observe(seconds)
-    if code == "ABORTED":
-        LOCK_CONFLICTS.labels(short).inc()
+    key = (component, method, code)
+    children = _rpc_children.get(key)
+    if children is None:
+        children = _rpc_children[key] = _children(component, method, code)
+    count, duration, conflicts = children
+    count.inc()
+    duration.observe(seconds)
+    if conflicts is not None:
+        conflicts.inc()
 
 
 def serve(port: int, host: str) -> None:

@@ -1,19 +1,21 @@
 """Runs one component as a process: `python -m services.<name> [serve|migrate]`.
 
 With no DATABASE_URL in local mode it starts (or reuses) the embedded PostgreSQL under the temp dir.
-SIGTERM or SIGINT stops it gracefully.
+SIGTERM or SIGINT stops it gracefully. With WORKERS > 1 the process serves through workers of its own
+(kernel/workers.py); migrations never run when serving, only with `migrate` (once, not per worker).
 """
 
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from kernel import logs, metrics, migrations
+from kernel import logs, metrics, migrations, workers
 from kernel.localdb import shared_local_postgres
 from kernel.server import GrpcServer
 from kernel.settings import Settings
@@ -31,11 +33,15 @@ async def serve(components: list[tuple[Settings, Builder]]) -> None:
         server, cleanup = await build(settings)
         await server.start(settings.listen_address)
         running.append((settings, server, cleanup))
-    metrics.serve(components[0][0].metrics_port, components[0][0].host)  # one registry per process, so one endpoint
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    link = workers.worker_link()
+    if link is None:
+        metrics.serve(components[0][0].metrics_port, components[0][0].host)  # one registry per process, so one endpoint
+    else:
+        link.serving(stopping.set)  # the supervisor serves the metrics of all its workers
     await stopping.wait()
     log.info("shutting down", extra={"fields": {"grace_seconds": components[0][0].shutdown_grace_seconds}})
     await asyncio.gather(*(server.stop(settings.shutdown_grace_seconds) for settings, server, _ in running))
@@ -56,18 +62,24 @@ def run_components(names: list[str], builders: dict[str, Builder], migrate_only:
     """Runs the named components in this process, on the embedded PostgreSQL when DATABASE_URL is unset."""
     settings = {name: Settings.from_env(name) for name in names}
     first = settings[names[0]]
-    logs.configure("+".join(names), first.log_level)
+    logs.configure("+".join(names), first.log_level, with_pid=workers.is_worker())
     local_db = None
-    if not first.database_url:
+    if not first.database_url:  # never in a worker: its supervisor passes the database it resolved
         local_db = shared_local_postgres(first.run_dir)
         settings = {name: dataclasses.replace(s, database_url=local_db.url) for name, s in settings.items()}
+    exit_code = 0
     try:
         if migrate_only:
             for name in names:
                 migrations.upgrade(name, settings[name].database_url)
+        elif first.workers > 1 and not workers.is_worker():
+            env = {**os.environ, "DATABASE_URL": first.database_url if local_db is None else local_db.url}
+            exit_code = workers.supervise(list(settings.values()), env)
         else:
             # uvloop (libuv) costs less per call than asyncio's own loop, and grpc.aio runs on it.
             uvloop.run(serve([(settings[name], builders[name]) for name in names]))
     finally:
         if local_db is not None and local_db.started_here:
             local_db.stop()
+    if exit_code:
+        raise SystemExit(exit_code)

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha
 
 from coupons.reflection.v1 import reflection_pb2 as reflection_v1
-from kernel import access
+from kernel import access, workers
 from kernel.interceptors import Authentication, ErrorMapping, RequestContext
 from kernel.tokens import TokenVerifier
 
@@ -34,7 +34,6 @@ MAX_SEND_BYTES = 64 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
     ("grpc.max_send_message_length", MAX_SEND_BYTES),
-    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -98,7 +97,9 @@ class GrpcServer:
                 ErrorMapping(domain=f"{spec.component}.coupons"),
                 Authentication(verifier, rules),
             ],
-            options=SERVER_OPTIONS,
+            # Only a supervisor's workers share a port; anyone else finds a taken port refused, not shared.
+            # Their supervisor checked it was free before it spawned them (kernel/workers.py).
+            options=[*SERVER_OPTIONS, ("grpc.so_reuseport", int(workers.is_worker()))],
         )
         spec.register(self.server)
         self.health = _Health()

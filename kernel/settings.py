@@ -45,6 +45,16 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity (which a cpuset narrows), else the machine's.
+    A container's CPU limit (a quota) is not visible here, so the manifests set WORKERS themselves."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+MAX_WORKERS = 64
+
 # The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
 CALLING_SERVICES = ("books", "redemption", "pools")
 MIN_SERVICE_SECRET_LENGTH = 32
@@ -127,6 +137,9 @@ class Settings:
     # REFRESH_TOKEN_RETENTION_SECONDS: revoked and expired refresh tokens are kept this long after their
     # revocation or expiry, then purged; spent (used) ones are kept until they expire, for reuse detection.
     refresh_token_retention_seconds: int = 86400
+    # WORKERS: processes serving a gRPC service's port (SO_REUSEPORT) under a supervisor (kernel/workers.py);
+    # 1 is one process and no supervisor. Default: the cores this process may use.
+    workers: int = 1
 
     @property
     def production(self) -> bool:
@@ -176,6 +189,7 @@ class Settings:
             purge_batch_size=_int("PURGE_BATCH_SIZE", 1000),
             purge_pause_seconds=_float("PURGE_PAUSE_SECONDS", 0.2),
             refresh_token_retention_seconds=_int("REFRESH_TOKEN_RETENTION_SECONDS", 86400),
+            workers=_int("WORKERS", cores()),
         )
         settings.check()
         return settings
@@ -194,6 +208,8 @@ class Settings:
             raise SystemExit("PURGE_INTERVAL_SECONDS and PURGE_PAUSE_SECONDS must be >= 0, PURGE_BATCH_SIZE >= 1")
         if self.refresh_token_retention_seconds < 0:
             raise SystemExit("REFRESH_TOKEN_RETENTION_SECONDS must be >= 0")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SystemExit(f"WORKERS must be between 1 and {MAX_WORKERS}, got {self.workers}")
         if not self.production:
             return
         if not self.database_url and self.component != "gateway":  # the gateway has no database

@@ -5,9 +5,7 @@ serves metrics on that port + 1000; the embedded PostgreSQL listens on LOCAL_PG_
 (or given twice) stops `make run` with the variable to change, before a database or a process is started.
 """
 
-import contextlib
-import socket
-
+from kernel.ports import is_free
 from kernel.settings import DEFAULT_PORTS, _int
 
 METRICS_OFFSET = 1000  # suite.processes.Component.metrics_port
@@ -20,17 +18,6 @@ def variable(name: str) -> str:
 def from_env(names: list[str]) -> dict[str, int]:
     """Each component's port: its <NAME>_PORT, or the default."""
     return {name: _int(variable(name), DEFAULT_PORTS[name]) for name in names}
-
-
-def is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a server could listen there now (SO_REUSEADDR, as gRPC, aiohttp and PostgreSQL bind)."""
-    with contextlib.closing(socket.socket()) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-            return True
-        except OSError:
-            return False
 
 
 def wanted(ports: dict[str, int], local_pg_port: int | None) -> list[tuple[int, str]]:

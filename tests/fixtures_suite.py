@@ -40,8 +40,9 @@ def free_suite_ports(replicas: dict[str, int] | None = None) -> dict[str, int]:
 
 
 async def start_test_suite(database_url: str, run_dir, ports: dict[str, int], extra_env=None, **options):
-    """start_suite for tests: every process signs in from 127.0.0.1 (see tests.support.TEST_CLIENT_LIMIT)."""
-    env = {"LOGIN_MAX_FAILURES_PER_CLIENT": str(TEST_CLIENT_LIMIT), **(extra_env or {})}
+    """start_suite for tests: every process signs in from 127.0.0.1 (see tests.support.TEST_CLIENT_LIMIT), and
+    each service is one process (WORKERS=1) unless the test says otherwise."""
+    env = {"LOGIN_MAX_FAILURES_PER_CLIENT": str(TEST_CLIENT_LIMIT), "WORKERS": "1", **(extra_env or {})}
     return await start_suite(database_url, run_dir, ports, extra_env=env, **options)
 
 

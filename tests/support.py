@@ -26,6 +26,7 @@ def settings_for(component: str, database_url: str, **overrides) -> Settings:
         "db_max_overflow": 20,
         "revocation_poll_seconds": REVOCATION_POLL_SECONDS,
         "login_max_failures_per_client": TEST_CLIENT_LIMIT,
+        "workers": 1,  # one process per service unless a test says otherwise (tests/test_workers.py)
     }
     return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 

@@ -64,3 +64,13 @@ async def test_a_call_the_client_abandons_is_logged_and_counted_cancelled_not_ok
             await asyncio.sleep(0.05)
     assert [json.loads(JsonFormatter("auth").format(r))["code"] for r in lines] == ["CANCELLED"]
     assert _count("Register", "CANCELLED") == cancelled_before + 1
+
+
+def test_log_lines_carry_their_own_time_though_the_stamp_is_formatted_once_a_second():
+    formatter = JsonFormatter("auth")
+    times = []
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5):
+        record = logging.LogRecord("kernel.rpc", logging.INFO, __file__, 1, "rpc", None, None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        times.append(json.loads(formatter.format(record))["time"])
+    assert times == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.500Z"]

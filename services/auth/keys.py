@@ -13,10 +13,16 @@ def load_signing_key(settings: Settings) -> SigningKey:
         return SigningKey.from_pem(path.read_bytes())
     if settings.production:
         raise SystemExit(f"JWT_PRIVATE_KEY_FILE {path} does not exist; production never generates a signing key")
-    key = SigningKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_bytes(key.to_pem())
+    temporary.write_bytes(SigningKey.generate().to_pem())
     temporary.chmod(0o600)
-    temporary.replace(path)
-    return key
+    try:
+        # Atomic and never overwriting: auth's workers (WORKERS > 1) start at once, and all must sign with
+        # the one key that won, or a token from one would fail at another.
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return SigningKey.from_pem(path.read_bytes())
