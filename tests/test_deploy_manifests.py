@@ -23,6 +23,7 @@ What is checked, and how:
    - every pod and container is hardened (non-root, read-only root filesystem, no privilege escalation,
      all capabilities dropped, RuntimeDefault seccomp, no service account token, resources set);
    - terminationGracePeriodSeconds covers the preStop sleep plus SHUTDOWN_GRACE_SECONDS;
+   - each gRPC Deployment sets WORKERS to the whole cores of its CPU limit (at least 1);
    - each schema has a migration Job running `python -m services.<name> migrate`;
    - a PodDisruptionBudget and an autoscaling/v2 CPU HorizontalPodAutoscaler per Deployment;
    - NetworkPolicies: default deny, DNS egress, and exactly the caller graph below;
@@ -491,6 +492,19 @@ def test_grpc_services_have_native_grpc_probes_and_the_gateway_http_healthz():
                     **({} if probe == "readinessProbe" else {"service": "liveness"}),
                 }
                 assert container[probe]["grpc"] == expected, f"{name} {probe}"
+
+
+def test_each_grpc_service_runs_one_worker_per_core_of_its_cpu_limit():
+    """WORKERS defaults to the cores the process may run on, which in a pod are the node's, not its limit."""
+    for name, deployment in _deployments().items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        workers = _container_env(container).get("WORKERS")
+        if name == "gateway":
+            assert workers is None, "the gateway is one process"
+            continue
+        limit = str(container["resources"]["limits"]["cpu"])
+        cores = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+        assert workers == str(max(1, int(cores))), f"{name}: WORKERS {workers} for a CPU limit of {limit}"
 
 
 def test_each_grpc_component_has_a_headless_and_a_regular_service():
