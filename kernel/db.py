@@ -93,19 +93,19 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 # A statement connection idle this long is pinged before use: one that waited in the pool through a database
 # restart is replaced instead of failing its caller, while a busy pool (the hot path) pays no extra round trip.
 IDLE_CHECK_SECONDS = 1.0
+# When each statement connection was last given back (statement_connection). Kept here rather than by the
+# pool's `reset` callback: with one, psycopg_pool hands every returned connection to a worker task, a loop
+# round trip per call.
+_returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
 
 def create_statement_pool(settings: Settings) -> psycopg_pool.AsyncConnectionPool:
     """Autocommit psycopg connections for one-statement calls (a server-side function each): no transaction
     block, no SQLAlchemy in between. Opened by open_statement_pool; at most DB_POOL_SIZE connections."""
-    returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
     async def check(conn: psycopg.AsyncConnection) -> None:
-        if time.monotonic() - returned.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
-
-    async def reset(conn: psycopg.AsyncConnection) -> None:
-        returned[conn] = time.monotonic()
 
     args = connect_args(settings)
     return psycopg_pool.AsyncConnectionPool(
@@ -121,7 +121,6 @@ def create_statement_pool(settings: Settings) -> psycopg_pool.AsyncConnectionPoo
         timeout=settings.db_pool_timeout_seconds,
         max_lifetime=1800,
         check=check,
-        reset=reset,
         open=False,
         name=f"{settings.component}-statements",
     )
@@ -138,7 +137,10 @@ async def statement_connection(pool: psycopg_pool.AsyncConnectionPool) -> AsyncI
     """A pooled autocommit connection; failures mean what they mean in `transaction`."""
     try:
         async with pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                _returned_at[conn] = time.monotonic()
     except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
         meaning = _meaning(error)
         if meaning is None:

@@ -12,8 +12,8 @@ import inspect
 import ipaddress
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -194,7 +194,7 @@ class RequestContext(ScopedInterceptor):
     async def scope(self, method, context):
         request_id = _metadata(context, "x-request-id")
         if not REQUEST_ID.match(request_id):  # bounded before it reaches a log line or another service
-            request_id = uuid.uuid4().hex
+            request_id = secrets.token_hex(16)  # as uuid4().hex looks, without building a UUID per call
         token = request_id_var.set(request_id)
         caller = principal_var.set(None)  # set by Authentication, read here for the access log, reset here
         client = client_address_var.set(lambda: client_address_of(context))

@@ -14,7 +14,7 @@ from kernel.context import Principal
 from kernel.directory import Directory
 from kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.redemption import results, rules
-from services.redemption.model import BookRules, Change, CouponRow, HistoryEvent, LedgerEvent, Outcome
+from services.redemption.model import BookRules, Change, CouponRow, Outcome
 from services.redemption.repository import RedemptionRepository
 from services.redemption.results import AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult, UserCodes
 
@@ -99,17 +99,6 @@ class RedemptionDomain:
         assigned = await self._change(caller, Change.ASSIGN, "AssignCoupon", code, request_id, (user_id,), user_id)
         return Coupon.of(assigned)
 
-    async def _record(
-        self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str, distribution_id: str = ""
-    ) -> None:
-        await self.repo.append_history(
-            conn,
-            [
-                HistoryEvent(row.code, row.book_id, event, row.user_id, caller.actor, request_id, distribution_id)
-                for row in rows
-            ],
-        )
-
     # random and bulk assignment: codes are picked, so their row locks (SKIP LOCKED) serialize them
 
     async def _reserve(self, conn, book: BookRules, counts: dict[str, int]) -> None:
@@ -181,8 +170,9 @@ class RedemptionDomain:
                 codes = await self._pick(conn, book, needed)
                 _random.shuffle(codes)  # which user gets which of the picked codes is random too
                 users = [user for user, count in wanted.items() for _ in range(count)]
-                assigned = await self.repo.assign(conn, codes, users)
-                await self._record(conn, caller, assigned, LedgerEvent.ASSIGNED, request_id, distribution_id)
+                assigned = await self.repo.assign(conn, codes, users, caller.actor, request_id, distribution_id)
+                if assigned != needed:  # cannot happen: the picked codes are row-locked AVAILABLE ones
+                    raise RuntimeError(f"assigned {assigned} of {needed} picked codes")
                 by_user: dict[str, list[str]] = {user: [] for user in wanted}
                 for code, user in zip(codes, users, strict=True):
                     by_user[user].append(code)

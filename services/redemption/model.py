@@ -101,17 +101,6 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class HistoryEvent:
-    code: str
-    book_id: str
-    event: str
-    user_id: str | None
-    actor_id: str
-    request_id: str = ""
-    distribution_id: str = ""
-
-
-@dataclass(frozen=True)
 class HistoryRow:
     id: int
     code: str
