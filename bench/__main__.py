@@ -1,7 +1,7 @@
-"""`make bench` / `python -m bench`: the benchmarks of issue 7 on a fresh local stack.
+"""`make bench` / `python -m bench`: the benchmarks of issues 7 and 11 on a fresh local stack.
 
-Options: --quick (1 run each, shorter windows, smaller generation: a smoke test, not figures),
---only SECTION[,SECTION] (ceiling, redeem, hot, generation, assignment, distribution),
+Options: --quick (1 run each, shorter windows, a shorter soak, smaller generation: a smoke test, not
+figures), --only SECTION[,SECTION] (throughput, hot, generation, assignment, distribution, soak),
 --profile (py-spy record of the redemption server during the first 32-caller gRPC redeem run).
 """
 
@@ -12,26 +12,30 @@ import sys
 import time
 
 from bench import report
+from bench.core import Bench, Config
+from bench.hot import hot_code
 from bench.load import LoadGenerator
-from bench.scenarios import Bench, Config
+from bench.soak import soak
 from bench.stack import start_stack, stop_stack
+from bench.supply import assignment, distribution, generation
+from bench.throughput import throughput
 
-SECTIONS = ("ceiling", "redeem", "hot", "generation", "assignment", "distribution")
+SECTIONS = ("throughput", "hot", "generation", "assignment", "distribution", "soak")
+
+QUICK = {
+    "runs": 1,
+    "seconds": 2.0,
+    "warmup": 0.5,
+    "pgbench_seconds": 3,
+    "generation_codes": 100_000,
+    "assignment_sizes": (1_000, 100_000),
+    "soak_seconds": 20.0,
+}
 
 
 async def main(args) -> int:
     started = time.monotonic()
-    config = Config(profile=args.profile)
-    if args.quick:
-        config = Config(
-            runs=1,
-            seconds=2.0,
-            warmup=0.5,
-            pgbench_seconds=3,
-            generation_codes=100_000,
-            assignment_sizes=(1_000, 100_000),
-            profile=args.profile,
-        )
+    config = Config(profile=args.profile, **(QUICK if args.quick else {}))
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     # the client processes first: spawned before this process has any gRPC channel or thread
     generator = LoadGenerator(config.processes)
@@ -49,17 +53,17 @@ async def main(args) -> int:
         for note in stack.notes:
             print(f"  note: {note}", flush=True)
         bench = Bench(stack, generator, config)
-        if "ceiling" in only:
-            await bench.grpc_ceiling()
-        if "redeem" in only:
-            await bench.redeem()
+        if "throughput" in only:
+            await throughput(bench)
         if "hot" in only:
-            await bench.hot_code()
-        big_books = await bench.generation() if "generation" in only else []
+            await hot_code(bench)
+        big_books = await generation(bench) if "generation" in only else []
         if "assignment" in only:
-            await bench.assignment(big_books)
+            await assignment(bench, big_books)
         if "distribution" in only:
-            await bench.distribution()
+            await distribution(bench)
+        if "soak" in only:
+            await soak(bench)
         bench.finish()
         wall = time.monotonic() - started
         path = report.write(bench, env, wall)

@@ -1,8 +1,9 @@
-"""Closed-loop load generator: several client processes, each running many concurrent callers.
+"""Load generator: several client processes, each running many concurrent callers.
 
-Every caller sends one request, waits for the answer, and sends the next (closed loop). Each call's
-latency and outcome are recorded; a run reports the calls that completed inside the measurement window
-(after a warm-up), so connection set-up and the ramp do not count.
+Closed loop: every caller sends one request, waits for the answer, and sends the next. Open loop (a
+`rate`): calls leave at a fixed pace whatever the answers do. Each call's latency and outcome are
+recorded; a run reports the calls that completed inside the measurement window (after a warm-up), so
+connection set-up and the ramp do not count.
 
 The worker processes are started once (spawn: no inherited gRPC state) and reused for every run.
 Each reports its own CPU time, so the report can show how much of the machine the generator took.
@@ -11,11 +12,12 @@ Each reports its own CPU time, so the report can show how much of the machine th
 import asyncio
 import multiprocessing
 import os
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
 
-# A job is a plain dict (picklable): kind, target, per-caller work, timing. See _caller for the kinds.
+# A job is a plain dict (picklable): kind, target, per-caller work, timing. See _grpc_call for the kinds.
 
 
 @dataclass
@@ -27,6 +29,9 @@ class RunResult:
     client_cpu_seconds: float
     exhausted_callers: int = 0  # callers that ran out of work before the window ended
     all_latencies_ms: list[float] = field(default_factory=list)
+    ended_at: list[float] = field(default_factory=list)  # wall-clock end of each call inside the window
+    window_start: float = 0.0
+    labels: list[str] = field(default_factory=list)  # outcome of each call inside the window
 
     @property
     def throughput(self) -> float:
@@ -48,23 +53,47 @@ class RunResult:
         return self.percentile(99)
 
 
-def _grpc_call(kind: str, job: dict, stubs: list, work, pb):
-    """The coroutine factory for one call of this kind."""
+def _grpc_call(kind: str, job: dict, work, pb):
+    """The coroutine factory `send(stub, item)` for one call of this kind."""
     if kind == "health":
         from grpc_health.v1 import health_pb2
 
         request = health_pb2.HealthCheckRequest()
         return lambda stub, _item: stub.Check(request, timeout=job["timeout"])
+    metadata = (("authorization", f"Bearer {work['token']}"),)
     if kind in ("redeem", "hot"):
-        metadata = (("authorization", f"Bearer {work['token']}"),)
         return lambda stub, code: stub.RedeemCoupon(
             pb.RedeemCouponRequest(code=code), metadata=metadata, timeout=job["timeout"]
         )
+    if kind == "lock":
+        return lambda stub, code: stub.LockCoupon(
+            pb.LockCouponRequest(code=code), metadata=metadata, timeout=job["timeout"]
+        )
+    if kind == "unlock":
+        return lambda stub, code: stub.UnlockCoupon(
+            pb.UnlockCouponRequest(code=code), metadata=metadata, timeout=job["timeout"]
+        )
     if kind == "assign":
-        metadata = (("authorization", f"Bearer {work['token']}"),)
-        request = pb.AssignRandomCouponRequest(book_id=job["book_id"], user_id="me")
+        request = pb.AssignRandomCouponRequest(book_id=work.get("book_id") or job["book_id"], user_id="me")
         return lambda stub, _item: stub.AssignRandomCoupon(request, metadata=metadata, timeout=job["timeout"])
     raise ValueError(kind)
+
+
+# The soak's mix, in turn for each caller: a redeem; a lock, an unlock and a redeem of one code; a random
+# assignment. Each call is recorded as "<kind>:<outcome>".
+MIXED_ROUND = (("redeem", True), ("lock", True), ("unlock", False), ("redeem", False), ("assign", None))
+
+
+async def _outcome(call) -> str:
+    import grpc
+
+    try:
+        result = await call
+        return result if isinstance(result, str) else "OK"
+    except grpc.aio.AioRpcError as error:
+        return error.code().name
+    except Exception as error:  # noqa: BLE001 - counted, not fatal
+        return type(error).__name__
 
 
 async def _run_worker(job: dict) -> dict:
@@ -75,6 +104,7 @@ async def _run_worker(job: dict) -> dict:
     start_at, window_end = job["start_at"], job["window_end"]
     records: list[tuple[float, float, str]] = []  # (end time, latency ms, outcome)
     exhausted = 0
+    kinds = sorted({k for k, _ in MIXED_ROUND}) if kind == "mixed" else [kind]
 
     if job["transport"] == "http":
         import aiohttp
@@ -83,12 +113,17 @@ async def _run_worker(job: dict) -> dict:
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=job["timeout"]))
         base = f"http://{job['target']}"
 
-        async def call_http(work, code):
+        def senders(work: dict) -> dict:
             headers = {"authorization": f"Bearer {work['token']}", "content-type": "application/json"}
-            async with session.post(f"{base}/api/v1/coupons/redeem/{code}", data=b"{}", headers=headers) as reply:
-                await reply.read()
-                return str(reply.status)
 
+            async def redeem(_stub, code):
+                async with session.post(f"{base}/api/v1/coupons/redeem/{code}", data=b"{}", headers=headers) as reply:
+                    await reply.read()
+                    return str(reply.status)
+
+            return {"redeem": redeem}
+
+        stubs: list = [None]
         channels = []
     else:
         from grpc_health.v1 import health_pb2_grpc
@@ -100,57 +135,73 @@ async def _run_worker(job: dict) -> dict:
             grpc.aio.insecure_channel(job["target"], options=[("grpc.use_local_subchannel_pool", 1)])
             for _ in range(job.get("channels", 2))
         ]
-        if kind == "health":
-            stubs = [health_pb2_grpc.HealthStub(c) for c in channels]
-        else:
-            stubs = [redemption_pb2_grpc.RedemptionServiceStub(c) for c in channels]
+        stub_class = health_pb2_grpc.HealthStub if kind == "health" else redemption_pb2_grpc.RedemptionServiceStub
+        stubs = [stub_class(c) for c in channels]
         for c in channels:
             await c.channel_ready()
 
+        def senders(work: dict) -> dict:
+            return {k: _grpc_call(k, job, work, pb) for k in kinds}
+
     async def caller(index: int, work: dict):
         nonlocal exhausted
-        items = work.get("items")
+        items = iter(work.get("items") or ())
         limit = work.get("calls")  # fixed number of calls instead of a time window
-        if job["transport"] == "http":
-            send = lambda item: call_http(work, item)  # noqa: E731
-        else:
-            make = _grpc_call(kind, job, stubs, work, pb)
-            stub = stubs[index % len(stubs)]
-            send = lambda item: make(stub, item)  # noqa: E731
+        send, stub = senders(work), stubs[index % len(stubs)]
         delay = start_at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         done = 0
-        position = 0
-        while True:
-            if limit is not None and done >= limit:
-                return
-            if limit is None and time.time() >= window_end:
-                return
-            if items is not None:
-                if position >= len(items):
+        item = None
+        while (done < limit) if limit is not None else (time.time() < window_end):
+            op, new_item = MIXED_ROUND[done % len(MIXED_ROUND)] if kind == "mixed" else (kind, "items" in work)
+            if new_item:
+                item = next(items, None)
+                if item is None:
                     exhausted += 1
                     return
-                item = items[position]
-                position += 1
-            else:
-                item = None
             began = time.perf_counter()
-            try:
-                result = await send(item)
-                outcome = result if isinstance(result, str) else "OK"
-            except grpc.aio.AioRpcError as error:
-                outcome = error.code().name
-            except Exception as error:  # noqa: BLE001 - counted, not fatal
-                outcome = type(error).__name__
-            ended = time.perf_counter()
-            records.append((time.time(), (ended - began) * 1000.0, outcome))
+            outcome = await _outcome(send[op](stub, item))
+            label = f"{op}:{outcome}" if kind == "mixed" else outcome
+            records.append((time.time(), (time.perf_counter() - began) * 1000.0, label))
             done += 1
             if kind == "hot":
                 return
 
+    async def open_loop():
+        """Calls at a fixed rate whatever the answers' pace; a latency counts from the call's scheduled
+        time, so time spent queued behind a slow answer is not hidden (no coordinated omission)."""
+        nonlocal exhausted
+        interval = 1.0 / job["rate"]
+        work = [(senders(w), iter(w.get("items") or ())) for w in callers]
+        first = start_at + random.random() * interval  # processes do not tick together
+        in_flight: set = set()
+
+        async def one(send, stub, item, scheduled: float):
+            outcome = await _outcome(send[kind](stub, item))
+            records.append((time.time(), (time.perf_counter() - scheduled) * 1000.0, outcome))
+
+        n = 0
+        while (due := first + n * interval) < window_end:
+            if (delay := due - time.time()) > 0:
+                await asyncio.sleep(delay)
+            send, items = work[n % len(work)]
+            item = next(items, None) if kind in ("redeem", "lock", "unlock") else None
+            if item is None and kind in ("redeem", "lock", "unlock"):
+                exhausted += 1
+            else:
+                scheduled = time.perf_counter() + (due - time.time())
+                task = asyncio.create_task(one(send, stubs[n % len(stubs)], item, scheduled))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            n += 1
+        await asyncio.gather(*in_flight)
+
     cpu_before = os.times()
-    await asyncio.gather(*(caller(i, w) for i, w in enumerate(callers)))
+    if job.get("rate"):
+        await open_loop()
+    else:
+        await asyncio.gather(*(caller(i, w) for i, w in enumerate(callers)))
     cpu_after = os.times()
     for c in channels:
         await c.close()
@@ -215,12 +266,15 @@ class LoadGenerator:
         processes: int | None = None,
         timeout: float = 30.0,
         settle: float = 1.0,
+        rate: float | None = None,
         **extra,
     ) -> RunResult:
         """Runs `callers` (one work dict each) spread over the client processes.
 
         With `seconds` the run is a time window after `warmup`; without it every caller does its own
-        fixed `calls` (or one call for kind "hot") and every call counts.
+        fixed `calls` (or one call for kind "hot") and every call counts. With `rate` (calls per second,
+        over all processes) the run is an open loop: the processes call at that pace, taking the callers'
+        work in turn, however long the answers take.
         """
         count = min(processes or len(self.connections), len(callers))
         shares = [callers[i::count] for i in range(count)]
@@ -238,6 +292,7 @@ class LoadGenerator:
                     "window_start": window_start,
                     "window_end": window_end,
                     "timeout": timeout,
+                    "rate": rate / count if rate else None,
                     **extra,
                 }
             )
@@ -263,6 +318,9 @@ class LoadGenerator:
             client_cpu_seconds=sum(r["cpu"] for r in replies),
             exhausted_callers=sum(r["exhausted"] for r in replies),
             all_latencies_ms=[r[1] for r in records],
+            ended_at=[r[0] for r in inside],
+            window_start=window_start,
+            labels=[r[2] for r in inside],
         )
 
 

@@ -15,7 +15,7 @@ def _value(value, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "x":
         return f"{value:.2f}x"
-    if unit in ("redeems", "runs with a violation"):
+    if unit in ("redeems", "runs with a violation", "locks", "calls"):
         return f"{value:,.0f}"
     if unit == "MiB":
         return f"{value:,.0f} MiB"
@@ -26,32 +26,30 @@ def _status(met) -> str:
     return "" if met is None else ("met" if met else "**missed**")
 
 
+COLUMNS = ("redemption", "gateway", "books", "pools", "auth", "postgres", "load generator", "other processes")
+
+
 def _cpu_table(cpu: dict) -> list[str]:
-    lines = [
-        "| run | seconds | "
-        + " | ".join(
-            ["redemption", "gateway", "books", "pools", "auth", "postgres", "load generator", "other processes"]
-        )
-        + " |",
-        "|---|---:|" + "---:|" * 8,
-    ]
+    """Share of the machine by process group during each run (median run)."""
+    lines = ["| run | seconds | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
     for name, shares in cpu.items():
         share = shares[len(shares) // 2]
         percent = share.percent()
-        cells = [
-            f"{percent.get(k, 0):.0f}%"
-            for k in (
-                "redemption",
-                "gateway",
-                "books",
-                "pools",
-                "auth",
-                "postgres",
-                "load generator",
-                "other processes",
-            )
-        ]
+        cells = [f"{percent.get(k, 0):.0f}%" for k in COLUMNS]
         lines.append(f"| {name} | {share.seconds:.1f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cpu_per_operation_table(cpu: dict) -> list[str]:
+    """CPU milliseconds per call by process group (a service counts all its workers), median run."""
+    lines = ["| run | calls | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+    for name, shares in cpu.items():
+        share = shares[len(shares) // 2]
+        if not share.operations:
+            continue
+        per_call = share.per_operation_ms()
+        cells = [f"{per_call.get(k, 0):.3f}" for k in COLUMNS]
+        lines.append(f"| {name} | {share.operations:,} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -80,6 +78,12 @@ def markdown(bench, environment: dict, wall_seconds: float) -> str:
     if notes:
         lines += ["", "## Notes", "", *notes]
     lines += ["", "## CPU share during the runs (median run; 200% = both cores)", "", *_cpu_table(bench.cpu)]
+    lines += [
+        "",
+        "## CPU per call (ms of CPU per call made, median run; `_wN` = the redemption service's WORKERS)",
+        "",
+        *_cpu_per_operation_table(bench.cpu),
+    ]
     return "\n".join(lines) + "\n"
 
 

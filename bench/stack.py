@@ -44,12 +44,13 @@ class BenchSuite(Suite):
 
 
 class MemoryWatch:
-    """Peak RSS of each component process: sampled every 0.2 s, and the kernel's own high-water mark
-    (VmHWM) read at the end, whichever is larger."""
+    """Peak RSS of each component: of its largest process (a supervisor or one of its workers) and of all
+    its processes together. Sampled every 0.2 s, and each process's own high-water mark (VmHWM) read too,
+    whichever is larger; workers started later (a restart with other WORKERS) are found at each sample."""
 
-    def __init__(self, processes: dict[str, int]):
-        self.pids = processes
-        self.peak: dict[str, int] = {name: 0 for name in processes}
+    def __init__(self, suite: Suite):
+        self.suite = suite
+        self.peak: dict[str, tuple[int, int]] = {}  # component -> (largest process, all together)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,19 +58,26 @@ class MemoryWatch:
         self._thread.start()
 
     def _sample(self):
-        for name, pid in self.pids.items():
-            with contextlib.suppress(psutil.Error):
-                self.peak[name] = max(self.peak[name], psutil.Process(pid).memory_info().rss)
-            with contextlib.suppress(OSError, ValueError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak[name] = max(self.peak[name], int(line.split()[1]) * 1024)
+        from bench.cpu import process_tree
+
+        for component in list(self.suite.components):
+            now, highest = 0, 0  # all its processes now; the highest any of them ever reached
+            for process in process_tree(component.process.pid if component.process else None):
+                with contextlib.suppress(psutil.Error):
+                    rss = process.memory_info().rss
+                    now, highest = now + rss, max(highest, rss)
+                with contextlib.suppress(OSError, ValueError):
+                    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            highest = max(highest, int(line.split()[1]) * 1024)
+            largest, total = self.peak.get(component.name, (0, 0))
+            self.peak[component.name] = (max(largest, highest), max(total, now))
 
     def _run(self):
         while not self._stop.wait(0.2):
             self._sample()
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> dict[str, tuple[int, int]]:
         self._sample()
         self._stop.set()
         self._thread.join(2)
@@ -213,7 +221,7 @@ async def start_stack() -> Stack:
         shutil.rmtree(base, ignore_errors=True)
         raise
     stack = Stack(database, url, suite, base, issuer, str(uuid.uuid4()), notes)
-    stack.memory = MemoryWatch({c.name: c.process.pid for c in suite.components if c.process})
+    stack.memory = MemoryWatch(suite)
     stack.memory.start()
     return stack
 
