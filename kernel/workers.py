@@ -106,6 +106,7 @@ class Supervisor:
         self.env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.workers: list[_Worker] = []
         self.stopping = asyncio.Event()
+        self.forwarded: set[int] = set()  # the signals passed on to the workers
 
     async def run(self) -> int:
         """Runs the workers until SIGTERM or SIGINT; 0 when every one of them stopped cleanly."""
@@ -129,9 +130,13 @@ class Supervisor:
         elif not self.stopping.is_set():
             log.error("a worker exited before it served (see its lines above); stopping the others")
             self._stop(signal.SIGTERM)
+        stopped_early = not started and self.stopping.is_set()  # a signal came before they all served
         codes = await asyncio.gather(*(self._keep(index) for index in range(self.count)))
         log.info("workers stopped", extra={"fields": {"exit_codes": codes}})
-        return 0 if started and all(code in (0, None) for code in codes) else 1
+        # A worker stopped by the forwarded signal before it installed its handler ends with -signal: a clean
+        # stop all the same.
+        clean = all(code in (0, None) or -code in self.forwarded for code in codes)
+        return 0 if clean and (started or stopped_early) else 1
 
     async def _spawn(self, index: int) -> _Worker:
         mine, theirs = socket.socketpair()
@@ -172,6 +177,7 @@ class Supervisor:
         if not self.stopping.is_set():
             log.info("stopping workers", extra={"fields": {"signal": signal.Signals(signum).name}})
         self.stopping.set()
+        self.forwarded.add(signum)
         for worker in self.workers:
             if worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

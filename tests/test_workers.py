@@ -219,6 +219,23 @@ async def test_sigterm_stops_both_workers_gracefully_and_in_flight_calls_finish(
         await asyncio.to_thread(supervised.stop)
 
 
+async def test_sigterm_while_the_workers_start_is_a_clean_stop(database_url, tmp_path):
+    # Kubernetes may stop a pod that is still starting: the workers, still importing, die of the forwarded
+    # signal (-15) before they install their handler, and that is not a failure.
+    supervised = Workers(database_url, tmp_path)
+    with open(supervised.log_path, "ab") as log:
+        supervised.process = subprocess.Popen(
+            [sys.executable, "-m", "services.auth"], cwd=ROOT, env=supervised.env, stdout=log, stderr=log
+        )
+    try:
+        await supervised.wait_for_line("worker started")
+        supervised.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(supervised.process.wait, 60) == 0, supervised.log_path.read_text()[-3000:]
+        assert not [line for line in supervised.lines() if line.get("message") == "workers serving"]
+    finally:
+        await asyncio.to_thread(supervised.stop)
+
+
 @pytest.mark.parametrize("holder", ["a listener", "another service's workers (SO_REUSEPORT)"])
 async def test_a_taken_port_is_refused_with_the_variable_to_change(database_url, tmp_path, holder):
     supervised = Workers(database_url, tmp_path)
