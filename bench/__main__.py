@@ -53,17 +53,24 @@ async def main(args) -> int:
         for note in stack.notes:
             print(f"  note: {note}", flush=True)
         bench = Bench(stack, generator, config)
-        if "throughput" in only:
-            await throughput(bench)
-        if "hot" in only:
-            await hot_code(bench)
-        big_books = await generation(bench) if "generation" in only else []
-        if "assignment" in only:
-            await assignment(bench, big_books)
-        if "distribution" in only:
-            await distribution(bench)
-        if "soak" in only:
-            await soak(bench)
+        big_books: list[str] = []
+        sections = {
+            "throughput": lambda: throughput(bench),
+            "hot": lambda: hot_code(bench),
+            "generation": lambda: generation(bench),
+            "assignment": lambda: assignment(bench, big_books),
+            "distribution": lambda: distribution(bench),
+            "soak": lambda: soak(bench),
+        }
+        took = []
+        for name, section in sections.items():
+            if name in only:
+                began = time.monotonic()
+                made = await section()
+                if name == "generation":
+                    big_books = made
+                took.append(f"{name} {time.monotonic() - began:.0f} s")
+        bench.notes.append("wall time by section: " + ", ".join(took))
         bench.finish()
         wall = time.monotonic() - started
         path = report.write(bench, env, wall)
