@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -163,16 +164,35 @@ class Bench:
         return book_id, [{"token": self.stack.token(u), "items": held[u]} for u in users]
 
     def load(self, name: str, **kwargs) -> RunResult:
-        """One load-generator run with the CPU of every process measured over it."""
+        """One load-generator run with the CPU of every process measured: over the measurement window when
+        the run has one (calls in the window ÷ CPU in it), else over the whole run (every call)."""
         kwargs.setdefault("processes", self.config.processes)
         kwargs.setdefault("channels", self.config.channels)
-        cpu: list[CpuShare] = []
-        with self.meter.measure(cpu):
-            result = self.generator.run(**kwargs)
-        share = cpu[0]
-        share.by["load generator"] = result.client_cpu_seconds
-        share.by["other processes"] = max(0.0, share.by["other processes"] - result.client_cpu_seconds)
-        share.operations = sum(result.outcomes.values())
+        marks: dict[str, tuple[dict[str, float], float]] = {}
+        timers: list[threading.Timer] = []
+
+        def mark(label: str) -> None:
+            marks[label] = (self.meter.snapshot(), time.monotonic())
+
+        def on_window(start: float, end: float) -> None:
+            for label, at in (("start", start), ("end", end)):
+                timers.append(threading.Timer(max(0.0, at - time.time()), mark, (label,)))
+                timers[-1].start()
+
+        whole: list[CpuShare] = []
+        with self.meter.measure(whole):
+            result = self.generator.run(on_window=on_window, **kwargs)
+        for timer in timers:
+            timer.join()
+        if len(marks) == 2 and result.window_cpu_seconds is not None:
+            (before, began), (after, ended) = marks["start"], marks["end"]
+            share = CpuShare(ended - began, self.meter.delta(before, after), operations=result.calls)
+            client = result.window_cpu_seconds
+        else:
+            share, client = whole[0], result.client_cpu_seconds
+            share.operations = sum(result.outcomes.values())
+        share.by["load generator"] = client
+        share.by["other processes"] = max(0.0, share.by["other processes"] - client)
         self.cpu.setdefault(name, []).append(share)
         return result
 

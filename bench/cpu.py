@@ -31,7 +31,7 @@ class CpuShare:
 
     seconds: float
     by: dict[str, float]
-    operations: int = 0  # calls the run made (all of them, warm-up included), for CPU per operation
+    operations: int = 0  # calls made while it was measured, for CPU per operation
 
     def percent(self) -> dict[str, float]:
         return {k: round(100 * v / self.seconds, 1) for k, v in self.by.items()} if self.seconds else {}
@@ -68,7 +68,7 @@ class CpuMeter:
         return values
 
     @staticmethod
-    def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         """Per component; a process that appeared during the run counts from zero. (One that ended during
         the run is lost: none should.)"""
         delta: dict[str, float] = {"postgres": 0.0}
@@ -86,4 +86,4 @@ class CpuMeter:
         before, started = self.snapshot(), time.monotonic()
         yield
         after, seconds = self.snapshot(), time.monotonic() - started
-        into.append(CpuShare(seconds, self._delta(before, after)))
+        into.append(CpuShare(seconds, self.delta(before, after)))

@@ -15,6 +15,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # A job is a plain dict (picklable): kind, target, per-caller work, timing. See _grpc_call for the kinds.
@@ -28,6 +29,7 @@ class RunResult:
     outcomes: dict[str, int]  # every call of the run, window or not: outcome -> count
     client_cpu_seconds: float
     exhausted_callers: int = 0  # callers that ran out of work before the window ended
+    window_cpu_seconds: float | None = None  # the load generator's CPU over the window alone, when measured
     all_latencies_ms: list[float] = field(default_factory=list)
     ended_at: list[float] = field(default_factory=list)  # wall-clock end of each call inside the window
     window_start: float = 0.0
@@ -198,6 +200,11 @@ async def _run_worker(job: dict) -> dict:
         await asyncio.gather(*in_flight)
 
     cpu_before = os.times()
+    window_cpu: dict[str, float] = {}  # this process's CPU seconds at the window's start and end
+    loop = asyncio.get_running_loop()
+    for mark, at in (("start", job["window_start"]), ("end", window_end)):
+        if at != float("inf"):
+            loop.call_later(max(0.0, at - time.time()), lambda mark=mark: window_cpu.update({mark: _cpu_seconds()}))
     if job.get("rate"):
         await open_loop()
     else:
@@ -211,7 +218,13 @@ async def _run_worker(job: dict) -> dict:
         "records": records,
         "exhausted": exhausted,
         "cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
+        "window_cpu": window_cpu["end"] - window_cpu["start"] if len(window_cpu) == 2 else None,
     }
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _worker_main(connection) -> None:
@@ -267,6 +280,7 @@ class LoadGenerator:
         timeout: float = 30.0,
         settle: float = 1.0,
         rate: float | None = None,
+        on_window: Callable[[float, float], None] | None = None,
         **extra,
     ) -> RunResult:
         """Runs `callers` (one work dict each) spread over the client processes.
@@ -274,7 +288,8 @@ class LoadGenerator:
         With `seconds` the run is a time window after `warmup`; without it every caller does its own
         fixed `calls` (or one call for kind "hot") and every call counts. With `rate` (calls per second,
         over all processes) the run is an open loop: the processes call at that pace, taking the callers'
-        work in turn, however long the answers take.
+        work in turn, however long the answers take. `on_window(start, end)` is told the window's wall-clock
+        bounds once the run is under way (to measure the machine over the window alone).
         """
         count = min(processes or len(self.connections), len(callers))
         shares = [callers[i::count] for i in range(count)]
@@ -296,6 +311,8 @@ class LoadGenerator:
                     **extra,
                 }
             )
+        if on_window is not None and seconds:
+            on_window(window_start, window_end)
         replies = [connection.recv() for connection in self.connections[:count]]
         errors = [r["error"] for r in replies if "error" in r]
         if errors:
@@ -316,6 +333,9 @@ class LoadGenerator:
             latencies_ms=[r[1] for r in inside],
             outcomes=outcomes,
             client_cpu_seconds=sum(r["cpu"] for r in replies),
+            window_cpu_seconds=None
+            if any(r["window_cpu"] is None for r in replies)
+            else sum(r["window_cpu"] for r in replies),
             exhausted_callers=sum(r["exhausted"] for r in replies),
             all_latencies_ms=[r[1] for r in records],
             ended_at=[r[0] for r in inside],

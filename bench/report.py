@@ -77,7 +77,12 @@ def markdown(bench, environment: dict, wall_seconds: float) -> str:
     notes = [f"- {f.label}: {f.note}" for f in bench.figures if f.note] + [f"- {n}" for n in bench.notes]
     if notes:
         lines += ["", "## Notes", "", *notes]
-    lines += ["", "## CPU share during the runs (median run; 200% = both cores)", "", *_cpu_table(bench.cpu)]
+    lines += [
+        "",
+        "## CPU share during the runs (median run, over its measurement window when it has one; 200% = both cores)",
+        "",
+        *_cpu_table(bench.cpu),
+    ]
     lines += [
         "",
         "## CPU per call (ms of CPU per call made, median run; `_wN` = the redemption service's WORKERS)",
