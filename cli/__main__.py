@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.codes_upload)
     p = codes.add_parser("export", help="a book's codes as CSV")
     p.add_argument("book_id")
-    p.add_argument("--state", choices=["AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED"])
+    p.add_argument("--state", choices=["AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED", "EXPIRED"])
     p.add_argument("-o", "--output", help="file (stdout when omitted)")
     p.set_defaults(run=commands.codes_export)
 

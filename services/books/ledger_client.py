@@ -41,6 +41,7 @@ class BookCounts:
     locked: int
     redeemed: int
     redemptions: int
+    expired: int
 
 
 def _ledger_call(doing: str):
@@ -91,7 +92,13 @@ class LedgerClient:
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         return BookCounts(
-            counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed, counts.redemptions
+            counts.total,
+            counts.available,
+            counts.assigned,
+            counts.locked,
+            counts.redeemed,
+            counts.redemptions,
+            counts.expired,
         )
 
     async def close(self) -> None:

@@ -86,6 +86,7 @@ def _stats(book_id: str, counts: BookCounts) -> books_pb2.BookStats:
         locked=counts.locked,
         redeemed=counts.redeemed,
         redemptions=counts.redemptions,
+        expired=counts.expired,
     )
 
 

@@ -13,6 +13,7 @@ class CouponState(enum.StrEnum):
     ASSIGNED = "ASSIGNED"
     REDEEMED = "REDEEMED"
     LOCKED = "LOCKED"  # derived: a held coupon whose lock has not expired; never stored
+    EXPIRED = "EXPIRED"  # derived: a code with a use left past its book's valid_until; never stored
 
 
 class LedgerEvent(enum.StrEnum):
@@ -50,7 +51,8 @@ class BookRules:
 class CouponRow:
     code: str
     book_id: str
-    state: str  # a stored CouponState: AVAILABLE, ASSIGNED or REDEEMED, the ledger state without the lock
+    # A stored CouponState: AVAILABLE, ASSIGNED, or REDEEMED when no redemption is left; without lock or expiry.
+    state: str
     user_id: str | None
     lock_id: str | None
     lock_expires_at: dt.datetime | None
@@ -59,6 +61,7 @@ class CouponRow:
     max_redemptions: int
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
+    expired: bool = False  # past the book's valid_until with a use left (reads as EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -131,4 +134,5 @@ class BookCounts:
     assigned: int
     locked: int
     redeemed: int
+    expired: int
     redemptions: int

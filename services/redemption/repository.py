@@ -10,15 +10,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
 from kernel.idempotency import IdempotencyStore
-from services.redemption.model import BookCounts, BookRules, Change, CouponRow, HistoryEvent, HistoryRow, Outcome
+from services.redemption.model import (
+    BookCounts,
+    BookRules,
+    Change,
+    CouponRow,
+    CouponState,
+    HistoryEvent,
+    HistoryRow,
+    Outcome,
+)
 
 SCHEMA = "redemption"
 
 # The one definition of a live lock: an expired lock is no lock, in every read and write.
 LOCK_LIVE = "coalesce(c.lock_expires_at > now(), false)"
+# The one definition of an expired code (read as EXPIRED): past its book's valid_until with a use left.
+EXPIRED = "(c.state <> 'REDEEMED' AND coalesce(now() >= r.valid_until, false))"
 COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
-    c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, c.redemption_count,
-    r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
+    c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, {EXPIRED} AS expired,
+    c.redemption_count, r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
     lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim"""
 
@@ -30,8 +41,15 @@ def advisory_key(code: str) -> int:
 
 
 def _state_condition(state: str) -> str:
-    """SQL for 'the coupon reads as :state', given that a live lock reads as LOCKED."""
-    return LOCK_LIVE if state == "LOCKED" else f"c.state = :state AND NOT {LOCK_LIVE}"
+    """SQL for 'the coupon reads as :state' (Coupon.of): REDEEMED as stored, then EXPIRED, then LOCKED."""
+    match state:
+        case "REDEEMED":
+            return "c.state = 'REDEEMED'"
+        case "EXPIRED":
+            return EXPIRED
+        case "LOCKED":
+            return f"{LOCK_LIVE} AND NOT {EXPIRED}"
+    return f"c.state = '{CouponState(state).value}' AND NOT {LOCK_LIVE} AND NOT {EXPIRED}"
 
 
 # A concurrent call with the same request id committed first (redemption.remember): asked again, the
@@ -136,6 +154,15 @@ class RedemptionRepository:
             WHERE b.version < excluded.version"""),
             values,
         )
+        # A coupon is REDEEMED exactly when no redemption is left, also after the book's limit changed.
+        await conn.execute(
+            sa.text(f"""UPDATE {SCHEMA}.coupons c
+            SET state = CASE WHEN c.redemption_count >= r.max_redemptions THEN 'REDEEMED' ELSE 'ASSIGNED' END
+            FROM {SCHEMA}.book_rules r WHERE r.book_id = c.book_id AND c.book_id = :book_id
+                AND c.state IN ('ASSIGNED', 'REDEEMED')
+                AND (c.state = 'REDEEMED') <> (c.redemption_count >= r.max_redemptions)"""),
+            {"book_id": rules.book_id},
+        )
         stored = await self.rules(conn, rules.book_id)
         if stored is None:  # inserted above unless already there
             raise LookupError(f"the rules of book {rules.book_id} vanished after their upsert")
@@ -227,7 +254,6 @@ class RedemptionRepository:
             params["book_id"] = book_id
         if state is not None:
             conditions.append(_state_condition(state))
-            params["state"] = state
         order = "c.code" if user_id is not None else "c.state, c.code"
         if after is not None:
             conditions.append(f"({order}) > ({', '.join(':after_' + k for k in after)})")
@@ -239,13 +265,13 @@ class RedemptionRepository:
 
     async def book_counts(self, conn: AsyncConnection, book_id: str) -> BookCounts:
         """Counted from the ledger itself (one pass over the book's rows): never drifts, no hot counter row."""
-        statement = sa.text(f"""SELECT count(*) AS total,
-                count(*) FILTER (WHERE c.state = 'AVAILABLE') AS available,
-                count(*) FILTER (WHERE c.state = 'ASSIGNED' AND NOT {LOCK_LIVE}) AS assigned,
-                count(*) FILTER (WHERE {LOCK_LIVE}) AS locked,
-                count(*) FILTER (WHERE c.state = 'REDEEMED' AND NOT {LOCK_LIVE}) AS redeemed,
+        by_state = ",\n".join(
+            f"count(*) FILTER (WHERE {_state_condition(state)}) AS {state.lower()}"
+            for state in ("AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED", "EXPIRED")
+        )
+        statement = sa.text(f"""SELECT count(*) AS total, {by_state},
                 coalesce(sum(c.redemption_count), 0) AS redemptions
-            FROM {SCHEMA}.coupons c WHERE c.book_id = :b""")
+            FROM {SCHEMA}.coupons c JOIN {SCHEMA}.book_rules r USING (book_id) WHERE c.book_id = :b""")
         return BookCounts(**(await conn.execute(statement, {"b": book_id})).one()._mapping)
 
     # per-(user, book) holdings: the atomic limit on assignments

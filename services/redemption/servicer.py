@@ -22,6 +22,7 @@ STATES = {
     CouponState.ASSIGNED: pb.ASSIGNED,
     CouponState.LOCKED: pb.LOCKED,
     CouponState.REDEEMED: pb.REDEEMED,
+    CouponState.EXPIRED: pb.EXPIRED,
 }
 STATE_OF: dict[int, CouponState] = {number: state for state, number in STATES.items()}
 EVENTS = {
@@ -51,6 +52,7 @@ def coupon_message(coupon: Coupon) -> pb.Coupon:
         max_redemptions=coupon.max_redemptions,
         assign_time=to_timestamp(coupon.assigned_at),
         last_redeem_time=to_timestamp(coupon.last_redeemed_at),
+        remaining_redemptions=coupon.remaining_redemptions,
     )
 
 
@@ -113,6 +115,7 @@ def _counts(book_id: str, counts: BookCounts) -> pb.BookCounts:
         locked=counts.locked,
         redeemed=counts.redeemed,
         redemptions=counts.redemptions,
+        expired=counts.expired,
     )
 
 
