@@ -53,6 +53,8 @@ class BookSettings:
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
     allow_self_claim: bool = False
+    shared: bool = False  # the book's kind, fixed at creation: codes without a holder
+    max_redemptions_total: int = 0  # a shared book: each code's global cap
 
 
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
@@ -125,6 +127,15 @@ def validated(settings: BookSettings) -> BookSettings:
         )
     if book.max_assignments_per_user < 0:
         violations.append(FieldViolation("max_assignments_per_user", "must not be negative (0 means no limit)"))
+    if book.shared:
+        if book.max_redemptions_total < 1:
+            violations.append(
+                FieldViolation("max_redemptions_total", "must be at least 1: a shared code states its global cap")
+            )
+        if book.allow_self_claim:
+            violations.append(FieldViolation("allow_self_claim", "must be off for a shared book (no holders)"))
+    elif book.max_redemptions_total:
+        violations.append(FieldViolation("max_redemptions_total", "may be set only for a shared book"))
     if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
         violations.append(FieldViolation("valid_until", "must be later than valid_from"))
     if violations:
@@ -254,6 +265,13 @@ class BooksDomain:
             require_active(book)
             current = settings_of(book)
             changed = validated(dataclasses.replace(current, **{path: getattr(proposed, path) for path in paths}))
+            if changed.shared != current.shared:
+                raise FailedPrecondition(
+                    f"Book {book.name!r} is {'shared' if current.shared else 'personal'}: a book's kind is fixed "
+                    "when it is created; create another book.",
+                    reason="BOOK_KIND_FIXED",
+                    metadata={"book_id": book.id},
+                )
             if book.code_count and any(getattr(changed, f) != getattr(current, f) for f in CODE_SHAPE_FIELDS):
                 raise FailedPrecondition(
                     f"Book {book.name!r} already has {book.code_count:,} codes; its code pattern, length and "

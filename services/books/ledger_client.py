@@ -67,6 +67,8 @@ class LedgerClient:
             archived=book.status == "ARCHIVED",
             version=book.rules_version,
             allow_self_claim=book.allow_self_claim,
+            shared=book.shared,
+            max_redemptions_total=book.max_redemptions_total,
         )
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(

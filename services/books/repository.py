@@ -31,6 +31,8 @@ books = sa.Table(
     sa.Column("code_count", sa.BigInteger),
     sa.Column("rules_version", sa.BigInteger),
     sa.Column("allow_self_claim", sa.Boolean),
+    sa.Column("shared", sa.Boolean),
+    sa.Column("max_redemptions_total", sa.Integer),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -62,6 +64,8 @@ class BookRow:
     code_count: int
     rules_version: int
     allow_self_claim: bool
+    shared: bool
+    max_redemptions_total: int
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -30,6 +30,8 @@ def book_message(book: BookRow) -> books_pb2.Book:
         create_time=to_timestamp(book.created_at),
         update_time=to_timestamp(book.updated_at),
         allow_self_claim=book.allow_self_claim,
+        shared=book.shared,
+        max_redemptions_total=book.max_redemptions_total,
     )
 
 
@@ -47,6 +49,8 @@ def _settings(book: books_pb2.Book) -> BookSettings:
         valid_from=from_timestamp(book, "valid_from"),
         valid_until=from_timestamp(book, "valid_until"),
         allow_self_claim=book.allow_self_claim,
+        shared=book.shared,
+        max_redemptions_total=book.max_redemptions_total,
     )
 
 

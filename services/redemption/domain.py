@@ -60,12 +60,13 @@ class RedemptionDomain:
         parts: tuple = (),
         target: str | None = None,
         lock_id: str | None = None,
-    ) -> CouponRow:
+    ) -> Outcome:
         code = rules.check_code(code)
         outcome = await self.repo.change_coupon(
             change,
             code,
             None if caller.is_admin else caller.user_id,
+            caller.user_id,
             caller.actor,
             f"{method}:{caller.user_id}",
             request_id,
@@ -76,13 +77,14 @@ class RedemptionDomain:
         return _accepted(outcome, ACTIONS[change])
 
     async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
-        locked = await self._change(caller, Change.LOCK, "LockCoupon", code, request_id, lock_id=str(uuid.uuid4()))
+        outcome = await self._change(caller, Change.LOCK, "LockCoupon", code, request_id, lock_id=str(uuid.uuid4()))
+        locked = outcome.coupon()
         if locked.lock_id is None or locked.lock_expires_at is None:  # both set by the function
             raise RuntimeError(f"coupon {locked.code} came back from its lock without one")
         return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
-        return Coupon.of(await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id))
+        return Coupon.of((await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id)).coupon())
 
     async def redeem(self, caller: Principal, code: str, lock_id: str = "", request_id: str = "") -> RedeemResult:
         if lock_id:
@@ -90,14 +92,14 @@ class RedemptionDomain:
         redeemed = await self._change(
             caller, Change.REDEEM, "RedeemCoupon", code, request_id, (lock_id,), lock_id=lock_id or None
         )
-        return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
+        return RedeemResult(Coupon.of(redeemed.coupon()), _remaining(redeemed))
 
     async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
         """Admin: gives this AVAILABLE code to the user."""
         user_id = rules.check_uuid(user_id, "user_id", "a user id")
         await self.directory.check_assignable([user_id])
         assigned = await self._change(caller, Change.ASSIGN, "AssignCoupon", code, request_id, (user_id,), user_id)
-        return Coupon.of(assigned)
+        return Coupon.of(assigned.coupon())
 
     async def _record(
         self, conn, caller: Principal, rows: list[CouponRow], event: str, request_id: str, distribution_id: str = ""
@@ -127,6 +129,8 @@ class RedemptionDomain:
         if found is None:
             raise rules.book_not_found(book_id)
         book, refusal = found
+        if book.shared:
+            raise rules.book_shared(book.book_id)
         if refusal:
             raise rules.book_closed(refusal, book.book_id, book.valid_from, book.valid_until, "assign")
         return book
@@ -160,7 +164,7 @@ class RedemptionDomain:
             request_id,
             _request_hash(request_id, (book_id, user_id)),
         )
-        return Coupon.of(_accepted(outcome, "assign"))
+        return Coupon.of(_accepted(outcome, "assign").coupon())
 
     async def bulk_assign(
         self, caller: Principal, book_id: str, counts: list[tuple[str, int]], distribution_id: str, request_id: str = ""
@@ -230,11 +234,19 @@ class RedemptionDomain:
             )
 
 
-def _accepted(outcome: Outcome, action: str) -> CouponRow:
-    """The changed coupon, or the refusal the function answered, as its error."""
+def _accepted(outcome: Outcome, action: str) -> Outcome:
+    """The function's answer when it changed the coupon, or the refusal it answered, as its error."""
     if outcome.outcome != "OK":
         raise rules.refusal(outcome, action)
-    return outcome.coupon()
+    return outcome
+
+
+def _remaining(redeemed: Outcome) -> int:
+    """Redemptions the caller has left on the code: a shared code's within both its caps."""
+    left = (redeemed.max_redemptions or 0) - (redeemed.redemption_count or 0)
+    if redeemed.shared:
+        left = min(left, (redeemed.user_limit or 0) - (redeemed.user_redemptions or 0))
+    return max(left, 0)
 
 
 def _bulk_counts(counts: list[tuple[str, int]]) -> dict[str, int]:

@@ -45,6 +45,10 @@ class BookRules:
     archived: bool
     version: int
     allow_self_claim: bool = False  # a USER may assign random codes of the book to themself
+    # Shared book: codes without a holder, which any signed-in user redeems, each at most
+    # max_redemptions times (the per-user cap) and max_redemptions_total times in all (each code's global cap).
+    shared: bool = False
+    max_redemptions_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,30 +66,34 @@ class CouponRow:
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
     expired: bool = False  # past the book's valid_until with a use left (reads as EXPIRED)
+    shared: bool = False  # a shared code: no holder, max_redemptions is its global cap
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one hot-path function call answers: OK with the coupon, or the reason it refused, with what
-    the reason's message needs. Columns of the type redemption.outcome (migration 0004)."""
+    the reason's message needs. Columns of the type redemption.outcome (migrations 0004, 0006)."""
 
     outcome: str
-    code: str | None
-    book_id: str | None
-    state: str | None
-    user_id: str | None
-    lock_id: str | None
-    lock_expires_at: dt.datetime | None
-    locked: bool | None
-    redemption_count: int | None
-    max_redemptions: int | None
-    assigned_at: dt.datetime | None
-    last_redeemed_at: dt.datetime | None
-    valid_from: dt.datetime | None
-    valid_until: dt.datetime | None
-    held: int | None
-    assignment_limit: int | None
-    available: int | None
+    code: str | None = None
+    book_id: str | None = None
+    state: str | None = None
+    user_id: str | None = None
+    lock_id: str | None = None
+    lock_expires_at: dt.datetime | None = None
+    locked: bool | None = None
+    redemption_count: int | None = None
+    max_redemptions: int | None = None
+    assigned_at: dt.datetime | None = None
+    last_redeemed_at: dt.datetime | None = None
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+    held: int | None = None
+    assignment_limit: int | None = None
+    available: int | None = None
+    shared: bool | None = None
+    user_redemptions: int | None = None  # a shared code: the caller's redemptions of it
+    user_limit: int | None = None  # a shared code: the per-user cap
 
     def coupon(self) -> CouponRow:
         return CouponRow(
@@ -100,6 +108,7 @@ class Outcome:
             max_redemptions=self.max_redemptions or 0,
             assigned_at=self.assigned_at,
             last_redeemed_at=self.last_redeemed_at,
+            shared=bool(self.shared),
         )
 
 

@@ -27,11 +27,15 @@ SCHEMA = "redemption"
 LOCK_LIVE = "coalesce(c.lock_expires_at > now(), false)"
 # The one definition of an expired code (read as EXPIRED): past its book's valid_until with a use left.
 EXPIRED = "(c.state <> 'REDEEMED' AND coalesce(now() >= r.valid_until, false))"
+# How often a coupon may be redeemed in all: a shared code's global cap, a personal code's per-user limit.
+MAX_REDEMPTIONS = "CASE WHEN c.shared THEN r.max_redemptions_total ELSE r.max_redemptions END"
 COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
     c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, {EXPIRED} AS expired,
-    c.redemption_count, r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
+    c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
-    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim"""
+    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total"""
+# How long a redeem of a shared code waits for its turn on a hot code before it is refused as busy.
+SHARED_WAIT_MS = 5_000
 
 
 def advisory_key(code: str) -> int:
@@ -55,7 +59,7 @@ def _state_condition(state: str) -> str:
 # A concurrent call with the same request id committed first (redemption.remember): asked again, the
 # function replays that call's answer or refuses the id.
 REQUEST_ID_TAKEN = "CB409"
-CHANGE_COUPON = f"SELECT * FROM {SCHEMA}.change_coupon(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -79,7 +83,10 @@ class RedemptionRepository:
     async def _call_once(self, statement: str, params: tuple) -> Outcome:
         async with db.statement_connection(self.statements) as conn:
             cursor = conn.cursor(row_factory=class_row(Outcome))
-            await cursor.execute(statement, params)
+            try:
+                await cursor.execute(statement, params)
+            except psycopg.errors.LockNotAvailable:  # a shared code's turn did not come within SHARED_WAIT_MS
+                return Outcome("BUSY", code=params[1])
             row = await cursor.fetchone()
         if row is None:  # the functions always answer one row
             raise LookupError(f"{statement} answered no row")
@@ -90,6 +97,7 @@ class RedemptionRepository:
         change: Change,
         code: str,
         holder: str | None,
+        caller: str,
         actor_id: str,
         scope: str,
         request_id: str,
@@ -97,9 +105,10 @@ class RedemptionRepository:
         target: str | None = None,
         lock_id: str | None = None,
     ) -> Outcome:
-        """LOCK, UNLOCK, REDEEM or ASSIGN one code in one round trip; holder None: an admin's call."""
+        """LOCK, UNLOCK, REDEEM or ASSIGN one code in one round trip; holder None: an admin's call; caller:
+        who redeems a shared code."""
         return await self._call(
-            CHANGE_COUPON,
+            CHANGE_CODE,
             (
                 change.value,
                 code,
@@ -111,6 +120,8 @@ class RedemptionRepository:
                 scope,
                 request_id,
                 request_hash,
+                caller,
+                SHARED_WAIT_MS,
             ),
         )
 
@@ -141,26 +152,30 @@ class RedemptionRepository:
             sa.text(f"""
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
-                allow_self_claim)
+                allow_self_claim, shared, max_redemptions_total)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
-                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim)
+                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim,
+                :shared, :max_redemptions_total)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
                 max_assignments_per_user = excluded.max_assignments_per_user,
                 lock_ttl_seconds = excluded.lock_ttl_seconds, valid_from = excluded.valid_from,
                 valid_until = excluded.valid_until, archived = excluded.archived, version = excluded.version,
-                allow_self_claim = excluded.allow_self_claim, updated_at = now()
+                allow_self_claim = excluded.allow_self_claim, max_redemptions_total = excluded.max_redemptions_total,
+                updated_at = now()
             WHERE b.version < excluded.version"""),
             values,
         )
-        # A coupon is REDEEMED exactly when no redemption is left, also after the book's limit changed.
+        # A coupon is REDEEMED exactly when no redemption is left, also after the book's limit changed; a
+        # book's kind (shared or personal) never changes, so the upsert leaves it as it was created.
         await conn.execute(
             sa.text(f"""UPDATE {SCHEMA}.coupons c
-            SET state = CASE WHEN c.redemption_count >= r.max_redemptions THEN 'REDEEMED' ELSE 'ASSIGNED' END
+            SET state = CASE WHEN c.redemption_count >= {MAX_REDEMPTIONS} THEN 'REDEEMED'
+                WHEN c.shared THEN 'AVAILABLE' ELSE 'ASSIGNED' END
             FROM {SCHEMA}.book_rules r WHERE r.book_id = c.book_id AND c.book_id = :book_id
-                AND c.state IN ('ASSIGNED', 'REDEEMED')
-                AND (c.state = 'REDEEMED') <> (c.redemption_count >= r.max_redemptions)"""),
+                AND (c.shared OR c.state IN ('ASSIGNED', 'REDEEMED'))
+                AND (c.state = 'REDEEMED') <> (c.redemption_count >= {MAX_REDEMPTIONS})"""),
             {"book_id": rules.book_id},
         )
         stored = await self.rules(conn, rules.book_id)
@@ -197,8 +212,9 @@ class RedemptionRepository:
 
     async def add_codes(self, conn: AsyncConnection, book_id: str, codes: list[str]) -> set[str]:
         """Inserts the codes as AVAILABLE (each with a fresh random key); returns the ones inserted."""
-        statement = sa.text(f"""INSERT INTO {SCHEMA}.coupons (code, book_id)
-            SELECT code, CAST(:book_id AS uuid) FROM unnest(CAST(:codes AS text[])) AS code
+        statement = sa.text(f"""INSERT INTO {SCHEMA}.coupons (code, book_id, shared)
+            SELECT code, r.book_id, r.shared FROM unnest(CAST(:codes AS text[])) AS code
+                JOIN {SCHEMA}.book_rules r ON r.book_id = CAST(:book_id AS uuid)
             ON CONFLICT DO NOTHING RETURNING code""")
         return set((await conn.execute(statement, {"book_id": book_id, "codes": codes})).scalars())
 

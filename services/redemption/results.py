@@ -23,6 +23,7 @@ class Coupon:
     max_redemptions: int
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
+    shared: bool = False
 
     @property
     def remaining_redemptions(self) -> int:
@@ -45,6 +46,7 @@ class Coupon:
             max_redemptions=row.max_redemptions,
             assigned_at=row.assigned_at,
             last_redeemed_at=row.last_redeemed_at,
+            shared=row.shared,
         )
 
 

@@ -118,6 +118,10 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.valid_until", "must be after valid_from"))
     if rules.version < 0:
         violations.append(FieldViolation("rules.version", "must not be negative"))
+    if rules.shared and rules.max_redemptions_total < 1:
+        violations.append(FieldViolation("rules.max_redemptions_total", "must be at least 1 for a shared book"))
+    elif not rules.shared and rules.max_redemptions_total != 0:
+        violations.append(FieldViolation("rules.max_redemptions_total", "must be 0 for a book of personal codes"))
     if violations:
         raise InvalidArgument(violations)
     return BookRules(
@@ -131,6 +135,8 @@ def normalize_rules(rules: BookRules) -> BookRules:
         archived=rules.archived,
         version=rules.version,
         allow_self_claim=rules.allow_self_claim,
+        shared=rules.shared,
+        max_redemptions_total=rules.max_redemptions_total,
     )
 
 
@@ -170,6 +176,15 @@ def self_claim_not_allowed(book_id: str) -> PermissionDenied:
         f"Book {book_id} does not allow self-service claims (its rule allow_self_claim is off); "
         "an administrator hands its codes out.",
         reason="SELF_CLAIM_NOT_ALLOWED",
+    )
+
+
+def book_shared(book_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"Book {book_id} holds shared codes, which have no holder: any signed-in user redeems them directly.",
+        reason="BOOK_SHARED",
+        metadata={"book_id": book_id},
+        violations=[PreconditionViolation("BOOK_SHARED", f"book:{book_id}", "shared codes are not assigned")],
     )
 
 
@@ -240,6 +255,29 @@ def _no_redemptions_left(action: str, row: CouponRow) -> FailedPrecondition:
     )
 
 
+def _shared_limit(action: str, outcome: Outcome) -> FailedPrecondition:
+    """A shared code at its global cap, or the caller at their own cap on it."""
+    row = outcome.coupon()
+    if outcome.outcome == "SHARED_LIMIT_REACHED":
+        return _refused(
+            action,
+            row,
+            CouponState.REDEEMED,
+            f"the shared code was redeemed {row.redemption_count} of the {row.max_redemptions} times it allows",
+            "SHARED_LIMIT_REACHED",
+            redemption_count=row.redemption_count,
+            max_redemptions=row.max_redemptions,
+        )
+    used, limit = outcome.user_redemptions or 0, outcome.user_limit or 0
+    return FailedPrecondition(
+        f"Cannot {action} shared code {row.code} again: you have redeemed it {used} of the {limit} times "
+        "it allows per user.",
+        reason="USER_LIMIT_REACHED",
+        metadata={"code": row.code, "user_redemptions": used, "max_redemptions_per_user": limit},
+        violations=[PreconditionViolation("USER_LIMIT_REACHED", f"coupon:{row.code}", "per-user cap reached")],
+    )
+
+
 def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
     until = _when(row.lock_expires_at)
     message, rule = {
@@ -273,6 +311,18 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
             return book_not_found(book_id)
         case "BOOK_ARCHIVED" | "BOOK_NOT_YET_VALID" | "BOOK_EXPIRED":
             return book_closed(reason, book_id, outcome.valid_from, outcome.valid_until, action)
+        case "BOOK_SHARED":
+            return book_shared(book_id)
+        case "COUPON_SHARED":
+            return FailedPrecondition(
+                f"Cannot {action} shared code {row.code}: shared codes have no holder and no lock; "
+                "redeem it directly, without a lock id.",
+                reason=reason,
+                metadata={"code": row.code},
+                violations=[PreconditionViolation(reason, f"coupon:{row.code}", "shared codes are only redeemed")],
+            )
+        case "SHARED_LIMIT_REACHED" | "USER_LIMIT_REACHED":
+            return _shared_limit(action, outcome)
         case "SELF_CLAIM_NOT_ALLOWED":
             return self_claim_not_allowed(book_id)
         case "BOOK_BUSY":

@@ -53,6 +53,7 @@ def coupon_message(coupon: Coupon) -> pb.Coupon:
         assign_time=to_timestamp(coupon.assigned_at),
         last_redeem_time=to_timestamp(coupon.last_redeemed_at),
         remaining_redemptions=coupon.remaining_redemptions,
+        shared=coupon.shared,
     )
 
 
@@ -68,6 +69,8 @@ def _rules_message(rules: BookRules) -> pb.BookRules:
         archived=rules.archived,
         version=rules.version,
         allow_self_claim=rules.allow_self_claim,
+        shared=rules.shared,
+        max_redemptions_total=rules.max_redemptions_total,
     )
 
 
@@ -83,6 +86,8 @@ def _rules(message: pb.BookRules) -> BookRules:
         archived=message.archived,
         version=message.version,
         allow_self_claim=message.allow_self_claim,
+        shared=message.shared,
+        max_redemptions_total=message.max_redemptions_total,
     )
 
 
