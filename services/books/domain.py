@@ -15,12 +15,14 @@ the count of stored codes in the message of any error that interrupts either.
 
 import dataclasses
 import datetime as dt
+import decimal
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
-from kernel import paging
+from kernel import money, paging
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from kernel.validation import is_uuid
 from services.books import codes
@@ -35,6 +37,9 @@ MIN_LOCK_TTL_SECONDS, MAX_LOCK_TTL_SECONDS = 1, 3600
 # A multi-redemption book without a stated limit: the smallest limit that still allows a second
 # redemption. A leaked code of such a book is worth little; larger allowances must be stated.
 DEFAULT_MULTI_REDEMPTIONS = 2
+PERCENTAGE, FIXED_AMOUNT = "PERCENTAGE", "FIXED_AMOUNT"
+DISCOUNT_TYPES = ("", PERCENTAGE, FIXED_AMOUNT)
+PERCENT = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class BookSettings:
     allow_self_claim: bool = False
     shared: bool = False  # the book's kind, fixed at creation: codes without a holder
     max_redemptions_total: int = 0  # a shared book: each code's global cap
+    # What a code gives: "" (nothing), PERCENTAGE (percent_off) or FIXED_AMOUNT (amount_off), amounts as
+    # decimal text in currency ("" for none)
+    discount_type: str = ""
+    percent_off: str = ""
+    amount_off: str = ""
+    max_discount: str = ""
+    min_order_amount: str = ""
+    currency: str = ""
 
 
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
@@ -136,11 +149,42 @@ def validated(settings: BookSettings) -> BookSettings:
             violations.append(FieldViolation("allow_self_claim", "must be off for a shared book (no holders)"))
     elif book.max_redemptions_total:
         violations.append(FieldViolation("max_redemptions_total", "may be set only for a shared book"))
+    violations += _discount_violations(book)
     if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
         violations.append(FieldViolation("valid_until", "must be later than valid_from"))
     if violations:
         raise InvalidArgument(violations, reason="INVALID_BOOK")
     return book
+
+
+def _discount_violations(book: BookSettings) -> list[FieldViolation]:
+    """A discount names its kind's one value; every amount needs a known currency and fits its minor unit."""
+    amounts = {
+        name: getattr(book, name) for name in ("amount_off", "max_discount", "min_order_amount") if getattr(book, name)
+    }
+    violations: list[FieldViolation] = []
+    if book.discount_type not in DISCOUNT_TYPES:
+        return [FieldViolation("discount_type", "must be PERCENTAGE or FIXED_AMOUNT")]
+    if book.discount_type == PERCENTAGE:
+        if not PERCENT.match(book.percent_off) or not 0 < decimal.Decimal(book.percent_off) <= 100:
+            violations.append(FieldViolation("percent_off", 'must be more than 0 and at most 100, e.g. "10" or "12.5"'))
+        if "amount_off" in amounts:
+            violations.append(FieldViolation("amount_off", "is for a FIXED_AMOUNT discount"))
+    elif book.percent_off:
+        violations.append(FieldViolation("percent_off", "is for a PERCENTAGE discount"))
+    if book.discount_type == FIXED_AMOUNT and "amount_off" not in amounts:
+        violations.append(FieldViolation("amount_off", "is required for a FIXED_AMOUNT discount"))
+    if not book.discount_type and amounts:
+        violations.append(FieldViolation(next(iter(amounts)), "needs a discount_type"))
+    if book.discount_type or book.currency:
+        if problem := money.currency_violation(book.currency, "currency"):
+            return [*violations, problem]
+        for name, text in amounts.items():
+            if problem := money.amount_violation(text, book.currency, name):
+                violations.append(problem)
+            elif name == "amount_off" and decimal.Decimal(text) == 0:
+                violations.append(FieldViolation(name, "must be more than 0"))
+    return violations
 
 
 def settings_of(book: BookRow) -> BookSettings:

@@ -27,6 +27,14 @@ RETRYABLE = (
 )
 
 
+# The books domain's discount types as the ledger's API numbers them.
+DISCOUNT_TYPES = {
+    "": redemption_pb2.DISCOUNT_TYPE_UNSPECIFIED,
+    "PERCENTAGE": redemption_pb2.DISCOUNT_TYPE_PERCENTAGE,
+    "FIXED_AMOUNT": redemption_pb2.DISCOUNT_TYPE_FIXED_AMOUNT,
+}
+
+
 @dataclass(frozen=True)
 class AddedCodes:
     inserted: int
@@ -69,6 +77,12 @@ class LedgerClient:
             allow_self_claim=book.allow_self_claim,
             shared=book.shared,
             max_redemptions_total=book.max_redemptions_total,
+            discount_type=DISCOUNT_TYPES[book.discount_type],
+            percent_off=book.percent_off,
+            amount_off=book.amount_off,
+            max_discount=book.max_discount,
+            min_order_amount=book.min_order_amount,
+            currency=book.currency,
         )
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(

@@ -33,6 +33,10 @@ books = sa.Table(
     sa.Column("allow_self_claim", sa.Boolean),
     sa.Column("shared", sa.Boolean),
     sa.Column("max_redemptions_total", sa.Integer),
+    *(
+        sa.Column(name, sa.Text)
+        for name in ("discount_type", "percent_off", "amount_off", "max_discount", "min_order_amount", "currency")
+    ),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -66,6 +70,12 @@ class BookRow:
     allow_self_claim: bool
     shared: bool
     max_redemptions_total: int
+    discount_type: str
+    percent_off: str
+    amount_off: str
+    max_discount: str
+    min_order_amount: str
+    currency: str
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -8,8 +8,9 @@ import hashlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from kernel import idempotency
+from kernel import idempotency, money
 from kernel.context import Principal
 from kernel.directory import Directory
 from kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
@@ -20,11 +21,23 @@ from services.redemption.results import AddCodesResult, BulkAssignResult, Coupon
 
 MAX_CODES_PER_CALL = 100_000
 MAX_BULK_USERS = 10_000
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    """The order as a caller gives it (checked by rules.check_order): amount and currency as text."""
+
+    reference: str = ""
+    amount: str = ""
+    currency: str = ""
+
+
+NO_ORDER = OrderInput()
 # Random points for picking codes; the keys themselves are drawn by PostgreSQL at insert.
 _random = random.SystemRandom()
 
 
-ACTIONS = {Change.LOCK: "lock", Change.UNLOCK: "unlock", Change.REDEEM: "redeem", Change.ASSIGN: "assign"}
+ACTIONS = {Change.LOCK: "lock", Change.UNLOCK: "unlock", Change.ASSIGN: "assign"}
 
 
 def _request_hash(request_id: str, parts: tuple) -> bytes:
@@ -86,13 +99,44 @@ class RedemptionDomain:
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
         return Coupon.of((await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id)).coupon())
 
-    async def redeem(self, caller: Principal, code: str, lock_id: str = "", request_id: str = "") -> RedeemResult:
+    async def redeem(
+        self, caller: Principal, code: str, lock_id: str = "", request_id: str = "", order: OrderInput = NO_ORDER
+    ) -> RedeemResult:
+        """Redeems the code (the holder's, or a shared one) for the order; answers the discount to apply."""
+        return await self._redeem(caller, code, lock_id, request_id, order, validate=False)
+
+    async def validate(
+        self, caller: Principal, code: str, lock_id: str = "", order: OrderInput = NO_ORDER
+    ) -> RedeemResult:
+        """What redeem would answer now, changing nothing: the discount, or redeem's refusal as the error."""
+        return await self._redeem(caller, code, lock_id, "", order, validate=True)
+
+    async def _redeem(
+        self, caller: Principal, code: str, lock_id: str, request_id: str, given: OrderInput, validate: bool
+    ) -> RedeemResult:
+        code = rules.check_code(code)
+        order = rules.check_order(given.reference, given.amount, given.currency)
         if lock_id:
             lock_id = rules.check_uuid(lock_id, "lock_id", "a lock id from LockCoupon")
-        redeemed = await self._change(
-            caller, Change.REDEEM, "RedeemCoupon", code, request_id, (lock_id,), lock_id=lock_id or None
+        parts: tuple = (code, lock_id)  # as before orders existed, so a retry across the upgrade replays
+        if given != NO_ORDER:
+            parts += (order.reference, money.text(order.amount), order.currency)
+        outcome = await self.repo.redeem(
+            code,
+            None if caller.is_admin else caller.user_id,
+            caller.user_id,
+            lock_id or None,
+            order,
+            caller.actor,
+            f"RedeemCoupon:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, parts),
+            validate=validate,
         )
-        return RedeemResult(Coupon.of(redeemed.coupon()), _remaining(redeemed))
+        redeemed = _accepted(outcome, "redeem")
+        left = _remaining(redeemed) - (1 if validate else 0)
+        currency = order.currency if redeemed.discount is not None else ""
+        return RedeemResult(Coupon.of(redeemed.coupon()), max(left, 0), redeemed.discount, currency)
 
     async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
         """Admin: gives this AVAILABLE code to the user."""

@@ -4,6 +4,7 @@ States and events are stored by these values; the servicers map them to the prot
 """
 
 import datetime as dt
+import decimal
 import enum
 from dataclasses import dataclass
 
@@ -24,12 +25,17 @@ class LedgerEvent(enum.StrEnum):
     REDEEMED = "REDEEMED_EVENT"
 
 
+class DiscountType(enum.StrEnum):
+    NONE = ""
+    PERCENTAGE = "PERCENTAGE"
+    FIXED_AMOUNT = "FIXED_AMOUNT"
+
+
 class Change(enum.StrEnum):
-    """What redemption.change_coupon (migration 0004) does to one coupon."""
+    """What redemption.change_code (migration 0006) does to one coupon; redeem is redemption.redeem (0007)."""
 
     LOCK = "LOCK"
     UNLOCK = "UNLOCK"
-    REDEEM = "REDEEM"
     ASSIGN = "ASSIGN"
 
 
@@ -49,6 +55,23 @@ class BookRules:
     # max_redemptions times (the per-user cap) and max_redemptions_total times in all (each code's global cap).
     shared: bool = False
     max_redemptions_total: int = 0
+    # What a code gives: a percentage of the order or a fixed amount in currency (amounts in its units).
+    discount_type: str = DiscountType.NONE
+    percent_off: decimal.Decimal | None = None
+    amount_off: decimal.Decimal | None = None
+    max_discount: decimal.Decimal | None = None
+    min_order_amount: decimal.Decimal | None = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class Order:
+    """The checkout's order a redemption is for: recorded in history, its amount priced by the discount."""
+
+    reference: str = ""
+    amount: decimal.Decimal | None = None
+    currency: str = ""
+    exponent: int = 2  # the currency's minor unit: decimals of the discount
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,9 @@ class Outcome:
     shared: bool | None = None
     user_redemptions: int | None = None  # a shared code: the caller's redemptions of it
     user_limit: int | None = None  # a shared code: the per-user cap
+    discount: decimal.Decimal | None = None  # what a redemption takes off the order (migration 0007)
+    currency: str | None = None  # the book's
+    min_order_amount: decimal.Decimal | None = None
 
     def coupon(self) -> CouponRow:
         return CouponRow(
@@ -134,6 +160,10 @@ class HistoryRow:
     request_id: str
     distribution_id: str
     created_at: dt.datetime
+    order_reference: str = ""
+    order_amount: decimal.Decimal | None = None
+    discount: decimal.Decimal | None = None
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from services.redemption.model import (
     CouponState,
     HistoryEvent,
     HistoryRow,
+    Order,
     Outcome,
 )
 
@@ -33,7 +34,8 @@ COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::tex
     c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, {EXPIRED} AS expired,
     c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
-    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total"""
+    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total,
+    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency"""
 # How long a redeem of a shared code waits for its turn on a hot code before it is refused as busy.
 SHARED_WAIT_MS = 5_000
 
@@ -60,6 +62,7 @@ def _state_condition(state: str) -> str:
 # function replays that call's answer or refuses the id.
 REQUEST_ID_TAKEN = "CB409"
 CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+REDEEM = f"SELECT * FROM {SCHEMA}.redeem(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -125,6 +128,42 @@ class RedemptionRepository:
             ),
         )
 
+    async def redeem(
+        self,
+        code: str,
+        holder: str | None,
+        caller: str,
+        lock_id: str | None,
+        order: Order,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+        validate: bool = False,
+    ) -> Outcome:
+        """Redeems a personal or shared code for the order in one round trip; with validate, only answers
+        whether it would and with what discount (changes nothing, waits for no one)."""
+        return await self._call(
+            REDEEM,
+            (
+                code,
+                advisory_key(code),
+                holder,
+                caller,
+                lock_id,
+                actor_id,
+                scope,
+                request_id,
+                request_hash,
+                SHARED_WAIT_MS,
+                validate,
+                order.reference,
+                order.amount,
+                order.currency,
+                order.exponent,
+            ),
+        )
+
     async def assign_random(
         self,
         book_id: str,
@@ -152,10 +191,12 @@ class RedemptionRepository:
             sa.text(f"""
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
-                allow_self_claim, shared, max_redemptions_total)
+                allow_self_claim, shared, max_redemptions_total, discount_type, percent_off, amount_off,
+                max_discount, min_order_amount, currency)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
                 :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim,
-                :shared, :max_redemptions_total)
+                :shared, :max_redemptions_total, :discount_type, :percent_off, :amount_off, :max_discount,
+                :min_order_amount, :currency)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
@@ -163,7 +204,9 @@ class RedemptionRepository:
                 lock_ttl_seconds = excluded.lock_ttl_seconds, valid_from = excluded.valid_from,
                 valid_until = excluded.valid_until, archived = excluded.archived, version = excluded.version,
                 allow_self_claim = excluded.allow_self_claim, max_redemptions_total = excluded.max_redemptions_total,
-                updated_at = now()
+                discount_type = excluded.discount_type, percent_off = excluded.percent_off,
+                amount_off = excluded.amount_off, max_discount = excluded.max_discount,
+                min_order_amount = excluded.min_order_amount, currency = excluded.currency, updated_at = now()
             WHERE b.version < excluded.version"""),
             values,
         )
@@ -341,7 +384,7 @@ class RedemptionRepository:
     ) -> list[HistoryRow]:
         subject = "code = :subject" if code is not None else "book_id = CAST(:subject AS uuid)"
         statement = sa.text(f"""SELECT id, code, book_id::text AS book_id, event, user_id::text AS user_id,
-                actor_id, request_id, distribution_id, created_at
+                actor_id, request_id, distribution_id, created_at, order_reference, order_amount, discount, currency
             FROM {SCHEMA}.history WHERE {subject} AND id > :after ORDER BY id LIMIT :limit""")
         rows = await conn.execute(
             statement, {"subject": code if code is not None else book_id, "after": after_id, "limit": limit}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import decimal
 import json
 import typing
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class LockResult:
 class RedeemResult:
     coupon: Coupon
     remaining_redemptions: int
+    discount: decimal.Decimal | None = None  # what to take off the order, in currency
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ reason and the numbers. Input checks and the book rules' own validation are here
 """
 
 import datetime as dt
+import decimal
 import uuid
 
+from kernel import money
 from kernel.errors import (
     Aborted,
     DomainError,
@@ -21,9 +23,10 @@ from kernel.errors import (
 )
 from kernel.idempotency import request_id_reused
 from kernel.validation import has_control_characters
-from services.redemption.model import BookRules, CouponRow, CouponState, Outcome
+from services.redemption.model import BookRules, CouponRow, CouponState, DiscountType, Order, Outcome
 
 MAX_CODE_LENGTH = 128
+MAX_ORDER_REFERENCE_LENGTH = 128
 DEFAULT_LOCK_TTL_SECONDS = 300
 MAX_LOCK_TTL_SECONDS = 3600
 
@@ -79,6 +82,28 @@ def check_code(code: str, field: str = "code") -> str:
     return code.upper()
 
 
+def check_order(reference: str, amount: str, currency: str) -> Order:
+    """The order a redemption is for; an amount needs its currency and at most the currency's decimals."""
+    violations = []
+    if len(reference) > MAX_ORDER_REFERENCE_LENGTH or has_control_characters(reference):
+        violations.append(
+            FieldViolation(
+                "order_reference", f"must be at most {MAX_ORDER_REFERENCE_LENGTH} characters without control characters"
+            )
+        )
+    if (problem := money.currency_violation(currency, "currency")) and (amount or currency):
+        violations.append(problem)
+    elif currency and not amount:
+        violations.append(FieldViolation("currency", "is given only with order_amount"))
+    elif amount and (problem := money.amount_violation(amount, currency, "order_amount")):
+        violations.append(problem)
+    if violations:
+        raise InvalidArgument(violations)
+    if not amount:
+        return Order(reference=reference)
+    return Order(reference, decimal.Decimal(amount), currency, money.MINOR_UNITS[currency])
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -118,6 +143,10 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.valid_until", "must be after valid_from"))
     if rules.version < 0:
         violations.append(FieldViolation("rules.version", "must not be negative"))
+    if rules.discount_type not in tuple(DiscountType):
+        violations.append(FieldViolation("rules.discount_type", "must be a known discount type"))
+    if (rules.discount_type or rules.currency) and money.currency_violation(rules.currency, "rules.currency"):
+        violations.append(FieldViolation("rules.currency", "must be an ISO 4217 currency code with a discount"))
     if rules.shared and rules.max_redemptions_total < 1:
         violations.append(FieldViolation("rules.max_redemptions_total", "must be at least 1 for a shared book"))
     elif not rules.shared and rules.max_redemptions_total != 0:
@@ -137,6 +166,12 @@ def normalize_rules(rules: BookRules) -> BookRules:
         allow_self_claim=rules.allow_self_claim,
         shared=rules.shared,
         max_redemptions_total=rules.max_redemptions_total,
+        discount_type=rules.discount_type,
+        percent_off=rules.percent_off,
+        amount_off=rules.amount_off,
+        max_discount=rules.max_discount,
+        min_order_amount=rules.min_order_amount,
+        currency=rules.currency,
     )
 
 
@@ -278,6 +313,31 @@ def _shared_limit(action: str, outcome: Outcome) -> FailedPrecondition:
     )
 
 
+def _order_refused(reason: str, outcome: Outcome) -> FailedPrecondition:
+    """The order does not fit the book's discount: its currency, or its amount below the minimum."""
+    code, currency, minimum = outcome.code or "", outcome.currency or "", money.text(outcome.min_order_amount)
+    message, rule = {
+        "CURRENCY_MISMATCH": (
+            f"Coupon {code} gives its discount in {currency}: the order must be in {currency}.",
+            f"order currency must be {currency}",
+        ),
+        "ORDER_AMOUNT_REQUIRED": (
+            f"Coupon {code} needs an order of at least {minimum} {currency}: give order_amount and currency.",
+            "order amount required",
+        ),
+        "ORDER_BELOW_MINIMUM": (
+            f"Coupon {code} needs an order of at least {minimum} {currency}.",
+            f"minimum order {minimum} {currency}",
+        ),
+    }[reason]
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={"code": code, "currency": currency, "min_order_amount": minimum},
+        violations=[PreconditionViolation(reason, f"coupon:{code}", rule)],
+    )
+
+
 def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
     until = _when(row.lock_expires_at)
     message, rule = {
@@ -323,6 +383,8 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
             )
         case "SHARED_LIMIT_REACHED" | "USER_LIMIT_REACHED":
             return _shared_limit(action, outcome)
+        case "CURRENCY_MISMATCH" | "ORDER_AMOUNT_REQUIRED" | "ORDER_BELOW_MINIMUM":
+            return _order_refused(reason, outcome)
         case "SELF_CLAIM_NOT_ALLOWED":
             return self_claim_not_allowed(book_id)
         case "BOOK_BUSY":
