@@ -37,6 +37,7 @@ MIN_LOCK_TTL_SECONDS, MAX_LOCK_TTL_SECONDS = 1, 3600
 # A multi-redemption book without a stated limit: the smallest limit that still allows a second
 # redemption. A leaked code of such a book is worth little; larger allowances must be stated.
 DEFAULT_MULTI_REDEMPTIONS = 2
+DEFAULT_ROLLBACK_WINDOW_SECONDS, MAX_ROLLBACK_WINDOW_SECONDS = 7 * 24 * 3600, 90 * 24 * 3600
 PERCENTAGE, FIXED_AMOUNT = "PERCENTAGE", "FIXED_AMOUNT"
 DISCOUNT_TYPES = ("", PERCENTAGE, FIXED_AMOUNT)
 PERCENT = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
@@ -68,6 +69,7 @@ class BookSettings:
     max_discount: str = ""
     min_order_amount: str = ""
     currency: str = ""
+    rollback_window_seconds: int = 0  # how long a redemption may be rolled back; 0: 7 days
 
 
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
@@ -106,6 +108,7 @@ def validated(settings: BookSettings) -> BookSettings:
         code_length=settings.code_length or codes.DEFAULT_LENGTH,
         code_alphabet=settings.code_alphabet or codes.DEFAULT_ALPHABET,
         lock_ttl_seconds=settings.lock_ttl_seconds or DEFAULT_LOCK_TTL_SECONDS,
+        rollback_window_seconds=settings.rollback_window_seconds or DEFAULT_ROLLBACK_WINDOW_SECONDS,
         max_redemptions_per_user=settings.max_redemptions_per_user or (DEFAULT_MULTI_REDEMPTIONS if multi else 1),
     )
     violations: list[FieldViolation] = []
@@ -150,6 +153,13 @@ def validated(settings: BookSettings) -> BookSettings:
     elif book.max_redemptions_total:
         violations.append(FieldViolation("max_redemptions_total", "may be set only for a shared book"))
     violations += _discount_violations(book)
+    if not 1 <= book.rollback_window_seconds <= MAX_ROLLBACK_WINDOW_SECONDS:
+        violations.append(
+            FieldViolation(
+                "rollback_window_seconds",
+                f"must be between 1 and {MAX_ROLLBACK_WINDOW_SECONDS} (0 means {DEFAULT_ROLLBACK_WINDOW_SECONDS})",
+            )
+        )
     if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
         violations.append(FieldViolation("valid_until", "must be later than valid_from"))
     if violations:

@@ -83,6 +83,7 @@ class LedgerClient:
             max_discount=book.max_discount,
             min_order_amount=book.min_order_amount,
             currency=book.currency,
+            rollback_window_seconds=book.rollback_window_seconds,
         )
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(

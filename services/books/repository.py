@@ -37,6 +37,7 @@ books = sa.Table(
         sa.Column(name, sa.Text)
         for name in ("discount_type", "percent_off", "amount_off", "max_discount", "min_order_amount", "currency")
     ),
+    sa.Column("rollback_window_seconds", sa.Integer),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -76,6 +77,7 @@ class BookRow:
     max_discount: str
     min_order_amount: str
     currency: str
+    rollback_window_seconds: int
     created_at: dt.datetime
     updated_at: dt.datetime
 

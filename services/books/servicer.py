@@ -45,6 +45,7 @@ def book_message(book: BookRow) -> books_pb2.Book:
         max_discount=book.max_discount,
         min_order_amount=book.min_order_amount,
         currency=book.currency,
+        rollback_window_seconds=book.rollback_window_seconds,
     )
 
 
@@ -70,6 +71,7 @@ def _settings(book: books_pb2.Book) -> BookSettings:
         max_discount=book.max_discount,
         min_order_amount=book.min_order_amount,
         currency=book.currency,
+        rollback_window_seconds=book.rollback_window_seconds,
     )
 
 

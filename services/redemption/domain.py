@@ -138,6 +138,25 @@ class RedemptionDomain:
         currency = order.currency if redeemed.discount is not None else ""
         return RedeemResult(Coupon.of(redeemed.coupon()), max(left, 0), redeemed.discount, currency)
 
+    async def rollback(
+        self, caller: Principal, code: str, order_reference: str, reason: str, request_id: str = ""
+    ) -> RedeemResult:
+        """Admin or a checkout service: undoes the code's redemption for the order; answers the coupon now and
+        the discount that redemption had given."""
+        code = rules.check_code(code)
+        order_reference, reason = rules.check_rollback(order_reference, reason)
+        outcome = await self.repo.rollback(
+            code,
+            order_reference,
+            reason,
+            caller.actor,
+            f"RollbackRedemption:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, (code, order_reference, reason)),
+        )
+        undone = _accepted(outcome, "roll back")
+        return RedeemResult(Coupon.of(undone.coupon()), _remaining(undone), undone.discount)
+
     async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
         """Admin: gives this AVAILABLE code to the user."""
         user_id = rules.check_uuid(user_id, "user_id", "a user id")

@@ -23,6 +23,7 @@ class LedgerEvent(enum.StrEnum):
     UNLOCKED = "UNLOCKED_EVENT"
     LOCK_EXPIRED = "LOCK_EXPIRED_EVENT"
     REDEEMED = "REDEEMED_EVENT"
+    ROLLED_BACK = "ROLLED_BACK_EVENT"
 
 
 class DiscountType(enum.StrEnum):
@@ -62,6 +63,7 @@ class BookRules:
     max_discount: decimal.Decimal | None = None
     min_order_amount: decimal.Decimal | None = None
     currency: str = ""
+    rollback_window_seconds: int = 0  # how long a redemption may be rolled back (0: the default)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ class HistoryRow:
     order_amount: decimal.Decimal | None = None
     discount: decimal.Decimal | None = None
     currency: str = ""
+    reason: str = ""  # a rollback's
+    undoes: int | None = None  # a rollback: the id of the redemption it undid
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::tex
     c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
     lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total,
-    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency"""
+    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency, rollback_window_seconds"""
 # How long a redeem of a shared code waits for its turn on a hot code before it is refused as busy.
 SHARED_WAIT_MS = 5_000
 
@@ -62,6 +62,7 @@ def _state_condition(state: str) -> str:
 # function replays that call's answer or refuses the id.
 REQUEST_ID_TAKEN = "CB409"
 CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+ROLLBACK = f"SELECT * FROM {SCHEMA}.rollback(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 REDEEM = f"SELECT * FROM {SCHEMA}.redeem(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -164,6 +165,32 @@ class RedemptionRepository:
             ),
         )
 
+    async def rollback(
+        self,
+        code: str,
+        order_reference: str,
+        reason: str,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+    ) -> Outcome:
+        """Undoes the code's latest redemption for the order in one round trip (waiting its turn on the code)."""
+        return await self._call(
+            ROLLBACK,
+            (
+                code,
+                advisory_key(code),
+                order_reference,
+                reason,
+                actor_id,
+                scope,
+                request_id,
+                request_hash,
+                SHARED_WAIT_MS,
+            ),
+        )
+
     async def assign_random(
         self,
         book_id: str,
@@ -192,11 +219,11 @@ class RedemptionRepository:
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
                 allow_self_claim, shared, max_redemptions_total, discount_type, percent_off, amount_off,
-                max_discount, min_order_amount, currency)
+                max_discount, min_order_amount, currency, rollback_window_seconds)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
                 :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim,
                 :shared, :max_redemptions_total, :discount_type, :percent_off, :amount_off, :max_discount,
-                :min_order_amount, :currency)
+                :min_order_amount, :currency, :rollback_window_seconds)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
@@ -206,7 +233,8 @@ class RedemptionRepository:
                 allow_self_claim = excluded.allow_self_claim, max_redemptions_total = excluded.max_redemptions_total,
                 discount_type = excluded.discount_type, percent_off = excluded.percent_off,
                 amount_off = excluded.amount_off, max_discount = excluded.max_discount,
-                min_order_amount = excluded.min_order_amount, currency = excluded.currency, updated_at = now()
+                min_order_amount = excluded.min_order_amount, currency = excluded.currency,
+                rollback_window_seconds = excluded.rollback_window_seconds, updated_at = now()
             WHERE b.version < excluded.version"""),
             values,
         )
@@ -384,7 +412,8 @@ class RedemptionRepository:
     ) -> list[HistoryRow]:
         subject = "code = :subject" if code is not None else "book_id = CAST(:subject AS uuid)"
         statement = sa.text(f"""SELECT id, code, book_id::text AS book_id, event, user_id::text AS user_id,
-                actor_id, request_id, distribution_id, created_at, order_reference, order_amount, discount, currency
+                actor_id, request_id, distribution_id, created_at, order_reference, order_amount, discount, currency,
+                reason, undoes
             FROM {SCHEMA}.history WHERE {subject} AND id > :after ORDER BY id LIMIT :limit""")
         rows = await conn.execute(
             statement, {"subject": code if code is not None else book_id, "after": after_id, "limit": limit}

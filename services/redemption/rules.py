@@ -27,6 +27,9 @@ from services.redemption.model import BookRules, CouponRow, CouponState, Discoun
 
 MAX_CODE_LENGTH = 128
 MAX_ORDER_REFERENCE_LENGTH = 128
+MAX_REASON_LENGTH = 500
+DEFAULT_ROLLBACK_WINDOW_SECONDS = 7 * 24 * 3600
+MAX_ROLLBACK_WINDOW_SECONDS = 90 * 24 * 3600
 DEFAULT_LOCK_TTL_SECONDS = 300
 MAX_LOCK_TTL_SECONDS = 3600
 
@@ -104,6 +107,24 @@ def check_order(reference: str, amount: str, currency: str) -> Order:
     return Order(reference, decimal.Decimal(amount), currency, money.MINOR_UNITS[currency])
 
 
+def check_rollback(order_reference: str, reason: str) -> tuple[str, str]:
+    violations = []
+    if not order_reference:
+        violations.append(FieldViolation("order_reference", "is required: the order the redemption was made for"))
+    elif len(order_reference) > MAX_ORDER_REFERENCE_LENGTH or has_control_characters(order_reference):
+        violations.append(FieldViolation("order_reference", f"must be at most {MAX_ORDER_REFERENCE_LENGTH} characters"))
+    reason = reason.strip()
+    if not reason:
+        violations.append(FieldViolation("reason", "is required"))
+    elif len(reason) > MAX_REASON_LENGTH or has_control_characters(reason):
+        violations.append(
+            FieldViolation("reason", f"must be at most {MAX_REASON_LENGTH} characters without control characters")
+        )
+    if violations:
+        raise InvalidArgument(violations)
+    return order_reference, reason
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -141,6 +162,11 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.lock_ttl_seconds", f"must be 1..{MAX_LOCK_TTL_SECONDS} (0: 300)"))
     if rules.valid_from and rules.valid_until and rules.valid_from >= rules.valid_until:
         violations.append(FieldViolation("rules.valid_until", "must be after valid_from"))
+    rollback_window = rules.rollback_window_seconds or DEFAULT_ROLLBACK_WINDOW_SECONDS
+    if not 1 <= rollback_window <= MAX_ROLLBACK_WINDOW_SECONDS:
+        violations.append(
+            FieldViolation("rules.rollback_window_seconds", f"must be 1..{MAX_ROLLBACK_WINDOW_SECONDS} (0: 7 days)")
+        )
     if rules.version < 0:
         violations.append(FieldViolation("rules.version", "must not be negative"))
     if rules.discount_type not in tuple(DiscountType):
@@ -172,6 +198,7 @@ def normalize_rules(rules: BookRules) -> BookRules:
         max_discount=rules.max_discount,
         min_order_amount=rules.min_order_amount,
         currency=rules.currency,
+        rollback_window_seconds=rollback_window,
     )
 
 
@@ -338,6 +365,34 @@ def _order_refused(reason: str, outcome: Outcome) -> FailedPrecondition:
     )
 
 
+def _rollback_refused(reason: str, outcome: Outcome) -> DomainError:
+    code = outcome.code or ""
+    if reason == "REDEMPTION_NOT_FOUND":
+        return NotFound(
+            "redemption",
+            code,
+            reason=reason,
+            message=f"Coupon {code} has no redemption for this order reference.",
+        )
+    message, rule = {
+        "ALREADY_ROLLED_BACK": (
+            f"The redemption of coupon {code} for this order was already rolled back.",
+            "rolled back already",
+        ),
+        "ROLLBACK_WINDOW_PASSED": (
+            f"Cannot roll back the redemption of coupon {code} made at {_when(outcome.last_redeemed_at)}: "
+            "the book's rollback window has passed.",
+            "rollback window passed",
+        ),
+    }[reason]
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={"code": code},
+        violations=[PreconditionViolation(reason, f"coupon:{code}", rule)],
+    )
+
+
 def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
     until = _when(row.lock_expires_at)
     message, rule = {
@@ -385,6 +440,8 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
             return _shared_limit(action, outcome)
         case "CURRENCY_MISMATCH" | "ORDER_AMOUNT_REQUIRED" | "ORDER_BELOW_MINIMUM":
             return _order_refused(reason, outcome)
+        case "REDEMPTION_NOT_FOUND" | "ALREADY_ROLLED_BACK" | "ROLLBACK_WINDOW_PASSED":
+            return _rollback_refused(reason, outcome)
         case "SELF_CLAIM_NOT_ALLOWED":
             return self_claim_not_allowed(book_id)
         case "BOOK_BUSY":

@@ -31,6 +31,7 @@ EVENTS = {
     LedgerEvent.UNLOCKED: pb.UNLOCKED_EVENT,
     LedgerEvent.LOCK_EXPIRED: pb.LOCK_EXPIRED_EVENT,
     LedgerEvent.REDEEMED: pb.REDEEMED_EVENT,
+    LedgerEvent.ROLLED_BACK: pb.ROLLED_BACK_EVENT,
 }
 
 
@@ -85,6 +86,7 @@ def _rules_message(rules: BookRules) -> pb.BookRules:
         max_discount=money.text(rules.max_discount),
         min_order_amount=money.text(rules.min_order_amount),
         currency=rules.currency,
+        rollback_window_seconds=rules.rollback_window_seconds,
     )
 
 
@@ -108,6 +110,7 @@ def _rules(message: pb.BookRules) -> BookRules:
         max_discount=money.parse(message.max_discount, "rules.max_discount"),
         min_order_amount=money.parse(message.min_order_amount, "rules.min_order_amount"),
         currency=message.currency,
+        rollback_window_seconds=message.rollback_window_seconds,
     )
 
 
@@ -129,6 +132,8 @@ def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryRespon
                 order_amount=money.text(e.order_amount),
                 discount=money.text(e.discount),
                 currency=e.currency,
+                reason=e.reason,
+                undoes_id=e.undoes or 0,
             )
             for e in entries
         ],
@@ -200,6 +205,12 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
             current_principal(), request.code, request.lock_id, OrderInput("", request.order_amount, request.currency)
         )
         return pb.ValidateCouponResponse(**_redeemed(result))
+
+    async def RollbackRedemption(self, request, context):
+        result = await self.domain.rollback(
+            current_principal(), request.code, request.order_reference, request.reason, request.request_id
+        )
+        return pb.RollbackRedemptionResponse(coupon=coupon_message(result.coupon), discount=money.text(result.discount))
 
     async def GetCoupon(self, request, context):
         return coupon_message(await self.queries.get(current_principal(), request.code))
