@@ -266,3 +266,15 @@ async def test_equal_by_total_divides_the_codes_over_the_pool_rounding_down(
     both = pb.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pb.EQUAL, codes_per_member=1, total_codes=8)
     error = await expect_error(pools_stub.Distribute(both, metadata=admin), grpc.StatusCode.INVALID_ARGUMENT)
     assert "total_codes" in error.field_violations
+
+
+async def test_a_shared_book_is_never_distributed(pools_stub, admin, pool_users, new_pool, ledger):
+    pool = await new_pool([pool_users[0].user.id])
+    book_id, _ = await ledger.book(5, shared=True, max_redemptions_total=10)
+    plan = await pools_stub.PreviewDistribution(equal(pool.id, book_id, 1), metadata=admin)
+    assert not plan.satisfiable and "shared codes" in plan.shortfall
+    await expect_error(
+        pools_stub.Distribute(equal(pool.id, book_id, 1), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOOK_SHARED",
+    )
