@@ -75,11 +75,10 @@ class RedemptionDomain:
         lock_id: str | None = None,
     ) -> Outcome:
         code = rules.check_code(code)
-        outcome = await self.repo.change_coupon(
+        outcome = await self.repo.change_code(
             change,
             code,
             None if caller.is_admin else caller.user_id,
-            caller.user_id,
             caller.actor,
             f"{method}:{caller.user_id}",
             request_id,

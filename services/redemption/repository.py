@@ -61,7 +61,7 @@ def _state_condition(state: str) -> str:
 # A concurrent call with the same request id committed first (redemption.remember): asked again, the
 # function replays that call's answer or refuses the id.
 REQUEST_ID_TAKEN = "CB409"
-CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ROLLBACK = f"SELECT * FROM {SCHEMA}.rollback(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 REDEEM = f"SELECT * FROM {SCHEMA}.redeem(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -96,12 +96,11 @@ class RedemptionRepository:
             raise LookupError(f"{statement} answered no row")
         return row
 
-    async def change_coupon(
+    async def change_code(
         self,
         change: Change,
         code: str,
         holder: str | None,
-        caller: str,
         actor_id: str,
         scope: str,
         request_id: str,
@@ -109,8 +108,7 @@ class RedemptionRepository:
         target: str | None = None,
         lock_id: str | None = None,
     ) -> Outcome:
-        """LOCK, UNLOCK, REDEEM or ASSIGN one code in one round trip; holder None: an admin's call; caller:
-        who redeems a shared code."""
+        """LOCK, UNLOCK or ASSIGN one code in one round trip; holder None: an admin's call."""
         return await self._call(
             CHANGE_CODE,
             (
@@ -124,8 +122,6 @@ class RedemptionRepository:
                 scope,
                 request_id,
                 request_hash,
-                caller,
-                SHARED_WAIT_MS,
             ),
         )
 

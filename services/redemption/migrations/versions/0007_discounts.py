@@ -5,8 +5,8 @@ discount and minimum order amount). redemption.redeem redeems a personal or a sh
 order (reference, amount, currency): the checks are redemption.redeem_verdict, the discount
 redemption.discount_of, and history records order and discount. With p_validate it answers the same verdict
 and discount and changes nothing: no lock (never busy, never waiting), no history, no stored answer.
-redeem_shared (0006) is folded into redeem; change_code keeps lock, unlock and assign (change_coupon's
-REDEEM branch is no longer called).
+redeem_shared (0006) is folded into redeem; change_code keeps lock, unlock and assign, without 0006's
+arguments for shared redeems (change_coupon's REDEEM branch is no longer called).
 
 Revision ID: 0007
 """
@@ -24,6 +24,7 @@ _shared = importlib.import_module("services.redemption.migrations.versions.0006_
 REDEEM_SHARED_0006 = next(f for f in _shared.FUNCTIONS if "FUNCTION redemption.redeem_shared(" in f)
 CHANGE_CODE_0006 = next(f for f in _shared.FUNCTIONS if "FUNCTION redemption.change_code(" in f)
 
+CHANGE_CODE_ARGS_0006 = "text, text, bigint, uuid, uuid, uuid, text, text, text, bytea, uuid, integer"
 DISCOUNT_TYPES = "discount_type IN ('', 'PERCENTAGE', 'FIXED_AMOUNT')"
 
 FUNCTIONS = [
@@ -148,9 +149,9 @@ END
 $$""",
     # Lock, unlock and assign: a personal code's go to change_coupon, a shared code has none of them.
     """
-CREATE OR REPLACE FUNCTION redemption.change_code(
+CREATE FUNCTION redemption.change_code(
     p_op text, p_code text, p_key bigint, p_holder uuid, p_target uuid, p_lock_id uuid,
-    p_actor text, p_scope text, p_request_id text, p_hash bytea, p_caller uuid, p_wait_ms integer
+    p_actor text, p_scope text, p_request_id text, p_hash bytea
 ) RETURNS redemption.outcome LANGUAGE plpgsql AS $$
 DECLARE
     o redemption.outcome;
@@ -201,6 +202,7 @@ def upgrade() -> None:
     )
     op.execute(OUTCOME_OF)
     op.execute("DROP FUNCTION redemption.redeem_shared(text, bigint, uuid, text, text, text, bytea, integer)")
+    op.execute(f"DROP FUNCTION redemption.change_code({CHANGE_CODE_ARGS_0006})")
     for function in FUNCTIONS:
         op.execute(function)
 
@@ -216,7 +218,8 @@ def downgrade() -> None:
         "text)"
     )
     op.execute(REDEEM_SHARED_0006)
-    op.execute(CHANGE_CODE_0006.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute("DROP FUNCTION redemption.change_code(text, text, bigint, uuid, uuid, uuid, text, text, text, bytea)")
+    op.execute(CHANGE_CODE_0006)
     op.execute(
         "ALTER TYPE redemption.outcome DROP ATTRIBUTE discount, DROP ATTRIBUTE currency, "
         "DROP ATTRIBUTE min_order_amount"
