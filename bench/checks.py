@@ -6,14 +6,20 @@ ledger. Each check returns the number of offending rows: every one must be 0.
 
 import psycopg
 
+# A code's cap: a shared code's global one, a personal code's per-user limit (as in the ledger).
+MAX_REDEMPTIONS = "CASE WHEN c.shared THEN r.max_redemptions_total ELSE r.max_redemptions END"
+NET_REDEMPTIONS = (
+    "count(*) FILTER (WHERE event = 'REDEEMED_EVENT') - count(*) FILTER (WHERE event = 'ROLLED_BACK_EVENT')"
+)
+
 BOOK_CHECKS = {
-    # a coupon redeemed more often than its book allows
-    "over_redeemed": """SELECT count(*) FROM redemption.coupons c JOIN redemption.book_rules r USING (book_id)
-        WHERE c.book_id = %(b)s AND c.redemption_count > r.max_redemptions""",
-    # redemption_count and the REDEEMED history entries disagree (per code)
-    "redeemed_history_mismatch": """SELECT count(*) FROM redemption.coupons c
-        LEFT JOIN (SELECT code, count(*) AS n FROM redemption.history
-                   WHERE book_id = %(b)s AND event = 'REDEEMED_EVENT' GROUP BY code) h USING (code)
+    # a coupon redeemed more often than its book allows (a shared code: its global cap)
+    "over_redeemed": f"""SELECT count(*) FROM redemption.coupons c JOIN redemption.book_rules r USING (book_id)
+        WHERE c.book_id = %(b)s AND c.redemption_count > {MAX_REDEMPTIONS}""",
+    # redemption_count and the REDEEMED history entries (less those rolled back) disagree (per code)
+    "redeemed_history_mismatch": f"""SELECT count(*) FROM redemption.coupons c
+        LEFT JOIN (SELECT code, {NET_REDEMPTIONS} AS n FROM redemption.history
+                   WHERE book_id = %(b)s GROUP BY code) h USING (code)
         WHERE c.book_id = %(b)s AND coalesce(h.n, 0) <> c.redemption_count""",
     # a code handed out more than once
     "assigned_twice": """SELECT count(*) FROM (SELECT code FROM redemption.history
@@ -35,11 +41,10 @@ BOOK_CHECKS = {
 
 # Over the whole ledger (once, at the end of the bench)
 GLOBAL_CHECKS = {
-    "over_redeemed": """SELECT count(*) FROM redemption.coupons c JOIN redemption.book_rules r USING (book_id)
-        WHERE c.redemption_count > r.max_redemptions""",
-    "redeemed_history_mismatch": """SELECT count(*) FROM redemption.coupons c
-        FULL JOIN (SELECT code, count(*) AS n FROM redemption.history WHERE event = 'REDEEMED_EVENT'
-                   GROUP BY code) h USING (code)
+    "over_redeemed": f"""SELECT count(*) FROM redemption.coupons c JOIN redemption.book_rules r USING (book_id)
+        WHERE c.redemption_count > {MAX_REDEMPTIONS}""",
+    "redeemed_history_mismatch": f"""SELECT count(*) FROM redemption.coupons c
+        FULL JOIN (SELECT code, {NET_REDEMPTIONS} AS n FROM redemption.history GROUP BY code) h USING (code)
         WHERE coalesce(h.n, 0) <> coalesce(c.redemption_count, 0)""",
     "assigned_twice": """SELECT count(*) FROM (SELECT code FROM redemption.history WHERE event = 'ASSIGNED_EVENT'
         GROUP BY code HAVING count(*) > 1) twice""",

@@ -1,5 +1,5 @@
 -- One redeem, as services/redemption/repository.py runs it for RedemptionDomain.redeem (no request_id, no
--- lock): one call of redemption.change_coupon (migration 0004) in autocommit, which takes the advisory
+-- lock, no order): one call of redemption.redeem (migration 0007) in autocommit, which takes the advisory
 -- lock, checks the book and the coupon, updates it and appends its history in the statement's own
 -- transaction. Run with -M prepared: the service prepares the call at first use on each connection.
 --
@@ -11,5 +11,5 @@
 \set n :n + 1
 \set code :base + :client_id * 10000000 + :n
 \set key hash(:code)
-SELECT * FROM redemption.change_coupon('REDEEM', :code::text, :key, :actor::uuid, NULL, NULL, :actor,
-    'RedeemCoupon:' || :actor, '', ''::bytea);
+SELECT * FROM redemption.redeem(:code::text, :key, :actor::uuid, :actor::uuid, NULL, :actor,
+    'RedeemCoupon:' || :actor, '', ''::bytea, 5000, false, '', NULL, '', 2);

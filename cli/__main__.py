@@ -40,6 +40,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-redemptions", type=int)
     p.add_argument("--max-assignments", type=int)
     p.add_argument("--lock-ttl", type=int)
+    p.add_argument("--shared", action="store_true", help="codes without a holder that any signed-in user redeems")
+    p.add_argument("--max-total", type=int, help="shared: how often each code may be redeemed in all")
+    p.add_argument("--percent-off", help='a percentage discount, e.g. "10"')
+    p.add_argument("--amount-off", help='a fixed discount, e.g. "5.00"')
+    p.add_argument("--max-discount", help="the most one redemption takes off")
+    p.add_argument("--min-order", help="the least order amount")
+    p.add_argument("--currency", help="ISO 4217, required with a discount")
+    p.add_argument("--rollback-window", type=int, help="seconds a redemption may be rolled back (default 7 days)")
     p.set_defaults(run=commands.books_create)
     p = books.add_parser("list")
     p.add_argument("--name", help="name contains")
@@ -59,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.codes_upload)
     p = codes.add_parser("export", help="a book's codes as CSV")
     p.add_argument("book_id")
-    p.add_argument("--state", choices=["AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED"])
+    p.add_argument("--state", choices=["AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED", "EXPIRED"])
     p.add_argument("-o", "--output", help="file (stdout when omitted)")
     p.set_defaults(run=commands.codes_export)
 
@@ -78,6 +86,25 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--email")
     p.set_defaults(run=commands.assign)
 
+    for name, helping in (
+        ("validate", "may you redeem a code now, and what does it give (changes nothing)"),
+        ("redeem", "redeem a code (yours, or a shared one), optionally for an order"),
+    ):
+        p = sub.add_parser(name, help=helping)
+        p.add_argument("code")
+        p.add_argument("--lock-id")
+        p.add_argument("--amount", help='the order amount, e.g. "59.90"')
+        p.add_argument("--currency", help="the order's currency (ISO 4217)")
+        if name == "redeem":
+            p.add_argument("--order", help="the order reference, recorded in history (needed to roll it back)")
+        p.set_defaults(run=getattr(commands, name))
+
+    p = sub.add_parser("rollback", help="admin: undo a code's redemption for an order")
+    p.add_argument("code")
+    p.add_argument("--order", required=True, help="the order reference it was redeemed with")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(run=commands.rollback)
+
     p = sub.add_parser("coupons", help="a user's coupons (yours when no user is named)")
     p.add_argument("--user")
     p.add_argument("--email")
@@ -88,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("book_id")
     p.add_argument("--mode", choices=["equal", "random"], required=True)
     p.add_argument("--per-member", type=int, help="EQUAL: codes per member")
-    p.add_argument("--total", type=int, help="RANDOM: codes in all")
+    p.add_argument("--total", type=int, help="RANDOM: codes in all; EQUAL: divided over the members, rounded down")
     p.add_argument("--preview", action="store_true", help="show the plan without assigning")
     p.set_defaults(run=commands.distribute)
     return top

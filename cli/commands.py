@@ -64,8 +64,48 @@ async def books_create(args, client: Client) -> None:
         max_redemptions_per_user=args.max_redemptions or 0,
         max_assignments_per_user=args.max_assignments or 0,
         lock_ttl_seconds=args.lock_ttl or 0,
+        shared=args.shared,
+        max_redemptions_total=args.max_total or 0,
+        discount_type=_discount_type(args),
+        percent_off=args.percent_off or "",
+        amount_off=args.amount_off or "",
+        max_discount=args.max_discount or "",
+        min_order_amount=args.min_order or "",
+        currency=args.currency or "",
+        rollback_window_seconds=args.rollback_window or 0,
     )
     show(await client.books.CreateBook(books_pb2.CreateBookRequest(book=book), metadata=client.metadata))
+
+
+def _discount_type(args) -> "books_pb2.DiscountType":
+    if args.percent_off:
+        return books_pb2.DISCOUNT_TYPE_PERCENTAGE
+    if args.amount_off:
+        return books_pb2.DISCOUNT_TYPE_FIXED_AMOUNT
+    return books_pb2.DISCOUNT_TYPE_UNSPECIFIED
+
+
+async def validate(args, client: Client) -> None:
+    request = redemption_pb2.ValidateCouponRequest(
+        code=args.code, lock_id=args.lock_id or "", order_amount=args.amount or "", currency=args.currency or ""
+    )
+    show(await client.redemption.ValidateCoupon(request, metadata=client.metadata))
+
+
+async def redeem(args, client: Client) -> None:
+    request = redemption_pb2.RedeemCouponRequest(
+        code=args.code,
+        lock_id=args.lock_id or "",
+        order_reference=args.order or "",
+        order_amount=args.amount or "",
+        currency=args.currency or "",
+    )
+    show(await client.redemption.RedeemCoupon(request, metadata=client.metadata))
+
+
+async def rollback(args, client: Client) -> None:
+    request = redemption_pb2.RollbackRedemptionRequest(code=args.code, order_reference=args.order, reason=args.reason)
+    show(await client.redemption.RollbackRedemption(request, metadata=client.metadata))
 
 
 async def books_list(args, client: Client) -> None:
@@ -171,6 +211,11 @@ async def history_export(args, client: Client) -> None:
                     e.actor_id,
                     e.request_id,
                     e.distribution_id,
+                    e.order_reference,
+                    e.order_amount,
+                    e.discount,
+                    e.currency,
+                    e.reason,
                 ]
             token = page.next_page_token
             if not token:
@@ -178,7 +223,20 @@ async def history_export(args, client: Client) -> None:
 
     written = write_csv(
         args.output,
-        ["time", "code", "event", "user_id", "actor_id", "request_id", "distribution_id"],
+        [
+            "time",
+            "code",
+            "event",
+            "user_id",
+            "actor_id",
+            "request_id",
+            "distribution_id",
+            "order_reference",
+            "order_amount",
+            "discount",
+            "currency",
+            "reason",
+        ],
         [r async for r in rows()],
     )
     if args.output not in (None, "-"):

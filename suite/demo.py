@@ -35,7 +35,19 @@ DEMO_BOOKS = [
         max_assignments_per_user=1,
         allow_self_claim=True,
     ),
+    # One shared code anyone signed in may redeem once, 100 times in all: WELCOME10, 10% off.
+    books_pb2.Book(
+        name="WELCOME10",
+        description="10% off an order, once per user, for the first 100 orders.",
+        shared=True,
+        max_redemptions_total=100,
+        discount_type=books_pb2.DISCOUNT_TYPE_PERCENTAGE,
+        percent_off="10",
+        currency="EUR",
+    ),
 ]
+# Books whose codes are given, not generated.
+GIVEN_CODES = {"WELCOME10": ["WELCOME10"]}
 CODES_PER_BOOK = 1000
 POOL = pools_pb2.Pool(name="Beta Testers", description="Early users who try new offers first.")
 POOL_MEMBERS = ["alice@example.com", "bob@example.com", "charlie@example.com"]
@@ -47,6 +59,10 @@ async def _ensure_book(books, book: books_pb2.Book, metadata) -> books_pb2.Book:
         if existing.name == book.name:
             return existing
     created = await books.CreateBook(books_pb2.CreateBookRequest(book=book), metadata=metadata)
+    if book.name in GIVEN_CODES:
+        request = books_pb2.ImportCodesRequest(book_id=created.id, codes=GIVEN_CODES[book.name])
+        await books.ImportCodes(request, metadata=metadata)
+        return created
     async for _ in books.GenerateCodes(
         books_pb2.GenerateCodesRequest(book_id=created.id, count=CODES_PER_BOOK), metadata=metadata
     ):
@@ -67,7 +83,8 @@ async def load(suite: Suite) -> str:
         books = books_pb2_grpc.BookServiceStub(channels["books"])
         redemption = redemption_pb2_grpc.RedemptionServiceStub(channels["redemption"])
         demo_books = [await _ensure_book(books, book, metadata) for book in DEMO_BOOKS]
-        handed_out = [b for b in demo_books if not b.allow_self_claim]  # alice claims the others herself
+        # alice claims the self-claim books herself; shared codes have no holder
+        handed_out = [b for b in demo_books if not (b.allow_self_claim or b.shared)]
         held = await redemption.ListUserCoupons(
             redemption_pb2.ListUserCouponsRequest(user_id=alice.id), metadata=metadata
         )

@@ -133,6 +133,10 @@ async def test_a_user_cannot_act_on_another_users_coupons(ledger):
             "COUPON_NOT_FOUND",
         ),
         "GetCoupon": (stub.GetCoupon(pb.GetCouponRequest(code=code), metadata=other.metadata), "COUPON_NOT_FOUND"),
+        "ValidateCoupon": (
+            stub.ValidateCoupon(pb.ValidateCouponRequest(code=code), metadata=other.metadata),
+            "COUPON_NOT_FOUND",
+        ),
         "ListUserCoupons": (
             stub.ListUserCoupons(pb.ListUserCouponsRequest(user_id=holder.user_id), metadata=other.metadata),
             "NOT_YOUR_ACCOUNT",

@@ -240,3 +240,36 @@ async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_
             assert "redemption service" in error.message
     listed = await books_stub.ListBooks(books_pb2.ListBooksRequest(name_contains=name), metadata=bearer(admin_session))
     assert listed.total_size == 0
+
+
+async def test_a_shared_book_states_its_cap_and_keeps_its_kind(books_stub, admin_session, database_url):
+    await expect_error(create(books_stub, admin_session, shared=True), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_BOOK")
+    await expect_error(
+        create(books_stub, admin_session, max_redemptions_total=5), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_BOOK"
+    )
+    book = await create(books_stub, admin_session, shared=True, max_redemptions_total=100)
+    assert (book.shared, book.max_redemptions_total, book.max_redemptions_per_user) == (True, 100, 1)
+    with psycopg.connect(database_url) as conn:
+        pushed = conn.execute(
+            "SELECT shared, max_redemptions_total FROM redemption.book_rules WHERE book_id = %s", (book.id,)
+        ).fetchone()
+    assert pushed == (True, 100)
+    await expect_error(
+        books_stub.UpdateBook(
+            books_pb2.UpdateBookRequest(
+                book=books_pb2.Book(id=book.id, shared=False, max_redemptions_total=0),
+                update_mask=field_mask_pb2.FieldMask(paths=["shared", "max_redemptions_total"]),
+            ),
+            metadata=bearer(admin_session),
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOOK_KIND_FIXED",
+    )
+    raised = await books_stub.UpdateBook(
+        books_pb2.UpdateBookRequest(
+            book=books_pb2.Book(id=book.id, max_redemptions_total=200),
+            update_mask=field_mask_pb2.FieldMask(paths=["max_redemptions_total"]),
+        ),
+        metadata=bearer(admin_session),
+    )
+    assert raised.max_redemptions_total == 200

@@ -165,3 +165,38 @@ async def test_backend_metadata_comes_back_as_grpc_metadata_headers(http, gatewa
         assert response.status == 200
         # the pools service echoes the request id in its initial metadata
         assert response.headers["Grpc-Metadata-x-request-id"] == "meta-check-1"
+
+
+async def test_welcome10_validated_redeemed_by_two_users_and_rolled_back(http, gateway_base, admin):
+    """docs/try-it.md's WELCOME10 walk-through (with charlie and diana, so alice's and bob's demo coupons stay)."""
+    charlie = await _signed_in(http, gateway_base, "charlie@example.com", "demo123")
+    diana = await _signed_in(http, gateway_base, "diana@example.com", "demo123")
+    order = {"order_amount": "59.90", "currency": "EUR"}
+    before = await admin.ok("GET", "/api/v1/books/" + (await _book(admin, "WELCOME10"))["id"] + "/stats")
+
+    validated = await charlie.ok("POST", "/api/v1/coupons/validate/WELCOME10", order)
+    assert (validated["discount"], validated["currency"], validated["coupon"]["shared"]) == ("5.99", "EUR", True)
+    redeemed = await charlie.ok("POST", "/api/v1/coupons/redeem/WELCOME10", {**order, "order_reference": "c-1"})
+    assert redeemed["discount"] == "5.99" and redeemed["remaining_redemptions"] == 0
+    status, body = await charlie.call("POST", "/api/v1/coupons/validate/WELCOME10", order)
+    assert (status, _reason(body)) == (400, "USER_LIMIT_REACHED")
+    second = await diana.ok(
+        "POST",
+        "/api/v1/coupons/redeem/WELCOME10",
+        {"order_amount": "120.00", "currency": "EUR", "order_reference": "d-1"},
+    )
+    assert second["discount"] == "12.00"
+    status, body = await diana.call(
+        "POST", "/api/v1/coupons/rollback/WELCOME10", {"order_reference": "d-1", "reason": "x"}
+    )
+    assert status == 403
+    undone = await admin.ok(
+        "POST", "/api/v1/coupons/rollback/WELCOME10", {"order_reference": "c-1", "reason": "order cancelled"}
+    )
+    assert undone["discount"] == "5.99"
+    after = await admin.ok("GET", "/api/v1/books/" + undone["coupon"]["book_id"] + "/stats")
+    assert int(after.get("redemptions", 0)) == int(before.get("redemptions", 0)) + 1
+    history = await admin.ok("GET", "/api/v1/coupons/WELCOME10/history")
+    assert [e["event"] for e in history["entries"]][-3:] == ["REDEEMED_EVENT", "REDEEMED_EVENT", "ROLLED_BACK_EVENT"]
+    # charlie may use it again now
+    await charlie.ok("POST", "/api/v1/coupons/validate/WELCOME10", order)

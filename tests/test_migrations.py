@@ -72,3 +72,31 @@ def test_hot_path_answers_stored_before_it_replay_after_it(empty_database):
             (f"RedeemCoupon:{user}",),
         ).fetchone()
     assert row == ("OK", "OLD-1", "REDEEMED", False, 1, 1, "2026-12-01 10:00:00+00")
+
+
+def test_truthful_states_bring_existing_coupons_along(empty_database):
+    """Migration 0005: a multi-use coupon stored REDEEMED after its first use becomes ASSIGNED; a used-up
+    one stays REDEEMED; the downgrade gives the earlier model back."""
+    migrations.upgrade("redemption", empty_database, "0004")
+    book, user = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO redemption.book_rules (book_id, max_redemptions, allow_multi_redemption, "
+            "max_assignments_per_user, lock_ttl_seconds, archived, version) VALUES (%s, 3, true, 0, 300, false, 1)",
+            (book,),
+        )
+        for code, count in (("USED-1", 1), ("USED-3", 3)):
+            conn.execute(
+                "INSERT INTO redemption.coupons (code, book_id, state, user_id, redemption_count) "
+                "VALUES (%s, %s, 'REDEEMED', %s, %s)",
+                (code, book, user, count),
+            )
+
+    def states() -> list[tuple[str, str]]:
+        with psycopg.connect(empty_database) as conn:
+            return conn.execute("SELECT code, state FROM redemption.coupons ORDER BY code").fetchall()
+
+    migrations.upgrade("redemption", empty_database)
+    assert states() == [("USED-1", "ASSIGNED"), ("USED-3", "REDEEMED")]
+    migrations.downgrade("redemption", empty_database, "0004")
+    assert states() == [("USED-1", "REDEEMED"), ("USED-3", "REDEEMED")]

@@ -242,3 +242,39 @@ async def test_a_user_cannot_distribute(pools_stub, pool_users, new_pool, ledger
         pools_stub.PreviewDistribution(equal(pool.id, book_id, 1), metadata=bearer(pool_users[0])),
         grpc.StatusCode.PERMISSION_DENIED,
     )
+
+
+async def test_equal_by_total_divides_the_codes_over_the_pool_rounding_down(
+    pools_stub, admin, pool_users, new_pool, ledger, ledger_db
+):
+    members = [s.user.id for s in pool_users[:4]]
+    pool = await new_pool(members)
+    book_id, _ = await ledger.book(40)
+    by_total = pb.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pb.EQUAL, total_codes=11)
+
+    plan = await pools_stub.PreviewDistribution(by_total, metadata=admin)
+    assert (plan.codes_needed, {m.codes for m in plan.members}) == (8, {2})  # 11 // 4 = 2 each, 3 left over
+    distribution = await pools_stub.Distribute(by_total, metadata=admin)
+    assert distribution.assigned == 8
+    assert await held_by_user(ledger_db, book_id) == dict.fromkeys(members, 2)
+
+    too_few = pb.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pb.EQUAL, total_codes=3)
+    error = await expect_error(
+        pools_stub.Distribute(too_few, metadata=admin), grpc.StatusCode.FAILED_PRECONDITION, "TOTAL_BELOW_POOL_SIZE"
+    )
+    assert "4 members" in error.message
+    both = pb.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pb.EQUAL, codes_per_member=1, total_codes=8)
+    error = await expect_error(pools_stub.Distribute(both, metadata=admin), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "total_codes" in error.field_violations
+
+
+async def test_a_shared_book_is_never_distributed(pools_stub, admin, pool_users, new_pool, ledger):
+    pool = await new_pool([pool_users[0].user.id])
+    book_id, _ = await ledger.book(5, shared=True, max_redemptions_total=10)
+    plan = await pools_stub.PreviewDistribution(equal(pool.id, book_id, 1), metadata=admin)
+    assert not plan.satisfiable and "shared codes" in plan.shortfall
+    await expect_error(
+        pools_stub.Distribute(equal(pool.id, book_id, 1), metadata=admin),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOOK_SHARED",
+    )

@@ -106,9 +106,11 @@ async def test_multi_redemption_until_the_limit(ledger):
     stub = ledger.stub
     remaining = []
     for _ in range(2):
-        remaining.append(
-            (await stub.RedeemCoupon(pb.RedeemCouponRequest(code=code), metadata=holder.metadata)).remaining_redemptions
-        )
+        redeemed = await stub.RedeemCoupon(pb.RedeemCouponRequest(code=code), metadata=holder.metadata)
+        remaining.append(redeemed.remaining_redemptions)
+        # The truthful state model: with uses left the coupon reads ASSIGNED, not REDEEMED.
+        assert redeemed.coupon.state == pb.ASSIGNED
+        assert redeemed.coupon.remaining_redemptions == redeemed.remaining_redemptions
     # With redemptions left, a checkout may lock it again and redeem with the lock.
     lock = await stub.LockCoupon(pb.LockCouponRequest(code=code), metadata=holder.metadata)
     last = await stub.RedeemCoupon(pb.RedeemCouponRequest(code=code, lock_id=lock.lock_id), metadata=holder.metadata)

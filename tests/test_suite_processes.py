@@ -92,7 +92,7 @@ def test_metrics_endpoint_exposes_rpc_and_redemption_metrics(running_suite, gate
     token = _login(gateway_base, "bob@example.com", "demo123")
     admin = _login(gateway_base, "admin@example.com", "admin123")
     books = json.loads(
-        _curl(f"{gateway_base}/api/v1/books?name_contains=Welcome", "-H", f"authorization: Bearer {admin}")
+        _curl(f"{gateway_base}/api/v1/books?name_contains=Welcome%20Gift", "-H", f"authorization: Bearer {admin}")
     )
     coupon = json.loads(
         _curl(
@@ -200,6 +200,16 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
     assert "satisfiable: yes" in preview.stdout
     distribution = json.loads(cli("distribute", pool_id, created["id"], "--mode", "equal", "--per-member", "2").stdout)
     assert int(distribution["assigned"]) == 2 * len(distribution["members"])
+
+    # The shared demo code, validated, redeemed for an order and rolled back (as the admin).
+    validated = json.loads(cli("validate", "WELCOME10", "--amount", "30", "--currency", "EUR").stdout)
+    assert validated["discount"] == "3.00"
+    redeemed = json.loads(cli("redeem", "WELCOME10", "--order", "cli-1", "--amount", "30", "--currency", "EUR").stdout)
+    assert redeemed["discount"] == "3.00"
+    rolled_back = json.loads(cli("rollback", "WELCOME10", "--order", "cli-1", "--reason", "test").stdout)
+    assert rolled_back["discount"] == "3.00"
+    history = cli("history", "--code", "WELCOME10").stdout
+    assert "ROLLED_BACK_EVENT" in history and "cli-1" in history
 
     refused = cli("books", "create", "--name", "", expect=1)
     assert "INVALID_ARGUMENT" in refused.stderr and "Traceback" not in refused.stderr

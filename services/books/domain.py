@@ -15,12 +15,14 @@ the count of stored codes in the message of any error that interrupts either.
 
 import dataclasses
 import datetime as dt
+import decimal
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
-from kernel import paging
+from kernel import money, paging
 from kernel.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from kernel.validation import is_uuid
 from services.books import codes
@@ -35,6 +37,10 @@ MIN_LOCK_TTL_SECONDS, MAX_LOCK_TTL_SECONDS = 1, 3600
 # A multi-redemption book without a stated limit: the smallest limit that still allows a second
 # redemption. A leaked code of such a book is worth little; larger allowances must be stated.
 DEFAULT_MULTI_REDEMPTIONS = 2
+DEFAULT_ROLLBACK_WINDOW_SECONDS, MAX_ROLLBACK_WINDOW_SECONDS = 7 * 24 * 3600, 90 * 24 * 3600
+PERCENTAGE, FIXED_AMOUNT = "PERCENTAGE", "FIXED_AMOUNT"
+DISCOUNT_TYPES = ("", PERCENTAGE, FIXED_AMOUNT)
+PERCENT = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,17 @@ class BookSettings:
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
     allow_self_claim: bool = False
+    shared: bool = False  # the book's kind, fixed at creation: codes without a holder
+    max_redemptions_total: int = 0  # a shared book: each code's global cap
+    # What a code gives: "" (nothing), PERCENTAGE (percent_off) or FIXED_AMOUNT (amount_off), amounts as
+    # decimal text in currency ("" for none)
+    discount_type: str = ""
+    percent_off: str = ""
+    amount_off: str = ""
+    max_discount: str = ""
+    min_order_amount: str = ""
+    currency: str = ""
+    rollback_window_seconds: int = 0  # how long a redemption may be rolled back; 0: 7 days
 
 
 MUTABLE_FIELDS = tuple(f.name for f in dataclasses.fields(BookSettings))
@@ -91,6 +108,7 @@ def validated(settings: BookSettings) -> BookSettings:
         code_length=settings.code_length or codes.DEFAULT_LENGTH,
         code_alphabet=settings.code_alphabet or codes.DEFAULT_ALPHABET,
         lock_ttl_seconds=settings.lock_ttl_seconds or DEFAULT_LOCK_TTL_SECONDS,
+        rollback_window_seconds=settings.rollback_window_seconds or DEFAULT_ROLLBACK_WINDOW_SECONDS,
         max_redemptions_per_user=settings.max_redemptions_per_user or (DEFAULT_MULTI_REDEMPTIONS if multi else 1),
     )
     violations: list[FieldViolation] = []
@@ -125,11 +143,58 @@ def validated(settings: BookSettings) -> BookSettings:
         )
     if book.max_assignments_per_user < 0:
         violations.append(FieldViolation("max_assignments_per_user", "must not be negative (0 means no limit)"))
+    if book.shared:
+        if book.max_redemptions_total < 1:
+            violations.append(
+                FieldViolation("max_redemptions_total", "must be at least 1: a shared code states its global cap")
+            )
+        if book.allow_self_claim:
+            violations.append(FieldViolation("allow_self_claim", "must be off for a shared book (no holders)"))
+    elif book.max_redemptions_total:
+        violations.append(FieldViolation("max_redemptions_total", "may be set only for a shared book"))
+    violations += _discount_violations(book)
+    if not 1 <= book.rollback_window_seconds <= MAX_ROLLBACK_WINDOW_SECONDS:
+        violations.append(
+            FieldViolation(
+                "rollback_window_seconds",
+                f"must be between 1 and {MAX_ROLLBACK_WINDOW_SECONDS} (0 means {DEFAULT_ROLLBACK_WINDOW_SECONDS})",
+            )
+        )
     if book.valid_from and book.valid_until and book.valid_from >= book.valid_until:
         violations.append(FieldViolation("valid_until", "must be later than valid_from"))
     if violations:
         raise InvalidArgument(violations, reason="INVALID_BOOK")
     return book
+
+
+def _discount_violations(book: BookSettings) -> list[FieldViolation]:
+    """A discount names its kind's one value; every amount needs a known currency and fits its minor unit."""
+    amounts = {
+        name: getattr(book, name) for name in ("amount_off", "max_discount", "min_order_amount") if getattr(book, name)
+    }
+    violations: list[FieldViolation] = []
+    if book.discount_type not in DISCOUNT_TYPES:
+        return [FieldViolation("discount_type", "must be PERCENTAGE or FIXED_AMOUNT")]
+    if book.discount_type == PERCENTAGE:
+        if not PERCENT.match(book.percent_off) or not 0 < decimal.Decimal(book.percent_off) <= 100:
+            violations.append(FieldViolation("percent_off", 'must be more than 0 and at most 100, e.g. "10" or "12.5"'))
+        if "amount_off" in amounts:
+            violations.append(FieldViolation("amount_off", "is for a FIXED_AMOUNT discount"))
+    elif book.percent_off:
+        violations.append(FieldViolation("percent_off", "is for a PERCENTAGE discount"))
+    if book.discount_type == FIXED_AMOUNT and "amount_off" not in amounts:
+        violations.append(FieldViolation("amount_off", "is required for a FIXED_AMOUNT discount"))
+    if not book.discount_type and amounts:
+        violations.append(FieldViolation(next(iter(amounts)), "needs a discount_type"))
+    if book.discount_type or book.currency:
+        if problem := money.currency_violation(book.currency, "currency"):
+            return [*violations, problem]
+        for name, text in amounts.items():
+            if problem := money.amount_violation(text, book.currency, name):
+                violations.append(problem)
+            elif name == "amount_off" and decimal.Decimal(text) == 0:
+                violations.append(FieldViolation(name, "must be more than 0"))
+    return violations
 
 
 def settings_of(book: BookRow) -> BookSettings:
@@ -254,6 +319,13 @@ class BooksDomain:
             require_active(book)
             current = settings_of(book)
             changed = validated(dataclasses.replace(current, **{path: getattr(proposed, path) for path in paths}))
+            if changed.shared != current.shared:
+                raise FailedPrecondition(
+                    f"Book {book.name!r} is {'shared' if current.shared else 'personal'}: a book's kind is fixed "
+                    "when it is created; create another book.",
+                    reason="BOOK_KIND_FIXED",
+                    metadata={"book_id": book.id},
+                )
             if book.code_count and any(getattr(changed, f) != getattr(current, f) for f in CODE_SHAPE_FIELDS):
                 raise FailedPrecondition(
                     f"Book {book.name!r} already has {book.code_count:,} codes; its code pattern, length and "

@@ -27,6 +27,14 @@ RETRYABLE = (
 )
 
 
+# The books domain's discount types as the ledger's API numbers them.
+DISCOUNT_TYPES = {
+    "": redemption_pb2.DISCOUNT_TYPE_UNSPECIFIED,
+    "PERCENTAGE": redemption_pb2.DISCOUNT_TYPE_PERCENTAGE,
+    "FIXED_AMOUNT": redemption_pb2.DISCOUNT_TYPE_FIXED_AMOUNT,
+}
+
+
 @dataclass(frozen=True)
 class AddedCodes:
     inserted: int
@@ -41,6 +49,7 @@ class BookCounts:
     locked: int
     redeemed: int
     redemptions: int
+    expired: int
 
 
 def _ledger_call(doing: str):
@@ -66,6 +75,15 @@ class LedgerClient:
             archived=book.status == "ARCHIVED",
             version=book.rules_version,
             allow_self_claim=book.allow_self_claim,
+            shared=book.shared,
+            max_redemptions_total=book.max_redemptions_total,
+            discount_type=DISCOUNT_TYPES[book.discount_type],
+            percent_off=book.percent_off,
+            amount_off=book.amount_off,
+            max_discount=book.max_discount,
+            min_order_amount=book.min_order_amount,
+            currency=book.currency,
+            rollback_window_seconds=book.rollback_window_seconds,
         )
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(
@@ -91,7 +109,13 @@ class LedgerClient:
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         return BookCounts(
-            counts.total, counts.available, counts.assigned, counts.locked, counts.redeemed, counts.redemptions
+            counts.total,
+            counts.available,
+            counts.assigned,
+            counts.locked,
+            counts.redeemed,
+            counts.redemptions,
+            counts.expired,
         )
 
     async def close(self) -> None:

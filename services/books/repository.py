@@ -31,6 +31,13 @@ books = sa.Table(
     sa.Column("code_count", sa.BigInteger),
     sa.Column("rules_version", sa.BigInteger),
     sa.Column("allow_self_claim", sa.Boolean),
+    sa.Column("shared", sa.Boolean),
+    sa.Column("max_redemptions_total", sa.Integer),
+    *(
+        sa.Column(name, sa.Text)
+        for name in ("discount_type", "percent_off", "amount_off", "max_discount", "min_order_amount", "currency")
+    ),
+    sa.Column("rollback_window_seconds", sa.Integer),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -62,6 +69,15 @@ class BookRow:
     code_count: int
     rules_version: int
     allow_self_claim: bool
+    shared: bool
+    max_redemptions_total: int
+    discount_type: str
+    percent_off: str
+    amount_off: str
+    max_discount: str
+    min_order_amount: str
+    currency: str
+    rollback_window_seconds: int
     created_at: dt.datetime
     updated_at: dt.datetime
 

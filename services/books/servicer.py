@@ -9,6 +9,13 @@ from services.books.ledger_client import BookCounts
 from services.books.repository import BookRow
 
 SERVICE_NAME = books_pb2.DESCRIPTOR.services_by_name["BookService"].full_name
+# The domain's discount types as the API numbers them ("": none).
+DISCOUNT_TYPES = {
+    "": books_pb2.DISCOUNT_TYPE_UNSPECIFIED,
+    "PERCENTAGE": books_pb2.DISCOUNT_TYPE_PERCENTAGE,
+    "FIXED_AMOUNT": books_pb2.DISCOUNT_TYPE_FIXED_AMOUNT,
+}
+DISCOUNT_TYPE_OF = {number: kind for kind, number in DISCOUNT_TYPES.items()}
 
 
 def book_message(book: BookRow) -> books_pb2.Book:
@@ -30,6 +37,15 @@ def book_message(book: BookRow) -> books_pb2.Book:
         create_time=to_timestamp(book.created_at),
         update_time=to_timestamp(book.updated_at),
         allow_self_claim=book.allow_self_claim,
+        shared=book.shared,
+        max_redemptions_total=book.max_redemptions_total,
+        discount_type=DISCOUNT_TYPES[book.discount_type],
+        percent_off=book.percent_off,
+        amount_off=book.amount_off,
+        max_discount=book.max_discount,
+        min_order_amount=book.min_order_amount,
+        currency=book.currency,
+        rollback_window_seconds=book.rollback_window_seconds,
     )
 
 
@@ -47,6 +63,15 @@ def _settings(book: books_pb2.Book) -> BookSettings:
         valid_from=from_timestamp(book, "valid_from"),
         valid_until=from_timestamp(book, "valid_until"),
         allow_self_claim=book.allow_self_claim,
+        shared=book.shared,
+        max_redemptions_total=book.max_redemptions_total,
+        discount_type=DISCOUNT_TYPE_OF.get(book.discount_type, str(book.discount_type)),
+        percent_off=book.percent_off,
+        amount_off=book.amount_off,
+        max_discount=book.max_discount,
+        min_order_amount=book.min_order_amount,
+        currency=book.currency,
+        rollback_window_seconds=book.rollback_window_seconds,
     )
 
 
@@ -86,6 +111,7 @@ def _stats(book_id: str, counts: BookCounts) -> books_pb2.BookStats:
         locked=counts.locked,
         redeemed=counts.redeemed,
         redemptions=counts.redemptions,
+        expired=counts.expired,
     )
 
 

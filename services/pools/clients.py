@@ -39,6 +39,7 @@ class Ledger:
             archived=rules.archived,
             valid_from=rules.valid_from.ToDatetime(dt.UTC) if rules.HasField("valid_from") else None,
             valid_until=rules.valid_until.ToDatetime(dt.UTC) if rules.HasField("valid_until") else None,
+            shared=rules.shared,
         )
 
     async def bulk_assign(self, book_id: str, counts: dict[str, int], distribution_id: str, request_id: str) -> int:

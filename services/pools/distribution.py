@@ -27,6 +27,7 @@ class BookSnapshot:
     archived: bool
     valid_from: dt.datetime | None
     valid_until: dt.datetime | None
+    shared: bool = False  # shared codes have no holder: never distributed
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ def _room(held: int, limit: int) -> int | None:
 
 def _book_problems(book: BookSnapshot, needed: int, now: dt.datetime) -> list[Problem]:
     problems = []
+    if book.shared:
+        problems.append(
+            Problem("BOOK_SHARED", "The book holds shared codes, which any signed-in user redeems: none is handed out.")
+        )
     if book.archived:
         problems.append(Problem("BOOK_ARCHIVED", "The book is archived, so its codes cannot be distributed."))
     if book.valid_from is not None and now < book.valid_from:

@@ -107,6 +107,19 @@ def _pool_taken(name: str) -> AlreadyExists:
     )
 
 
+def _share(total_codes: int, member_ids: list[str]) -> int:
+    """EQUAL by total: every member gets total // members codes (rounded down, as the original service's
+    coupons_per_user = N / pool_size); the remainder is not handed out. Refused when it would give none."""
+    if total_codes < len(member_ids):
+        raise FailedPrecondition(
+            f"total_codes {total_codes} divided over the pool's {len(member_ids)} members gives every member no code; "
+            f"give at least {len(member_ids)}.",
+            reason="TOTAL_BELOW_POOL_SIZE",
+            metadata={"total_codes": total_codes, "members": len(member_ids)},
+        )
+    return total_codes // len(member_ids)
+
+
 def _refusal(plan: Plan, book_id: str) -> FailedPrecondition:
     return FailedPrecondition(
         plan.shortfall,
@@ -345,10 +358,16 @@ class PoolsDomain:
         if request.mode not in (EQUAL, RANDOM):
             violations.append(FieldViolation("mode", "is required: EQUAL or RANDOM"))
         if request.mode == EQUAL:
-            if request.codes_per_member < 1:
-                violations.append(FieldViolation("codes_per_member", "must be at least 1 in EQUAL mode"))
-            if request.total_codes:
-                violations.append(FieldViolation("total_codes", "applies to RANDOM mode only; leave it 0"))
+            if request.codes_per_member and request.total_codes:
+                violations.append(
+                    FieldViolation("total_codes", "EQUAL mode takes codes_per_member or total_codes, not both")
+                )
+            elif request.codes_per_member < 1 and request.total_codes < 1:
+                violations.append(
+                    FieldViolation(
+                        "codes_per_member", "must be at least 1 in EQUAL mode (or give total_codes to divide)"
+                    )
+                )
         if request.mode == RANDOM:
             if request.total_codes < 1:
                 violations.append(FieldViolation("total_codes", "must be at least 1 in RANDOM mode"))
@@ -374,7 +393,7 @@ class PoolsDomain:
             )
         book = await self.ledger.snapshot(request.book_id, member_ids)
         if request.mode == EQUAL:
-            return plan_equal(member_ids, book, request.codes_per_member)
+            return plan_equal(member_ids, book, request.codes_per_member or _share(request.total_codes, member_ids))
         return plan_random(member_ids, book, request.total_codes)
 
     async def preview(self, request: DistributionRequest) -> Plan:

@@ -8,23 +8,36 @@ import hashlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from kernel import idempotency
+from kernel import idempotency, money
 from kernel.context import Principal
 from kernel.directory import Directory
 from kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
 from services.redemption import results, rules
-from services.redemption.model import BookRules, Change, CouponRow, Outcome
+from services.redemption.model import BookRules, Change, Outcome
 from services.redemption.repository import RedemptionRepository
 from services.redemption.results import AddCodesResult, BulkAssignResult, Coupon, LockResult, RedeemResult, UserCodes
 
 MAX_CODES_PER_CALL = 100_000
 MAX_BULK_USERS = 10_000
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    """The order as a caller gives it (checked by rules.check_order): amount and currency as text."""
+
+    reference: str = ""
+    amount: str = ""
+    currency: str = ""
+
+
+NO_ORDER = OrderInput()
 # Random points for picking codes; the keys themselves are drawn by PostgreSQL at insert.
 _random = random.SystemRandom()
 
 
-ACTIONS = {Change.LOCK: "lock", Change.UNLOCK: "unlock", Change.REDEEM: "redeem", Change.ASSIGN: "assign"}
+ACTIONS = {Change.LOCK: "lock", Change.UNLOCK: "unlock", Change.ASSIGN: "assign"}
 
 
 def _request_hash(request_id: str, parts: tuple) -> bytes:
@@ -60,9 +73,9 @@ class RedemptionDomain:
         parts: tuple = (),
         target: str | None = None,
         lock_id: str | None = None,
-    ) -> CouponRow:
+    ) -> Outcome:
         code = rules.check_code(code)
-        outcome = await self.repo.change_coupon(
+        outcome = await self.repo.change_code(
             change,
             code,
             None if caller.is_admin else caller.user_id,
@@ -76,28 +89,79 @@ class RedemptionDomain:
         return _accepted(outcome, ACTIONS[change])
 
     async def lock(self, caller: Principal, code: str, request_id: str = "") -> LockResult:
-        locked = await self._change(caller, Change.LOCK, "LockCoupon", code, request_id, lock_id=str(uuid.uuid4()))
+        outcome = await self._change(caller, Change.LOCK, "LockCoupon", code, request_id, lock_id=str(uuid.uuid4()))
+        locked = outcome.coupon()
         if locked.lock_id is None or locked.lock_expires_at is None:  # both set by the function
             raise RuntimeError(f"coupon {locked.code} came back from its lock without one")
         return LockResult(Coupon.of(locked), locked.lock_id, locked.lock_expires_at)
 
     async def unlock(self, caller: Principal, code: str, request_id: str = "") -> Coupon:
-        return Coupon.of(await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id))
+        return Coupon.of((await self._change(caller, Change.UNLOCK, "UnlockCoupon", code, request_id)).coupon())
 
-    async def redeem(self, caller: Principal, code: str, lock_id: str = "", request_id: str = "") -> RedeemResult:
+    async def redeem(
+        self, caller: Principal, code: str, lock_id: str = "", request_id: str = "", order: OrderInput = NO_ORDER
+    ) -> RedeemResult:
+        """Redeems the code (the holder's, or a shared one) for the order; answers the discount to apply."""
+        return await self._redeem(caller, code, lock_id, request_id, order, validate=False)
+
+    async def validate(
+        self, caller: Principal, code: str, lock_id: str = "", order: OrderInput = NO_ORDER
+    ) -> RedeemResult:
+        """What redeem would answer now, changing nothing: the discount, or redeem's refusal as the error."""
+        return await self._redeem(caller, code, lock_id, "", order, validate=True)
+
+    async def _redeem(
+        self, caller: Principal, code: str, lock_id: str, request_id: str, given: OrderInput, validate: bool
+    ) -> RedeemResult:
+        code = rules.check_code(code)
+        order = rules.check_order(given.reference, given.amount, given.currency)
         if lock_id:
             lock_id = rules.check_uuid(lock_id, "lock_id", "a lock id from LockCoupon")
-        redeemed = await self._change(
-            caller, Change.REDEEM, "RedeemCoupon", code, request_id, (lock_id,), lock_id=lock_id or None
+        parts: tuple = (code, lock_id)  # as before orders existed, so a retry across the upgrade replays
+        if given != NO_ORDER:
+            parts += (order.reference, money.text(order.amount), order.currency)
+        outcome = await self.repo.redeem(
+            code,
+            None if caller.is_admin else caller.user_id,
+            caller.user_id,
+            lock_id or None,
+            order,
+            caller.actor,
+            f"RedeemCoupon:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, parts),
+            validate=validate,
         )
-        return RedeemResult(Coupon.of(redeemed), redeemed.max_redemptions - redeemed.redemption_count)
+        redeemed = _accepted(outcome, "redeem")
+        left = _remaining(redeemed) - (1 if validate else 0)
+        currency = order.currency if redeemed.discount is not None else ""
+        return RedeemResult(Coupon.of(redeemed.coupon()), max(left, 0), redeemed.discount, currency)
+
+    async def rollback(
+        self, caller: Principal, code: str, order_reference: str, reason: str, request_id: str = ""
+    ) -> RedeemResult:
+        """Admin or a checkout service: undoes the code's redemption for the order; answers the coupon now and
+        the discount that redemption had given."""
+        code = rules.check_code(code)
+        order_reference, reason = rules.check_rollback(order_reference, reason)
+        outcome = await self.repo.rollback(
+            code,
+            order_reference,
+            reason,
+            caller.actor,
+            f"RollbackRedemption:{caller.user_id}",
+            request_id,
+            _request_hash(request_id, (code, order_reference, reason)),
+        )
+        undone = _accepted(outcome, "roll back")
+        return RedeemResult(Coupon.of(undone.coupon()), _remaining(undone), undone.discount)
 
     async def assign(self, caller: Principal, code: str, user_id: str, request_id: str = "") -> Coupon:
         """Admin: gives this AVAILABLE code to the user."""
         user_id = rules.check_uuid(user_id, "user_id", "a user id")
         await self.directory.check_assignable([user_id])
         assigned = await self._change(caller, Change.ASSIGN, "AssignCoupon", code, request_id, (user_id,), user_id)
-        return Coupon.of(assigned)
+        return Coupon.of(assigned.coupon())
 
     # random and bulk assignment: codes are picked, so their row locks (SKIP LOCKED) serialize them
 
@@ -116,6 +180,8 @@ class RedemptionDomain:
         if found is None:
             raise rules.book_not_found(book_id)
         book, refusal = found
+        if book.shared:
+            raise rules.book_shared(book.book_id)
         if refusal:
             raise rules.book_closed(refusal, book.book_id, book.valid_from, book.valid_until, "assign")
         return book
@@ -149,7 +215,7 @@ class RedemptionDomain:
             request_id,
             _request_hash(request_id, (book_id, user_id)),
         )
-        return Coupon.of(_accepted(outcome, "assign"))
+        return Coupon.of(_accepted(outcome, "assign").coupon())
 
     async def bulk_assign(
         self, caller: Principal, book_id: str, counts: list[tuple[str, int]], distribution_id: str, request_id: str = ""
@@ -220,11 +286,19 @@ class RedemptionDomain:
             )
 
 
-def _accepted(outcome: Outcome, action: str) -> CouponRow:
-    """The changed coupon, or the refusal the function answered, as its error."""
+def _accepted(outcome: Outcome, action: str) -> Outcome:
+    """The function's answer when it changed the coupon, or the refusal it answered, as its error."""
     if outcome.outcome != "OK":
         raise rules.refusal(outcome, action)
-    return outcome.coupon()
+    return outcome
+
+
+def _remaining(redeemed: Outcome) -> int:
+    """Redemptions the caller has left on the code: a shared code's within both its caps."""
+    left = (redeemed.max_redemptions or 0) - (redeemed.redemption_count or 0)
+    if redeemed.shared:
+        left = min(left, (redeemed.user_limit or 0) - (redeemed.user_redemptions or 0))
+    return max(left, 0)
 
 
 def _bulk_counts(counts: list[tuple[str, int]]) -> dict[str, int]:

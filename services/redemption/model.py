@@ -4,6 +4,7 @@ States and events are stored by these values; the servicers map them to the prot
 """
 
 import datetime as dt
+import decimal
 import enum
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ class CouponState(enum.StrEnum):
     ASSIGNED = "ASSIGNED"
     REDEEMED = "REDEEMED"
     LOCKED = "LOCKED"  # derived: a held coupon whose lock has not expired; never stored
+    EXPIRED = "EXPIRED"  # derived: a code with a use left past its book's valid_until; never stored
 
 
 class LedgerEvent(enum.StrEnum):
@@ -21,14 +23,20 @@ class LedgerEvent(enum.StrEnum):
     UNLOCKED = "UNLOCKED_EVENT"
     LOCK_EXPIRED = "LOCK_EXPIRED_EVENT"
     REDEEMED = "REDEEMED_EVENT"
+    ROLLED_BACK = "ROLLED_BACK_EVENT"
+
+
+class DiscountType(enum.StrEnum):
+    NONE = ""
+    PERCENTAGE = "PERCENTAGE"
+    FIXED_AMOUNT = "FIXED_AMOUNT"
 
 
 class Change(enum.StrEnum):
-    """What redemption.change_coupon (migration 0004) does to one coupon."""
+    """What redemption.change_code (migration 0006) does to one coupon; redeem is redemption.redeem (0007)."""
 
     LOCK = "LOCK"
     UNLOCK = "UNLOCK"
-    REDEEM = "REDEEM"
     ASSIGN = "ASSIGN"
 
 
@@ -44,13 +52,36 @@ class BookRules:
     archived: bool
     version: int
     allow_self_claim: bool = False  # a USER may assign random codes of the book to themself
+    # Shared book: codes without a holder, which any signed-in user redeems, each at most
+    # max_redemptions times (the per-user cap) and max_redemptions_total times in all (each code's global cap).
+    shared: bool = False
+    max_redemptions_total: int = 0
+    # What a code gives: a percentage of the order or a fixed amount in currency (amounts in its units).
+    discount_type: str = DiscountType.NONE
+    percent_off: decimal.Decimal | None = None
+    amount_off: decimal.Decimal | None = None
+    max_discount: decimal.Decimal | None = None
+    min_order_amount: decimal.Decimal | None = None
+    currency: str = ""
+    rollback_window_seconds: int = 0  # how long a redemption may be rolled back (0: the default)
+
+
+@dataclass(frozen=True)
+class Order:
+    """The checkout's order a redemption is for: recorded in history, its amount priced by the discount."""
+
+    reference: str = ""
+    amount: decimal.Decimal | None = None
+    currency: str = ""
+    exponent: int = 2  # the currency's minor unit: decimals of the discount
 
 
 @dataclass(frozen=True)
 class CouponRow:
     code: str
     book_id: str
-    state: str  # a stored CouponState: AVAILABLE, ASSIGNED or REDEEMED, the ledger state without the lock
+    # A stored CouponState: AVAILABLE, ASSIGNED, or REDEEMED when no redemption is left; without lock or expiry.
+    state: str
     user_id: str | None
     lock_id: str | None
     lock_expires_at: dt.datetime | None
@@ -59,30 +90,38 @@ class CouponRow:
     max_redemptions: int
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
+    expired: bool = False  # past the book's valid_until with a use left (reads as EXPIRED)
+    shared: bool = False  # a shared code: no holder, max_redemptions is its global cap
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one hot-path function call answers: OK with the coupon, or the reason it refused, with what
-    the reason's message needs. Columns of the type redemption.outcome (migration 0004)."""
+    the reason's message needs. Columns of the type redemption.outcome (migrations 0004, 0006)."""
 
     outcome: str
-    code: str | None
-    book_id: str | None
-    state: str | None
-    user_id: str | None
-    lock_id: str | None
-    lock_expires_at: dt.datetime | None
-    locked: bool | None
-    redemption_count: int | None
-    max_redemptions: int | None
-    assigned_at: dt.datetime | None
-    last_redeemed_at: dt.datetime | None
-    valid_from: dt.datetime | None
-    valid_until: dt.datetime | None
-    held: int | None
-    assignment_limit: int | None
-    available: int | None
+    code: str | None = None
+    book_id: str | None = None
+    state: str | None = None
+    user_id: str | None = None
+    lock_id: str | None = None
+    lock_expires_at: dt.datetime | None = None
+    locked: bool | None = None
+    redemption_count: int | None = None
+    max_redemptions: int | None = None
+    assigned_at: dt.datetime | None = None
+    last_redeemed_at: dt.datetime | None = None
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+    held: int | None = None
+    assignment_limit: int | None = None
+    available: int | None = None
+    shared: bool | None = None
+    user_redemptions: int | None = None  # a shared code: the caller's redemptions of it
+    user_limit: int | None = None  # a shared code: the per-user cap
+    discount: decimal.Decimal | None = None  # what a redemption takes off the order (migration 0007)
+    currency: str | None = None  # the book's
+    min_order_amount: decimal.Decimal | None = None
 
     def coupon(self) -> CouponRow:
         return CouponRow(
@@ -97,6 +136,7 @@ class Outcome:
             max_redemptions=self.max_redemptions or 0,
             assigned_at=self.assigned_at,
             last_redeemed_at=self.last_redeemed_at,
+            shared=bool(self.shared),
         )
 
 
@@ -111,6 +151,12 @@ class HistoryRow:
     request_id: str
     distribution_id: str
     created_at: dt.datetime
+    order_reference: str = ""
+    order_amount: decimal.Decimal | None = None
+    discount: decimal.Decimal | None = None
+    currency: str = ""
+    reason: str = ""  # a rollback's
+    undoes: int | None = None  # a rollback: the id of the redemption it undid
 
 
 @dataclass(frozen=True)
@@ -120,4 +166,5 @@ class BookCounts:
     assigned: int
     locked: int
     redeemed: int
+    expired: int
     redemptions: int

@@ -16,10 +16,11 @@ class LedgerQueries:
         self.repo = repository
 
     async def get(self, caller: Principal, code: str) -> Coupon:
+        """A user reads their own coupons and shared codes (which anyone may redeem), nothing else."""
         code = rules.check_code(code)
         async with self.repo.transaction() as conn:
             row = await self.repo.coupon(conn, code)
-        if row is None or not (caller.is_admin or row.user_id == caller.user_id):
+        if row is None or not (caller.is_admin or row.shared or row.user_id == caller.user_id):
             raise rules.coupon_not_found(code)
         return Coupon.of(row)
 

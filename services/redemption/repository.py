@@ -10,17 +10,34 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
 from kernel.idempotency import IdempotencyStore
-from services.redemption.model import BookCounts, BookRules, Change, CouponRow, HistoryRow, LedgerEvent, Outcome
+from services.redemption.model import (
+    BookCounts,
+    BookRules,
+    Change,
+    CouponRow,
+    CouponState,
+    HistoryRow,
+    LedgerEvent,
+    Order,
+    Outcome,
+)
 
 SCHEMA = "redemption"
 
 # The one definition of a live lock: an expired lock is no lock, in every read and write.
 LOCK_LIVE = "coalesce(c.lock_expires_at > now(), false)"
+# The one definition of an expired code (read as EXPIRED): past its book's valid_until with a use left.
+EXPIRED = "(c.state <> 'REDEEMED' AND coalesce(now() >= r.valid_until, false))"
+# How often a coupon may be redeemed in all: a shared code's global cap, a personal code's per-user limit.
+MAX_REDEMPTIONS = "CASE WHEN c.shared THEN r.max_redemptions_total ELSE r.max_redemptions END"
 COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
-    c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, c.redemption_count,
-    r.max_redemptions, c.assigned_at, c.last_redeemed_at"""
+    c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, {EXPIRED} AS expired,
+    c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
-    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim"""
+    lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total,
+    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency, rollback_window_seconds"""
+# How long a redeem of a shared code waits for its turn on a hot code before it is refused as busy.
+SHARED_WAIT_MS = 5_000
 
 
 def advisory_key(code: str) -> int:
@@ -30,14 +47,23 @@ def advisory_key(code: str) -> int:
 
 
 def _state_condition(state: str) -> str:
-    """SQL for 'the coupon reads as :state', given that a live lock reads as LOCKED."""
-    return LOCK_LIVE if state == "LOCKED" else f"c.state = :state AND NOT {LOCK_LIVE}"
+    """SQL for 'the coupon reads as :state' (Coupon.of): REDEEMED as stored, then EXPIRED, then LOCKED."""
+    match state:
+        case "REDEEMED":
+            return "c.state = 'REDEEMED'"
+        case "EXPIRED":
+            return EXPIRED
+        case "LOCKED":
+            return f"{LOCK_LIVE} AND NOT {EXPIRED}"
+    return f"c.state = '{CouponState(state).value}' AND NOT {LOCK_LIVE} AND NOT {EXPIRED}"
 
 
 # A concurrent call with the same request id committed first (redemption.remember): asked again, the
 # function replays that call's answer or refuses the id.
 REQUEST_ID_TAKEN = "CB409"
-CHANGE_COUPON = f"SELECT * FROM {SCHEMA}.change_coupon(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CHANGE_CODE = f"SELECT * FROM {SCHEMA}.change_code(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+ROLLBACK = f"SELECT * FROM {SCHEMA}.rollback(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+REDEEM = f"SELECT * FROM {SCHEMA}.redeem(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 ASSIGN_RANDOM = f"SELECT * FROM {SCHEMA}.assign_random(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -61,13 +87,16 @@ class RedemptionRepository:
     async def _call_once(self, statement: str, params: tuple) -> Outcome:
         async with db.statement_connection(self.statements) as conn:
             cursor = conn.cursor(row_factory=class_row(Outcome))
-            await cursor.execute(statement, params)
+            try:
+                await cursor.execute(statement, params)
+            except psycopg.errors.LockNotAvailable:  # a shared code's turn did not come within SHARED_WAIT_MS
+                return Outcome("BUSY", code=params[1])
             row = await cursor.fetchone()
         if row is None:  # the functions always answer one row
             raise LookupError(f"{statement} answered no row")
         return row
 
-    async def change_coupon(
+    async def change_code(
         self,
         change: Change,
         code: str,
@@ -79,9 +108,9 @@ class RedemptionRepository:
         target: str | None = None,
         lock_id: str | None = None,
     ) -> Outcome:
-        """LOCK, UNLOCK, REDEEM or ASSIGN one code in one round trip; holder None: an admin's call."""
+        """LOCK, UNLOCK or ASSIGN one code in one round trip; holder None: an admin's call."""
         return await self._call(
-            CHANGE_COUPON,
+            CHANGE_CODE,
             (
                 change.value,
                 code,
@@ -93,6 +122,68 @@ class RedemptionRepository:
                 scope,
                 request_id,
                 request_hash,
+            ),
+        )
+
+    async def redeem(
+        self,
+        code: str,
+        holder: str | None,
+        caller: str,
+        lock_id: str | None,
+        order: Order,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+        validate: bool = False,
+    ) -> Outcome:
+        """Redeems a personal or shared code for the order in one round trip; with validate, only answers
+        whether it would and with what discount (changes nothing, waits for no one)."""
+        return await self._call(
+            REDEEM,
+            (
+                code,
+                advisory_key(code),
+                holder,
+                caller,
+                lock_id,
+                actor_id,
+                scope,
+                request_id,
+                request_hash,
+                SHARED_WAIT_MS,
+                validate,
+                order.reference,
+                order.amount,
+                order.currency,
+                order.exponent,
+            ),
+        )
+
+    async def rollback(
+        self,
+        code: str,
+        order_reference: str,
+        reason: str,
+        actor_id: str,
+        scope: str,
+        request_id: str,
+        request_hash: bytes,
+    ) -> Outcome:
+        """Undoes the code's latest redemption for the order in one round trip (waiting its turn on the code)."""
+        return await self._call(
+            ROLLBACK,
+            (
+                code,
+                advisory_key(code),
+                order_reference,
+                reason,
+                actor_id,
+                scope,
+                request_id,
+                request_hash,
+                SHARED_WAIT_MS,
             ),
         )
 
@@ -123,18 +214,36 @@ class RedemptionRepository:
             sa.text(f"""
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
-                allow_self_claim)
+                allow_self_claim, shared, max_redemptions_total, discount_type, percent_off, amount_off,
+                max_discount, min_order_amount, currency, rollback_window_seconds)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
-                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim)
+                :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim,
+                :shared, :max_redemptions_total, :discount_type, :percent_off, :amount_off, :max_discount,
+                :min_order_amount, :currency, :rollback_window_seconds)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
                 max_assignments_per_user = excluded.max_assignments_per_user,
                 lock_ttl_seconds = excluded.lock_ttl_seconds, valid_from = excluded.valid_from,
                 valid_until = excluded.valid_until, archived = excluded.archived, version = excluded.version,
-                allow_self_claim = excluded.allow_self_claim, updated_at = now()
+                allow_self_claim = excluded.allow_self_claim, max_redemptions_total = excluded.max_redemptions_total,
+                discount_type = excluded.discount_type, percent_off = excluded.percent_off,
+                amount_off = excluded.amount_off, max_discount = excluded.max_discount,
+                min_order_amount = excluded.min_order_amount, currency = excluded.currency,
+                rollback_window_seconds = excluded.rollback_window_seconds, updated_at = now()
             WHERE b.version < excluded.version"""),
             values,
+        )
+        # A coupon is REDEEMED exactly when no redemption is left, also after the book's limit changed; a
+        # book's kind (shared or personal) never changes, so the upsert leaves it as it was created.
+        await conn.execute(
+            sa.text(f"""UPDATE {SCHEMA}.coupons c
+            SET state = CASE WHEN c.redemption_count >= {MAX_REDEMPTIONS} THEN 'REDEEMED'
+                WHEN c.shared THEN 'AVAILABLE' ELSE 'ASSIGNED' END
+            FROM {SCHEMA}.book_rules r WHERE r.book_id = c.book_id AND c.book_id = :book_id
+                AND (c.shared OR c.state IN ('ASSIGNED', 'REDEEMED'))
+                AND (c.state = 'REDEEMED') <> (c.redemption_count >= {MAX_REDEMPTIONS})"""),
+            {"book_id": rules.book_id},
         )
         stored = await self.rules(conn, rules.book_id)
         if stored is None:  # inserted above unless already there
@@ -170,8 +279,9 @@ class RedemptionRepository:
 
     async def add_codes(self, conn: AsyncConnection, book_id: str, codes: list[str]) -> set[str]:
         """Inserts the codes as AVAILABLE (each with a fresh random key); returns the ones inserted."""
-        statement = sa.text(f"""INSERT INTO {SCHEMA}.coupons (code, book_id)
-            SELECT code, CAST(:book_id AS uuid) FROM unnest(CAST(:codes AS text[])) AS code
+        statement = sa.text(f"""INSERT INTO {SCHEMA}.coupons (code, book_id, shared)
+            SELECT code, r.book_id, r.shared FROM unnest(CAST(:codes AS text[])) AS code
+                JOIN {SCHEMA}.book_rules r ON r.book_id = CAST(:book_id AS uuid)
             ON CONFLICT DO NOTHING RETURNING code""")
         return set((await conn.execute(statement, {"book_id": book_id, "codes": codes})).scalars())
 
@@ -248,7 +358,6 @@ class RedemptionRepository:
             params["book_id"] = book_id
         if state is not None:
             conditions.append(_state_condition(state))
-            params["state"] = state
         order = "c.code" if user_id is not None else "c.state, c.code"
         if after is not None:
             conditions.append(f"({order}) > ({', '.join(':after_' + k for k in after)})")
@@ -260,13 +369,13 @@ class RedemptionRepository:
 
     async def book_counts(self, conn: AsyncConnection, book_id: str) -> BookCounts:
         """Counted from the ledger itself (one pass over the book's rows): never drifts, no hot counter row."""
-        statement = sa.text(f"""SELECT count(*) AS total,
-                count(*) FILTER (WHERE c.state = 'AVAILABLE') AS available,
-                count(*) FILTER (WHERE c.state = 'ASSIGNED' AND NOT {LOCK_LIVE}) AS assigned,
-                count(*) FILTER (WHERE {LOCK_LIVE}) AS locked,
-                count(*) FILTER (WHERE c.state = 'REDEEMED' AND NOT {LOCK_LIVE}) AS redeemed,
+        by_state = ",\n".join(
+            f"count(*) FILTER (WHERE {_state_condition(state)}) AS {state.lower()}"
+            for state in ("AVAILABLE", "ASSIGNED", "LOCKED", "REDEEMED", "EXPIRED")
+        )
+        statement = sa.text(f"""SELECT count(*) AS total, {by_state},
                 coalesce(sum(c.redemption_count), 0) AS redemptions
-            FROM {SCHEMA}.coupons c WHERE c.book_id = :b""")
+            FROM {SCHEMA}.coupons c JOIN {SCHEMA}.book_rules r USING (book_id) WHERE c.book_id = :b""")
         return BookCounts(**(await conn.execute(statement, {"b": book_id})).one()._mapping)
 
     # per-(user, book) holdings: the atomic limit on assignments
@@ -313,7 +422,8 @@ class RedemptionRepository:
     ) -> list[HistoryRow]:
         subject = "code = :subject" if code is not None else "book_id = CAST(:subject AS uuid)"
         statement = sa.text(f"""SELECT id, code, book_id::text AS book_id, event, user_id::text AS user_id,
-                actor_id, request_id, distribution_id, created_at
+                actor_id, request_id, distribution_id, created_at, order_reference, order_amount, discount, currency,
+                reason, undoes
             FROM {SCHEMA}.history WHERE {subject} AND id > :after ORDER BY id LIMIT :limit""")
         rows = await conn.execute(
             statement, {"subject": code if code is not None else book_id, "after": after_id, "limit": limit}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import decimal
 import json
 import typing
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from services.redemption.model import CouponRow, CouponState
 
 @dataclass(frozen=True)
 class Coupon:
-    """A coupon as callers see it: a live lock reads as LOCKED, an expired one as no lock."""
+    """A coupon as callers see it: REDEEMED when no use is left; else EXPIRED past its book's valid_until;
+    else a live lock reads as LOCKED (an expired lock is no lock)."""
 
     code: str
     book_id: str
@@ -22,19 +24,30 @@ class Coupon:
     max_redemptions: int
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
+    shared: bool = False
+
+    @property
+    def remaining_redemptions(self) -> int:
+        return max(self.max_redemptions - self.redemption_count, 0)
 
     @classmethod
     def of(cls, row: CouponRow) -> "Coupon":
+        state = row.state
+        if state != CouponState.REDEEMED and row.expired:
+            state = CouponState.EXPIRED
+        elif state != CouponState.REDEEMED and row.locked:
+            state = CouponState.LOCKED
         return cls(
             code=row.code,
             book_id=row.book_id,
-            state=CouponState.LOCKED if row.locked else row.state,
+            state=state,
             user_id=row.user_id,
-            lock_expires_at=row.lock_expires_at if row.locked else None,
+            lock_expires_at=row.lock_expires_at if state == CouponState.LOCKED else None,
             redemption_count=row.redemption_count,
             max_redemptions=row.max_redemptions,
             assigned_at=row.assigned_at,
             last_redeemed_at=row.last_redeemed_at,
+            shared=row.shared,
         )
 
 
@@ -49,6 +62,8 @@ class LockResult:
 class RedeemResult:
     coupon: Coupon
     remaining_redemptions: int
+    discount: decimal.Decimal | None = None  # what to take off the order, in currency
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ reason and the numbers. Input checks and the book rules' own validation are here
 """
 
 import datetime as dt
+import decimal
 import uuid
 
+from kernel import money
 from kernel.errors import (
     Aborted,
     DomainError,
@@ -21,9 +23,13 @@ from kernel.errors import (
 )
 from kernel.idempotency import request_id_reused
 from kernel.validation import has_control_characters
-from services.redemption.model import BookRules, CouponRow, CouponState, Outcome
+from services.redemption.model import BookRules, CouponRow, CouponState, DiscountType, Order, Outcome
 
 MAX_CODE_LENGTH = 128
+MAX_ORDER_REFERENCE_LENGTH = 128
+MAX_REASON_LENGTH = 500
+DEFAULT_ROLLBACK_WINDOW_SECONDS = 7 * 24 * 3600
+MAX_ROLLBACK_WINDOW_SECONDS = 90 * 24 * 3600
 DEFAULT_LOCK_TTL_SECONDS = 300
 MAX_LOCK_TTL_SECONDS = 3600
 
@@ -79,6 +85,46 @@ def check_code(code: str, field: str = "code") -> str:
     return code.upper()
 
 
+def check_order(reference: str, amount: str, currency: str) -> Order:
+    """The order a redemption is for; an amount needs its currency and at most the currency's decimals."""
+    violations = []
+    if len(reference) > MAX_ORDER_REFERENCE_LENGTH or has_control_characters(reference):
+        violations.append(
+            FieldViolation(
+                "order_reference", f"must be at most {MAX_ORDER_REFERENCE_LENGTH} characters without control characters"
+            )
+        )
+    if (problem := money.currency_violation(currency, "currency")) and (amount or currency):
+        violations.append(problem)
+    elif currency and not amount:
+        violations.append(FieldViolation("currency", "is given only with order_amount"))
+    elif amount and (problem := money.amount_violation(amount, currency, "order_amount")):
+        violations.append(problem)
+    if violations:
+        raise InvalidArgument(violations)
+    if not amount:
+        return Order(reference=reference)
+    return Order(reference, decimal.Decimal(amount), currency, money.MINOR_UNITS[currency])
+
+
+def check_rollback(order_reference: str, reason: str) -> tuple[str, str]:
+    violations = []
+    if not order_reference:
+        violations.append(FieldViolation("order_reference", "is required: the order the redemption was made for"))
+    elif len(order_reference) > MAX_ORDER_REFERENCE_LENGTH or has_control_characters(order_reference):
+        violations.append(FieldViolation("order_reference", f"must be at most {MAX_ORDER_REFERENCE_LENGTH} characters"))
+    reason = reason.strip()
+    if not reason:
+        violations.append(FieldViolation("reason", "is required"))
+    elif len(reason) > MAX_REASON_LENGTH or has_control_characters(reason):
+        violations.append(
+            FieldViolation("reason", f"must be at most {MAX_REASON_LENGTH} characters without control characters")
+        )
+    if violations:
+        raise InvalidArgument(violations)
+    return order_reference, reason
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -116,8 +162,21 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.lock_ttl_seconds", f"must be 1..{MAX_LOCK_TTL_SECONDS} (0: 300)"))
     if rules.valid_from and rules.valid_until and rules.valid_from >= rules.valid_until:
         violations.append(FieldViolation("rules.valid_until", "must be after valid_from"))
+    rollback_window = rules.rollback_window_seconds or DEFAULT_ROLLBACK_WINDOW_SECONDS
+    if not 1 <= rollback_window <= MAX_ROLLBACK_WINDOW_SECONDS:
+        violations.append(
+            FieldViolation("rules.rollback_window_seconds", f"must be 1..{MAX_ROLLBACK_WINDOW_SECONDS} (0: 7 days)")
+        )
     if rules.version < 0:
         violations.append(FieldViolation("rules.version", "must not be negative"))
+    if rules.discount_type not in tuple(DiscountType):
+        violations.append(FieldViolation("rules.discount_type", "must be a known discount type"))
+    if (rules.discount_type or rules.currency) and money.currency_violation(rules.currency, "rules.currency"):
+        violations.append(FieldViolation("rules.currency", "must be an ISO 4217 currency code with a discount"))
+    if rules.shared and rules.max_redemptions_total < 1:
+        violations.append(FieldViolation("rules.max_redemptions_total", "must be at least 1 for a shared book"))
+    elif not rules.shared and rules.max_redemptions_total != 0:
+        violations.append(FieldViolation("rules.max_redemptions_total", "must be 0 for a book of personal codes"))
     if violations:
         raise InvalidArgument(violations)
     return BookRules(
@@ -131,6 +190,15 @@ def normalize_rules(rules: BookRules) -> BookRules:
         archived=rules.archived,
         version=rules.version,
         allow_self_claim=rules.allow_self_claim,
+        shared=rules.shared,
+        max_redemptions_total=rules.max_redemptions_total,
+        discount_type=rules.discount_type,
+        percent_off=rules.percent_off,
+        amount_off=rules.amount_off,
+        max_discount=rules.max_discount,
+        min_order_amount=rules.min_order_amount,
+        currency=rules.currency,
+        rollback_window_seconds=rollback_window,
     )
 
 
@@ -170,6 +238,15 @@ def self_claim_not_allowed(book_id: str) -> PermissionDenied:
         f"Book {book_id} does not allow self-service claims (its rule allow_self_claim is off); "
         "an administrator hands its codes out.",
         reason="SELF_CLAIM_NOT_ALLOWED",
+    )
+
+
+def book_shared(book_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"Book {book_id} holds shared codes, which have no holder: any signed-in user redeems them directly.",
+        reason="BOOK_SHARED",
+        metadata={"book_id": book_id},
+        violations=[PreconditionViolation("BOOK_SHARED", f"book:{book_id}", "shared codes are not assigned")],
     )
 
 
@@ -240,6 +317,82 @@ def _no_redemptions_left(action: str, row: CouponRow) -> FailedPrecondition:
     )
 
 
+def _shared_limit(action: str, outcome: Outcome) -> FailedPrecondition:
+    """A shared code at its global cap, or the caller at their own cap on it."""
+    row = outcome.coupon()
+    if outcome.outcome == "SHARED_LIMIT_REACHED":
+        return _refused(
+            action,
+            row,
+            CouponState.REDEEMED,
+            f"the shared code was redeemed {row.redemption_count} of the {row.max_redemptions} times it allows",
+            "SHARED_LIMIT_REACHED",
+            redemption_count=row.redemption_count,
+            max_redemptions=row.max_redemptions,
+        )
+    used, limit = outcome.user_redemptions or 0, outcome.user_limit or 0
+    return FailedPrecondition(
+        f"Cannot {action} shared code {row.code} again: you have redeemed it {used} of the {limit} times "
+        "it allows per user.",
+        reason="USER_LIMIT_REACHED",
+        metadata={"code": row.code, "user_redemptions": used, "max_redemptions_per_user": limit},
+        violations=[PreconditionViolation("USER_LIMIT_REACHED", f"coupon:{row.code}", "per-user cap reached")],
+    )
+
+
+def _order_refused(reason: str, outcome: Outcome) -> FailedPrecondition:
+    """The order does not fit the book's discount: its currency, or its amount below the minimum."""
+    code, currency, minimum = outcome.code or "", outcome.currency or "", money.text(outcome.min_order_amount)
+    message, rule = {
+        "CURRENCY_MISMATCH": (
+            f"Coupon {code} gives its discount in {currency}: the order must be in {currency}.",
+            f"order currency must be {currency}",
+        ),
+        "ORDER_AMOUNT_REQUIRED": (
+            f"Coupon {code} needs an order of at least {minimum} {currency}: give order_amount and currency.",
+            "order amount required",
+        ),
+        "ORDER_BELOW_MINIMUM": (
+            f"Coupon {code} needs an order of at least {minimum} {currency}.",
+            f"minimum order {minimum} {currency}",
+        ),
+    }[reason]
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={"code": code, "currency": currency, "min_order_amount": minimum},
+        violations=[PreconditionViolation(reason, f"coupon:{code}", rule)],
+    )
+
+
+def _rollback_refused(reason: str, outcome: Outcome) -> DomainError:
+    code = outcome.code or ""
+    if reason == "REDEMPTION_NOT_FOUND":
+        return NotFound(
+            "redemption",
+            code,
+            reason=reason,
+            message=f"Coupon {code} has no redemption for this order reference.",
+        )
+    message, rule = {
+        "ALREADY_ROLLED_BACK": (
+            f"The redemption of coupon {code} for this order was already rolled back.",
+            "rolled back already",
+        ),
+        "ROLLBACK_WINDOW_PASSED": (
+            f"Cannot roll back the redemption of coupon {code} made at {_when(outcome.last_redeemed_at)}: "
+            "the book's rollback window has passed.",
+            "rollback window passed",
+        ),
+    }[reason]
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={"code": code},
+        violations=[PreconditionViolation(reason, f"coupon:{code}", rule)],
+    )
+
+
 def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
     until = _when(row.lock_expires_at)
     message, rule = {
@@ -273,6 +426,22 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
             return book_not_found(book_id)
         case "BOOK_ARCHIVED" | "BOOK_NOT_YET_VALID" | "BOOK_EXPIRED":
             return book_closed(reason, book_id, outcome.valid_from, outcome.valid_until, action)
+        case "BOOK_SHARED":
+            return book_shared(book_id)
+        case "COUPON_SHARED":
+            return FailedPrecondition(
+                f"Cannot {action} shared code {row.code}: shared codes have no holder and no lock; "
+                "redeem it directly, without a lock id.",
+                reason=reason,
+                metadata={"code": row.code},
+                violations=[PreconditionViolation(reason, f"coupon:{row.code}", "shared codes are only redeemed")],
+            )
+        case "SHARED_LIMIT_REACHED" | "USER_LIMIT_REACHED":
+            return _shared_limit(action, outcome)
+        case "CURRENCY_MISMATCH" | "ORDER_AMOUNT_REQUIRED" | "ORDER_BELOW_MINIMUM":
+            return _order_refused(reason, outcome)
+        case "REDEMPTION_NOT_FOUND" | "ALREADY_ROLLED_BACK" | "ROLLBACK_WINDOW_PASSED":
+            return _rollback_refused(reason, outcome)
         case "SELF_CLAIM_NOT_ALLOWED":
             return self_claim_not_allowed(book_id)
         case "BOOK_BUSY":

@@ -2,14 +2,14 @@
 
 from coupons.redemption.v1 import redemption_pb2 as pb
 from coupons.redemption.v1 import redemption_pb2_grpc
-from kernel import metrics
+from kernel import metrics, money
 from kernel.context import current_principal
 from kernel.timestamps import from_timestamp, to_timestamp
 from kernel.validation import enum_name
-from services.redemption.domain import RedemptionDomain
-from services.redemption.model import BookCounts, BookRules, CouponState, HistoryRow, LedgerEvent
+from services.redemption.domain import OrderInput, RedemptionDomain
+from services.redemption.model import BookCounts, BookRules, CouponState, DiscountType, HistoryRow, LedgerEvent
 from services.redemption.queries import LedgerQueries
-from services.redemption.results import Coupon
+from services.redemption.results import Coupon, RedeemResult
 
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name for name in ("RedemptionService", "LedgerInternalService")
@@ -22,6 +22,7 @@ STATES = {
     CouponState.ASSIGNED: pb.ASSIGNED,
     CouponState.LOCKED: pb.LOCKED,
     CouponState.REDEEMED: pb.REDEEMED,
+    CouponState.EXPIRED: pb.EXPIRED,
 }
 STATE_OF: dict[int, CouponState] = {number: state for state, number in STATES.items()}
 EVENTS = {
@@ -30,7 +31,16 @@ EVENTS = {
     LedgerEvent.UNLOCKED: pb.UNLOCKED_EVENT,
     LedgerEvent.LOCK_EXPIRED: pb.LOCK_EXPIRED_EVENT,
     LedgerEvent.REDEEMED: pb.REDEEMED_EVENT,
+    LedgerEvent.ROLLED_BACK: pb.ROLLED_BACK_EVENT,
 }
+
+
+DISCOUNT_TYPES = {
+    DiscountType.NONE: pb.DISCOUNT_TYPE_UNSPECIFIED,
+    DiscountType.PERCENTAGE: pb.DISCOUNT_TYPE_PERCENTAGE,
+    DiscountType.FIXED_AMOUNT: pb.DISCOUNT_TYPE_FIXED_AMOUNT,
+}
+DISCOUNT_TYPE_OF: dict[int, DiscountType] = {number: kind for kind, number in DISCOUNT_TYPES.items()}
 
 
 def _state(value: int) -> str | None:
@@ -51,6 +61,8 @@ def coupon_message(coupon: Coupon) -> pb.Coupon:
         max_redemptions=coupon.max_redemptions,
         assign_time=to_timestamp(coupon.assigned_at),
         last_redeem_time=to_timestamp(coupon.last_redeemed_at),
+        remaining_redemptions=coupon.remaining_redemptions,
+        shared=coupon.shared,
     )
 
 
@@ -66,6 +78,15 @@ def _rules_message(rules: BookRules) -> pb.BookRules:
         archived=rules.archived,
         version=rules.version,
         allow_self_claim=rules.allow_self_claim,
+        shared=rules.shared,
+        max_redemptions_total=rules.max_redemptions_total,
+        discount_type=DISCOUNT_TYPES[DiscountType(rules.discount_type)],
+        percent_off=money.text(rules.percent_off),
+        amount_off=money.text(rules.amount_off),
+        max_discount=money.text(rules.max_discount),
+        min_order_amount=money.text(rules.min_order_amount),
+        currency=rules.currency,
+        rollback_window_seconds=rules.rollback_window_seconds,
     )
 
 
@@ -81,6 +102,15 @@ def _rules(message: pb.BookRules) -> BookRules:
         archived=message.archived,
         version=message.version,
         allow_self_claim=message.allow_self_claim,
+        shared=message.shared,
+        max_redemptions_total=message.max_redemptions_total,
+        discount_type=DISCOUNT_TYPE_OF.get(message.discount_type, str(message.discount_type)),
+        percent_off=money.parse(message.percent_off, "rules.percent_off"),
+        amount_off=money.parse(message.amount_off, "rules.amount_off"),
+        max_discount=money.parse(message.max_discount, "rules.max_discount"),
+        min_order_amount=money.parse(message.min_order_amount, "rules.min_order_amount"),
+        currency=message.currency,
+        rollback_window_seconds=message.rollback_window_seconds,
     )
 
 
@@ -98,6 +128,12 @@ def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryRespon
                 request_id=e.request_id,
                 distribution_id=e.distribution_id,
                 time=to_timestamp(e.created_at),
+                order_reference=e.order_reference,
+                order_amount=money.text(e.order_amount),
+                discount=money.text(e.discount),
+                currency=e.currency,
+                reason=e.reason,
+                undoes_id=e.undoes or 0,
             )
             for e in entries
         ],
@@ -113,7 +149,18 @@ def _counts(book_id: str, counts: BookCounts) -> pb.BookCounts:
         locked=counts.locked,
         redeemed=counts.redeemed,
         redemptions=counts.redemptions,
+        expired=counts.expired,
     )
+
+
+def _redeemed(result: RedeemResult) -> dict:
+    """The fields RedeemCouponResponse and ValidateCouponResponse share."""
+    return {
+        "coupon": coupon_message(result.coupon),
+        "remaining_redemptions": result.remaining_redemptions,
+        "discount": money.text(result.discount),
+        "currency": result.currency,
+    }
 
 
 class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
@@ -143,11 +190,27 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
         return coupon_message(await self.domain.unlock(current_principal(), request.code, request.request_id))
 
     async def RedeemCoupon(self, request, context):
-        result = await self.domain.redeem(current_principal(), request.code, request.lock_id, request.request_id)
-        metrics.REDEMPTIONS.labels(result.coupon.book_id).inc()
-        return pb.RedeemCouponResponse(
-            coupon=coupon_message(result.coupon), remaining_redemptions=result.remaining_redemptions
+        result = await self.domain.redeem(
+            current_principal(),
+            request.code,
+            request.lock_id,
+            request.request_id,
+            OrderInput(request.order_reference, request.order_amount, request.currency),
         )
+        metrics.REDEMPTIONS.labels(result.coupon.book_id).inc()
+        return pb.RedeemCouponResponse(**_redeemed(result))
+
+    async def ValidateCoupon(self, request, context):
+        result = await self.domain.validate(
+            current_principal(), request.code, request.lock_id, OrderInput("", request.order_amount, request.currency)
+        )
+        return pb.ValidateCouponResponse(**_redeemed(result))
+
+    async def RollbackRedemption(self, request, context):
+        result = await self.domain.rollback(
+            current_principal(), request.code, request.order_reference, request.reason, request.request_id
+        )
+        return pb.RollbackRedemptionResponse(coupon=coupon_message(result.coupon), discount=money.text(result.discount))
 
     async def GetCoupon(self, request, context):
         return coupon_message(await self.queries.get(current_principal(), request.code))
