@@ -1,0 +1,31 @@
+// Admin screens name people by e-mail, not by id: the accounts are loaded once and looked up locally.
+import { ref } from "vue";
+import { api, withQuery } from "./api/client";
+import type { ListUsersResponse, User } from "./api/types";
+
+export const users = ref<User[]>([]);
+let loading: Promise<User[]> | null = null;
+
+export function loadUsers(force = false): Promise<User[]> {
+  if (force) loading = null;
+  loading ??= (async () => {
+    const all: User[] = [];
+    let token = "";
+    do {
+      const page = await api<ListUsersResponse>("GET", withQuery("/api/v1/users", { page_size: 1000, page_token: token }));
+      all.push(...(page.users ?? []));
+      token = page.next_page_token ?? "";
+    } while (token);
+    users.value = all;
+    return all;
+  })().catch((error) => {
+    loading = null;
+    throw error;
+  });
+  return loading;
+}
+
+export function userLabel(id: string | undefined): string {
+  if (!id) return "";
+  return users.value.find((user) => user.id === id)?.email ?? "an account no longer listed";
+}

@@ -1,0 +1,197 @@
+"""The web console in a real Chromium against the process suite as `make run` starts it (tests/fixtures_console.py):
+sign in and out, My coupons with every action and the server's refusals in words, an admin creating a book and
+generating codes with the progress bar, a CSV upload's report; and the console's API types match the gateway's
+own /openapi.json. Screenshots of each screen land in test-artifacts/console/."""
+
+import json
+import re
+import subprocess
+import uuid
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, expect
+
+from kernel.settings import ROOT
+from tests.fixtures_console import PHONE
+
+CONSOLE = ROOT / "console"
+SCHEMA = CONSOLE / "src" / "api" / "schema.d.ts"
+
+
+async def _api(base: str, method: str, path: str, token: str = "", body=None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, base + path, json=body, headers=headers) as response:
+            answer = await response.json()
+            assert response.status == 200, answer
+            return answer
+
+
+async def _token(base: str, email: str, password: str) -> str:
+    return (await _api(base, "POST", "/api/v1/auth/login", body={"email": email, "password": password}))["access_token"]
+
+
+async def _sign_in(page: Page, email: str, password: str) -> None:
+    await page.get_by_label("E-mail").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+def _card(page: Page, code: str):
+    return page.get_by_role("listitem").filter(has=page.get_by_role("heading", name=code))
+
+
+async def test_the_gateway_serves_the_console_with_its_headers(console_url):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{console_url}/books/deep-link") as response:
+            assert response.status == 200 and '<div id="app"></div>' in await response.text()
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        async with http.get(f"{console_url}/api/v1/no-such-route") as response:
+            assert response.status == 404 and response.content_type == "application/json"
+
+
+async def test_register_sign_out_and_sign_in(pages, console_url):
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    page = await pages.open("/", viewport=PHONE)
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await pages.shot(page, "sign-in")
+    await page.get_by_role("button", name="New here? Create an account").click()
+    await page.get_by_label("Name").fill("Newcomer")
+    await page.get_by_label("E-mail").fill(email)
+    await page.get_by_label("Password").fill("short")
+    await page.get_by_role("button", name="Create account").click()
+    assert await page.get_by_label("Password").evaluate("input => !input.validity.valid")  # 8 characters at least
+    await page.get_by_label("Password").fill("long-enough-1")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.get_by_role("heading", name="My coupons")).to_be_visible()
+    await expect(page.get_by_text("You have no coupons yet.")).to_be_visible()
+    await expect(page.get_by_role("link", name="Books")).to_have_count(0)  # not an admin
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await _sign_in(page, email, "wrong-password")
+    await expect(page.get_by_role("alert")).to_contain_text("Wrong e-mail or password")
+    await _sign_in(page, email, "long-enough-1")
+    await expect(page.get_by_text("Newcomer")).to_be_visible()
+
+
+async def test_my_coupons_lock_redeem_and_the_refusals_in_words(pages, console_url):
+    """A fresh account gets two single-use codes; the console locks, is refused, unlocks, redeems."""
+    email = f"holder-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "holder-pass-1"})
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    user = await _api(console_url, "GET", f"/api/v1/users/search/by-email?email={email}", admin)
+    summer = (await _api(console_url, "GET", "/api/v1/books?name_contains=Summer%20Sale", admin))["books"][0]
+    first, second = [
+        (
+            await _api(
+                console_url, "POST", "/api/v1/coupons/assign", admin, {"book_id": summer["id"], "user_id": user["id"]}
+            )
+        )["code"]
+        for _ in range(2)
+    ]
+    page = await pages.open("/")
+    await _sign_in(page, email, "holder-pass-1")
+    card = _card(page, first)
+    await expect(card).to_contain_text("Summer Sale 2026")  # the book's name, not its id
+    await expect(card).to_contain_text("Ready to use")
+    assert summer["id"] not in await page.locator("main").inner_text()
+
+    # Lock, then redeem with the lock the console holds: a checkout.
+    await card.get_by_role("button", name="Lock", exact=True).click()
+    await expect(card).to_contain_text("Locked for your checkout.")
+    await expect(card.locator(".countdown")).to_have_text(re.compile(r"^[45]:\d\d$"))
+    await pages.shot(page, "my-coupons-locked")
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card).to_contain_text("Redeemed. Uses left: 0.")
+    # Redeeming again is refused, and the person is told why.
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card.get_by_role("alert")).to_contain_text("This coupon has been used")
+    await expect(card.get_by_role("alert")).to_contain_text("Cannot redeem a REDEEMED coupon")
+
+    # Locked elsewhere (another tab's checkout: its lock id is not this page's): redeem is refused.
+    other = await pages.open("/")
+    await _sign_in(other, email, "holder-pass-1")
+    await _card(other, second).get_by_role("button", name="Lock", exact=True).click()
+    await expect(_card(other, second)).to_contain_text("Locked for your checkout.")
+    await page.reload()
+    card = _card(page, second)
+    await expect(card).to_contain_text("Locked")
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card.get_by_role("alert")).to_contain_text("This coupon is locked for a checkout")
+    await expect(card.get_by_role("alert")).to_contain_text("redeem with its lock id or unlock it first")
+    await pages.shot(page, "my-coupons-refused")
+    await card.get_by_role("button", name="Unlock").click()
+    await expect(card).to_contain_text("Unlocked.")
+    await card.get_by_role("button", name="Unlock").click()
+    await expect(card.get_by_role("alert")).to_contain_text("This coupon is not locked")
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card).to_contain_text("Redeemed. Uses left: 0.")
+    await pages.shot(page, "my-coupons")
+
+
+async def test_claim_from_a_self_service_book(pages, console_url):
+    email = f"claimer-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "claimer-pass-1"})
+    page = await pages.open("/", viewport=PHONE)
+    await _sign_in(page, email, "claimer-pass-1")
+    await page.get_by_label("Book").select_option(label="Welcome Gift")
+    await page.get_by_role("button", name="Claim").click()
+    await expect(page.get_by_role("status")).to_contain_text("from Welcome Gift")
+    await expect(page.locator(".card")).to_have_count(1)
+    await page.get_by_role("button", name="Claim").click()  # one per person
+    await expect(page.get_by_role("alert")).to_contain_text("The limit of coupons per person is reached")
+    await pages.shot(page, "my-coupons-phone")
+
+
+async def test_admin_creates_a_book_generates_codes_and_uploads_a_csv(pages, console_url, tmp_path):
+    name = f"Console book {uuid.uuid4().hex[:6]}"
+    page = await pages.open("/books")
+    await _sign_in(page, "admin@example.com", "admin123")
+    await expect(page.get_by_role("heading", name="Books")).to_be_visible()
+    await expect(page.get_by_text(re.compile(r"^\d+ books?$"))).to_be_visible()
+    await pages.shot(page, "books")
+    await page.get_by_role("button", name="New book").click()
+    await page.get_by_label("Name", exact=True).fill(name)
+    await page.get_by_label("Code pattern").fill("CON-{}")
+    await page.get_by_label("Codes per person").fill("2")
+    await page.get_by_role("button", name="Create book").click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+
+    await page.get_by_label("How many").fill("10000")
+    await page.get_by_role("button", name="Generate").click()
+    await expect(page.get_by_text("Done: 10000 codes generated.")).to_be_visible(timeout=60_000)
+    progress = page.locator("progress")
+    assert await progress.get_attribute("value") == await progress.get_attribute("max") == "10000"
+    await expect(page.get_by_text("Generated 10000 of 10000 (100%)")).to_be_visible()
+    await expect(page.locator("dl.stats")).to_contain_text("10000")
+
+    csv = tmp_path / "codes.csv"
+    csv.write_text("code\nUPLOADED-0001\nUPLOADED-0002\nUPLOADED-0001\nnot a code!\n")
+    await page.get_by_label("CSV file").set_input_files(str(csv))
+    report = page.get_by_role("status").filter(has_text="codes accepted")
+    await expect(report).to_contain_text("2 of 4 codes accepted; 2 rejected.")
+    rejected = page.get_by_role("table", name="Rejected codes")
+    await expect(rejected.get_by_role("row")).to_have_count(3)  # the header and two codes
+    await expect(rejected).to_contain_text("NOT A CODE!")
+    await expect(rejected).to_contain_text("A code may contain only letters")
+    await pages.shot(page, "book")
+
+    await page.get_by_role("link", name="← All books").click()
+    await page.get_by_label("Name contains").fill(name)
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.get_by_text("1 book", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name=name)).to_be_visible()
+
+
+async def test_the_console_types_are_the_gateways_openapi(console_url, console_dist, tmp_path):
+    """console/src/api/schema.d.ts is what openapi-typescript makes of the live /openapi.json (`make console-types`)."""
+    document = tmp_path / "openapi.json"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{console_url}/openapi.json") as response:
+            document.write_text(json.dumps(await response.json()))
+    fresh = tmp_path / "schema.d.ts"
+    generate = ["npx", "--no-install", "openapi-typescript", str(document), "-o", str(fresh)]
+    subprocess.run(generate, cwd=CONSOLE, check=True, capture_output=True, timeout=120)
+    if fresh.read_text() != SCHEMA.read_text():
+        pytest.fail("console/src/api/schema.d.ts is stale: run `make console-types` against a `make run` suite")
