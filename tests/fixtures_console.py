@@ -1,8 +1,9 @@
 """Fixtures for the web console's browser tests: the console built, Debian's Chromium (installed when missing)
 driven by Playwright, and pages on the process suite's gateway as `make run` starts it.
 
-Every page records what the browser reports as an error (a CSP violation, an exception, a failed load) and
-is photographed into test-artifacts/console/ when its test fails; tests save their own screenshots there too.
+Every page records what the browser reports as an error (a CSP violation, an uncaught exception) and is
+photographed into test-artifacts/console/ when its test fails; each screen a test shows (Pages.shot) is
+photographed there too and scanned with axe-core; any of these fails the test.
 """
 
 import shutil
@@ -85,15 +86,21 @@ class Pages:
             self.problems.append(text)
 
     async def shot(self, page: Page, label: str) -> Path:
+        """A screenshot of the screen, and its accessibility scan (violations fail the test at its end)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{label}.png"
         await page.screenshot(path=str(path), full_page=True)
+        self.problems += [f"{label}: {problem}" for problem in await accessibility_problems(page)]
         return path
+
+    async def photograph(self, page: Page, label: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"{label}.png"), full_page=True)
 
     async def close(self, failed: bool) -> None:
         if failed:
             for number, page in enumerate(self.pages):
-                await self.shot(page, f"FAILED-{self.name}-{number}")
+                await self.photograph(page, f"FAILED-{self.name}-{number}")
         for context in self.contexts:
             await context.close()
 
@@ -104,3 +111,18 @@ async def pages(browser, console_url, request):
     yield opened
     await opened.close(request.node.stash.get(_FAILED, True))
     assert not opened.problems, f"the browser reported: {opened.problems}"
+
+
+AXE = ROOT / "console" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def accessibility_problems(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is (WCAG 2 A and AA rules)."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text())  # evaluated by the driver: the page's CSP does not apply
+    result = await page.evaluate(
+        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']})).violations"
+        ".filter(v => ['serious', 'critical'].includes(v.impact))"
+        ".map(v => `${v.id}: ${v.help} (${v.nodes.map(n => n.target.join(' ')).join(', ')})`)"
+    )
+    return result

@@ -3,6 +3,7 @@ sign in and out, My coupons with every action and the server's refusals in words
 generating codes with the progress bar, a CSV upload's report; and the console's API types match the gateway's
 own /openapi.json. Screenshots of each screen land in test-artifacts/console/."""
 
+import asyncio
 import json
 import re
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from kernel.settings import ROOT
-from tests.fixtures_console import PHONE
+from tests.fixtures_console import PHONE, accessibility_problems
 
 CONSOLE = ROOT / "console"
 SCHEMA = CONSOLE / "src" / "api" / "schema.d.ts"
@@ -141,6 +142,7 @@ async def test_claim_from_a_self_service_book(pages, console_url):
     await expect(page.locator(".card")).to_have_count(1)
     await page.get_by_role("button", name="Claim").click()  # one per person
     await expect(page.get_by_role("alert")).to_contain_text("The limit of coupons per person is reached")
+    await expect(page.get_by_role("alert")).to_contain_text(f"{email} holds 1 of at most 1 codes")  # not an id
     await pages.shot(page, "my-coupons-phone")
 
 
@@ -195,3 +197,100 @@ async def test_the_console_types_are_the_gateways_openapi(console_url, console_d
     subprocess.run(generate, cwd=CONSOLE, check=True, capture_output=True, timeout=120)
     if fresh.read_text() != SCHEMA.read_text():
         pytest.fail("console/src/api/schema.d.ts is stale: run `make console-types` against a `make run` suite")
+
+
+async def test_the_same_coupon_redeemed_from_two_browsers_at_once(pages, console_url):
+    """One redeem wins; the other page shows the conflict in words."""
+    email = f"racer-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "racer-pass-1"})
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    user = await _api(console_url, "GET", f"/api/v1/users/search/by-email?email={email}", admin)
+    summer = (await _api(console_url, "GET", "/api/v1/books?name_contains=Summer%20Sale", admin))["books"][0]
+    body = {"book_id": summer["id"], "user_id": user["id"]}
+    code = (await _api(console_url, "POST", "/api/v1/coupons/assign", admin, body))["code"]
+    first, second = await pages.open("/"), await pages.open("/")
+    for page in (first, second):
+        await _sign_in(page, email, "racer-pass-1")
+        await expect(_card(page, code)).to_contain_text("Ready to use")
+    await asyncio.gather(*(_card(p, code).get_by_role("button", name="Redeem").click() for p in (first, second)))
+    outcomes = []
+    for page in (first, second):
+        result = _card(page, code).locator(".result")
+        await expect(result).not_to_be_empty()
+        outcomes.append(await result.inner_text())
+    assert sum("Redeemed. Uses left: 0." in text for text in outcomes) == 1, outcomes
+    refused = next(text for text in outcomes if "Redeemed." not in text)
+    assert "This coupon has been used" in refused or "at the same moment" in refused, outcomes
+
+
+async def test_admin_pools_members_by_email_and_a_previewed_distribution(pages, console_url):
+    name = f"Console pool {uuid.uuid4().hex[:6]}"
+    page = await pages.open("/pools")
+    await _sign_in(page, "admin@example.com", "admin123")
+    await expect(page.get_by_role("link", name="Beta Testers")).to_be_visible()
+    await pages.shot(page, "pools")
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_role("button", name="Create pool").click()
+    await expect(page.get_by_role("heading", name=name)).to_be_visible()
+    await expect(page.get_by_text("No members yet.")).to_be_visible()
+
+    await page.get_by_label("E-mail addresses").fill("alice@example.com, bob@example.com\nnobody@example.com")
+    await page.get_by_role("button", name="Add members").click()
+    results = page.get_by_role("list", name="Result per address")
+    await expect(results).to_contain_text("alice@example.com: added")
+    await expect(results).to_contain_text("nobody@example.com: no account with this e-mail")
+    await expect(page.get_by_role("heading", name="Members (2)")).to_be_visible()
+
+    await page.get_by_label("Book").select_option(label="VIP Rewards")
+    await page.get_by_label("Mode").select_option("RANDOM")
+    await page.get_by_label("Codes in all").fill("10")
+    await page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview")
+    await expect(preview).to_contain_text("10 codes of VIP Rewards for 2 members")
+    await expect(preview.get_by_role("table")).to_contain_text("bob@example.com")  # members by e-mail
+    await pages.shot(page, "pool-preview")
+    await preview.get_by_role("button", name="Confirm distribution").click()
+    await expect(page.get_by_role("status").filter(has_text="Distributed")).to_contain_text(
+        "Distributed 10 codes of VIP Rewards to 2 members."
+    )
+
+    await page.get_by_role("button", name="Remove bob@example.com").click()
+    await expect(page.get_by_role("heading", name="Members (1)")).to_be_visible()
+    await page.get_by_label("Name", exact=True).fill(f"{name} renamed")
+    await page.get_by_role("button", name="Rename").click()
+    await expect(page.get_by_role("heading", name=f"{name} renamed")).to_be_visible()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Delete pool").click()
+    await expect(page.get_by_role("heading", name="Pools")).to_be_visible()
+    await expect(page.get_by_role("link", name=f"{name} renamed")).to_have_count(0)
+
+
+async def test_admin_finds_a_user_and_changes_role_and_active(pages, console_url):
+    email = f"staff-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "staff-pass-1"})
+    page = await pages.open("/users", viewport=PHONE)
+    await _sign_in(page, "admin@example.com", "admin123")
+    await expect(page.get_by_text(re.compile(r"^\d+ users$"))).to_be_visible()
+    await page.get_by_label("E-mail contains").fill(email)
+    await page.get_by_role("button", name="Find").click()
+    await expect(page.get_by_text("1 user", exact=True)).to_be_visible()
+    await pages.shot(page, "users")
+    await page.get_by_label(f"Role of {email}").select_option("ADMIN")
+    await page.get_by_label(f"{email} is active").uncheck()
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    for _ in range(50):  # the PATCHes are under way
+        user = await _api(console_url, "GET", f"/api/v1/users/search/by-email?email={email}", admin)
+        if user["role"] == "ADMIN" and not user["active"]:
+            break
+        await asyncio.sleep(0.1)
+    assert user["role"] == "ADMIN" and user["active"] is False
+
+
+async def test_the_accessibility_scan_reports_what_it_should(browser):
+    """The scan behind every screenshot does find a serious violation (so a clean scan means something)."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.set_content('<html lang="en"><title>t</title><main><input type="text"><img src="x.png"></main></html>')
+    problems = await accessibility_problems(page)
+    await context.close()
+    assert any(problem.startswith("label:") for problem in problems), problems
