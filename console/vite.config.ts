@@ -12,6 +12,8 @@ export default defineConfig({
     // polyfill or small assets as data: scripts.
     modulePreload: { polyfill: false },
     assetsInlineLimit: 0,
+    // Rolldown reports slow plugins on a slow machine: noise in `make run`'s output, not a problem.
+    rolldownOptions: { checks: { bundlerTimings: false } },
   },
   server: { proxy: { "/api": gateway, "/openapi.json": gateway } },
   test: { environment: "node", include: ["src/**/*.test.ts"] },

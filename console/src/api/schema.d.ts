@@ -998,11 +998,15 @@ export interface components {
             count?: number;
             request_id?: string;
         };
+        /**
+         * @description Counts are 32-bit (JSON numbers): a generation asks for at most 5,000,000 codes. A book's own counts
+         *     (Book.code_count, BookStats) stay 64-bit: they add up without bound over generations and uploads.
+         */
         "coupons.books.v1.GenerateCodesProgress": {
-            /** Format: int64 */
-            generated?: string;
-            /** Format: int64 */
-            requested?: string;
+            /** Format: int32 */
+            generated?: number;
+            /** Format: int32 */
+            requested?: number;
             done?: boolean;
             /**
              * Format: double
@@ -1142,8 +1146,11 @@ export interface components {
             id?: string;
             name?: string;
             description?: string;
-            /** Format: int64 */
-            member_count?: string;
+            /**
+             * Format: int32
+             * @description A 32-bit count, a JSON number (as DistributionPlan.member_count): a pool holds far fewer members.
+             */
+            member_count?: number;
             /** Format: date-time */
             create_time?: string;
             /** Format: date-time */
@@ -1152,6 +1159,11 @@ export interface components {
         "coupons.pools.v1.ListPoolsResponse": {
             pools?: components["schemas"]["coupons.pools.v1.Pool"][];
             next_page_token?: string;
+            /**
+             * Format: int32
+             * @description Pools in all, over every page.
+             */
+            total_size?: number;
         };
         "coupons.pools.v1.AddPoolMembersRequest": {
             pool_id?: string;
@@ -1255,8 +1267,11 @@ export interface components {
             book_id?: string;
             /** @enum {string} */
             mode?: "DISTRIBUTION_MODE_UNSPECIFIED" | "EQUAL" | "RANDOM";
-            /** Format: int64 */
-            assigned?: string;
+            /**
+             * Format: int32
+             * @description 32-bit (a JSON number): one distribution assigns at most 100,000 codes.
+             */
+            assigned?: number;
             members?: components["schemas"]["coupons.pools.v1.MemberPlan"][];
             /** Format: date-time */
             create_time?: string;
