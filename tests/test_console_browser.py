@@ -294,3 +294,34 @@ async def test_the_accessibility_scan_reports_what_it_should(browser):
     problems = await accessibility_problems(page)
     await context.close()
     assert any(problem.startswith("label:") for problem in problems), problems
+
+
+async def test_an_expired_access_token_is_refreshed_with_the_rotating_refresh_token(pages, console_url):
+    """A reload gets a new access token from the refresh token kept in the tab; a 401 later makes the console
+    refresh once more and retry; each refresh rotates the token and the console keeps the new one."""
+    email = f"refresher-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "refresh-pass-1"})
+    page = await pages.open("/")
+    await _sign_in(page, email, "refresh-pass-1")
+    await expect(page.get_by_text("You have no coupons yet.")).to_be_visible()
+    first_refresh_token = await page.evaluate("sessionStorage.getItem('coupons.refresh_token')")
+    refused, refreshes = [], []
+
+    async def expire_once(route):
+        if refused:
+            await route.continue_()
+            return
+        refused.append(route.request.url)
+        body = {"code": 16, "message": "The token has expired.", "details": []}
+        await route.fulfill(status=401, content_type="application/json", body=json.dumps(body))
+
+    await page.route("**/api/v1/users/me/coupons*", expire_once)
+    page.on("request", lambda request: request.url.endswith("/api/v1/auth/refresh") and refreshes.append(request))
+    await page.reload()
+    await expect(page.get_by_text("You have no coupons yet.")).to_be_visible()  # not an error: retried
+    assert len(refused) == 1 and len(refreshes) == 2, (refused, refreshes)  # on load, then after the 401
+    rotated = await page.evaluate("sessionStorage.getItem('coupons.refresh_token')")
+    assert rotated and rotated != first_refresh_token
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{console_url}/api/v1/auth/refresh", json={"refresh_token": rotated}) as response:
+            assert response.status == 200  # the console holds the live token
