@@ -1,7 +1,8 @@
 import { createApp } from "vue";
 import App from "./App.vue";
 import { router } from "./router";
-import { restore } from "./session";
+import { refresh } from "./session";
 import "./style.css";
 
-void restore().then(() => createApp(App).use(router).mount("#app"));
+// A refresh token from before a reload gets a new access token first; without one the person signs in.
+void refresh().then(() => createApp(App).use(router).mount("#app"));

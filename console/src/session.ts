@@ -8,7 +8,7 @@ import type { Session, User } from "./api/types";
 const REFRESH_KEY = "coupons.refresh_token";
 const EARLY_SECONDS = 30; // refresh this long before the access token expires
 
-const state = reactive({ user: null as User | null, restoring: true });
+const state = reactive({ user: null as User | null });
 let accessToken = "";
 let timer: ReturnType<typeof setTimeout> | undefined;
 let refreshing: Promise<boolean> | null = null;
@@ -62,12 +62,6 @@ export function refresh(): Promise<boolean> {
     }
   })();
   return refreshing;
-}
-
-// On load: a refresh token from before a reload gets a new access token, or the person signs in again.
-export async function restore(): Promise<void> {
-  await refresh();
-  state.restoring = false;
 }
 
 useTokens({ accessToken: () => accessToken, refresh });
