@@ -146,8 +146,12 @@ async def test_claim_from_a_self_service_book(pages, console_url):
     await pages.shot(page, "my-coupons-phone")
 
 
-async def test_admin_creates_a_book_generates_codes_and_uploads_a_csv(pages, console_url, tmp_path):
+async def test_admin_creates_a_book_generates_codes_uploads_a_csv_hands_out_edits_archives(
+    pages, console_url, tmp_path
+):
     name = f"Console book {uuid.uuid4().hex[:6]}"
+    email = f"receiver-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "receiver-pass-1"})
     page = await pages.open("/books")
     await _sign_in(page, "admin@example.com", "admin123")
     await expect(page.get_by_role("heading", name="Books")).to_be_visible()
@@ -179,8 +183,36 @@ async def test_admin_creates_a_book_generates_codes_and_uploads_a_csv(pages, con
     await expect(rejected).to_contain_text("A code may contain only letters")
     await pages.shot(page, "book")
 
+    # Handing codes out beyond the book's per-person limit (2) is refused with the numbers, naming the e-mail.
+    for _ in range(2):
+        await page.get_by_label("E-mail of the account").fill(email)
+        await page.get_by_role("button", name="Give a code").click()
+        await expect(page.get_by_role("status").filter(has_text=f"is now {email}'s.")).to_be_visible()
+    await page.get_by_role("button", name="Give a code").click()
+    refusal = page.get_by_role("alert").filter(has_text="The limit of coupons per person is reached")
+    await expect(refusal).to_contain_text(f"{email} holds 2 of at most 2 codes")
+    await expect(page.locator("dl.stats")).to_contain_text("Handed out2")
+
+    # Edit a rule, then archive: no more codes can be generated or handed out.
+    await page.get_by_label("Description").fill("Edited in the console")
+    await page.get_by_role("button", name="Save rules").click()
+    await expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+    await page.get_by_role("button", name="Archive this book").click()
+    await expect(page.get_by_text(re.compile(r"^Archived · 10002 codes"))).to_be_visible()
+    await expect(page.get_by_role("button", name="Generate")).to_be_disabled()
+    book = (
+        await _api(
+            console_url,
+            "GET",
+            f"/api/v1/books?name_contains={name}",
+            await _token(console_url, "admin@example.com", "admin123"),
+        )
+    )["books"][0]
+    assert (book["description"], book["status"]) == ("Edited in the console", "ARCHIVED")
+
     await page.get_by_role("link", name="← All books").click()
     await page.get_by_label("Name contains").fill(name)
+    await page.get_by_label("Status").select_option("ARCHIVED")
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_text("1 book", exact=True)).to_be_visible()
     await expect(page.get_by_role("link", name=name)).to_be_visible()
