@@ -53,9 +53,12 @@ GATEWAY_URL ?= http://127.0.0.1:8080
 console-types: $(CONSOLE_MODULES)
 	cd console && npx openapi-typescript $(GATEWAY_URL)/openapi.json -o src/api/schema.d.ts
 
-# Debian's Chromium for the browser tests, installed when missing (the tests install it too when run alone).
+# Debian's Chromium for the browser tests, installed when missing (as root, else with sudo -n); the tests'
+# fixture (tests/debian.py) installs it too when they run alone.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 chromium:
-	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 run: stubs console
 	$(PY) -m suite
