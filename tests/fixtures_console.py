@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from kernel.settings import ROOT
 from suite.processes import console_built
@@ -20,6 +20,10 @@ from tests.debian import ensure_package
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1200, "height": 900}
+# The machine is shared (2 cores, a loaded make test): waits are generous, since a wait that passes returns at
+# once and only a failing test waits them out.
+expect.set_options(timeout=20_000)
+ACTION_TIMEOUT_MS = 30_000
 
 
 def _chromium() -> str | None:
@@ -72,6 +76,7 @@ class Pages:
 
     async def open(self, path: str = "/", viewport: dict | None = None) -> Page:
         context = await self.browser.new_context(viewport=viewport or DESKTOP, base_url=self.base)
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
         self.contexts.append(context)
         page = await context.new_page()
         page.on("console", lambda m: m.type == "error" and self._problem(m.text))
