@@ -1,4 +1,4 @@
-"""The aiohttp application: transcoding handler, /healthz, /openapi.json, CORS and request ids."""
+"""The aiohttp application: transcoding handler, /healthz, /openapi.json, CORS, request ids and the static site."""
 
 import asyncio
 import contextlib
@@ -14,6 +14,7 @@ from gateway.backends import Backends
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, http_status, internal_status, status_json, status_of
 from gateway.openapi import OpenApiBuilder
+from gateway.static import StaticSite
 from gateway.transcode import Route, call_streaming, dumps
 from kernel.context import request_id_var
 
@@ -23,6 +24,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 CONFIG, BACKENDS = web.AppKey("config", GatewayConfig), web.AppKey("backends", Backends)
 _OPENAPI, _REFRESHER = web.AppKey("openapi", OpenApiBuilder), web.AppKey("refresher", asyncio.Task)
+_STATIC = web.AppKey("static", StaticSite)
 _REQUEST_ID = web.RequestKey("request_id", str)
 _EXPOSED_HEADERS = "X-Request-Id"
 _PREFLIGHT_MAX_AGE = "600"
@@ -121,7 +123,13 @@ async def _transcode(request: web.Request) -> web.StreamResponse:
     raw_path = request.rel_url.raw_path
     match = backends.router.match(request.method, raw_path)
     if match is None:
-        if backends.router.allowed_methods(raw_path):
+        allowed = backends.router.allowed_methods(raw_path)
+        if not allowed and request.method in ("GET", "HEAD") and _STATIC in request.app:
+            # Only where no API route exists for any method: the API keeps its 405s and its JSON 404s.
+            page = request.app[_STATIC].response(request.path, backends.router.namespaces())
+            if page is not None:
+                return page
+        if allowed:
             raise GatewayError(
                 code_pb2.UNIMPLEMENTED,
                 f"{request.method} is not allowed on {request.path}",
@@ -233,6 +241,8 @@ def build_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=[_frame], client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[_OPENAPI] = OpenApiBuilder(config.descriptor_set)
+    if config.static_dir:
+        app[_STATIC] = StaticSite(config.static_dir)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     # The gateway's own endpoints come first, so a backend cannot shadow them.

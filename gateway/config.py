@@ -38,6 +38,7 @@ class GatewayConfig:
     rediscover_seconds: float = 30.0  # GATEWAY_REDISCOVER_SECONDS: re-read descriptors; 0 disables
     descriptor_set: str = str(ROOT / "coupons" / "descriptors.binpb")  # GATEWAY_DESCRIPTOR_SET: comments
     unbound_services: tuple[str, ...] = ()  # GATEWAY_UNBOUND_SERVICES: full names whose unannotated methods are routed
+    static_dir: str = ""  # GATEWAY_STATIC_DIR: a directory served at / where no API route is; empty serves none
     log_level: str = "INFO"  # LOG_LEVEL
 
     @classmethod
@@ -55,5 +56,6 @@ class GatewayConfig:
             rediscover_seconds=_number("GATEWAY_REDISCOVER_SECONDS", 30),
             descriptor_set=_env("GATEWAY_DESCRIPTOR_SET", cls.descriptor_set),
             unbound_services=_names("GATEWAY_UNBOUND_SERVICES"),
+            static_dir=_env("GATEWAY_STATIC_DIR", ""),
             log_level=settings.log_level,
         )

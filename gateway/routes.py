@@ -71,6 +71,10 @@ class Router:
         """The HTTP methods that have a route for this path (for 405 and CORS preflight)."""
         return sorted(m for m in self._tries if self.match(m, raw_path) is not None)
 
+    def namespaces(self) -> set[str]:
+        """The literal first segments of every route (`api`, `.well-known`, ...): the paths the API owns."""
+        return {name for trie in self._tries.values() for name in trie.literals}
+
 
 def _walk(node: _Node, segments: list[str], index: int, verb: str):
     if index == len(segments):

@@ -17,13 +17,21 @@ from kernel.localdb import local_postgres_for, shared_local_postgres
 from kernel.settings import ROOT, Settings
 from suite import ports as suite_ports
 from suite.launch import start_suite
-from suite.processes import Suite, available_services, gateway_available
+from suite.processes import Suite, available_services, console_built, gateway_available
 
 
 def _banner(suite: Suite, demo_summary: str) -> str:
     venv_grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
     grpcurl = str(venv_grpcurl) if venv_grpcurl.exists() else "grpcurl"
     lines = ["", "Coupon Book Service is running. Ctrl-C stops everything.", ""]
+    if any(c.name == "gateway" for c in suite.components):
+        if console_built():
+            lines.append(
+                f"  Web console   http://127.0.0.1:{suite.ports['gateway']}/    (demo users below; docs/console.md)"
+            )
+        else:
+            lines.append("  Web console   not built: `make run` builds it (Node.js and npm needed; docs/console.md)")
+        lines.append("")
     for component in suite.components:
         kind = "http" if component.name == "gateway" else "grpc"
         lines.append(f"  {component.label:<13} {kind}://{component.address}    log: {component.log_path}")

@@ -10,7 +10,16 @@ from kernel import migrations
 from kernel.settings import Settings, switch
 from services.auth.demo import load_demo_users
 from suite import demo
-from suite.processes import Component, Suite, available_services, gateway_available, wait_http, wait_serving
+from suite.processes import (
+    CONSOLE_DIR,
+    Component,
+    Suite,
+    available_services,
+    console_built,
+    gateway_available,
+    wait_http,
+    wait_serving,
+)
 
 
 def _start_replicas(suite: Suite, names: list[str]) -> list[Component]:
@@ -37,6 +46,8 @@ async def start_suite(
     if any(count < 1 for count in counts.values()) or set(counts) - set(services):
         raise ValueError(f"replicas must be at least 1 per service of {services}, got {replicas!r}")
     extra_env = dict(extra_env or {})
+    if console_built():
+        extra_env.setdefault("GATEWAY_STATIC_DIR", str(CONSOLE_DIR))
     suite = Suite(database_url=database_url, run_dir=run_dir, extra_env=extra_env, replicas=counts)
     if ports:
         suite.ports.update(ports)

@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kernel.settings import DEFAULT_PORTS, ROOT
 
 SERVICES = ("auth", "books", "redemption", "pools")
+# The web console as `make console` builds it; the suite's gateway serves it at / (GATEWAY_STATIC_DIR).
+CONSOLE_DIR = ROOT / "console" / "dist"
 # Replica i of a service listens on its port + REPLICA_PORT_STEP * i, and serves metrics 1000 above that.
 REPLICA_PORT_STEP = 10
 # A component still starting refuses connections; gRPC's default reconnect backoff (1 s, growing towards
@@ -29,6 +31,10 @@ def available_services() -> list[str]:
 
 def gateway_available() -> bool:
     return (ROOT / "gateway" / "__main__.py").exists()
+
+
+def console_built() -> bool:
+    return (CONSOLE_DIR / "index.html").exists()
 
 
 @dataclass

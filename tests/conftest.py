@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures_gateway",
     "tests.fixtures_suite",
     "tests.fixtures_fuzz",
+    "tests.fixtures_console",
 ]
 
 

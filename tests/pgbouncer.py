@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 from sqlalchemy.engine import make_url
 
 from kernel.localdb import free_port
-
-INSTALL_TIMEOUT_SECONDS = 600
+from tests.debian import ensure_package
 
 
 def _binary() -> str | None:
@@ -30,39 +28,9 @@ def _binary() -> str | None:
     )
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess:
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    if os.geteuid() != 0:
-        command = ["sudo", "-n", *command]
-    return subprocess.run(
-        command,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_SECONDS,
-    )
-
-
 def ensure_pgbouncer() -> str:
-    """The pgbouncer binary; installs Debian's package first when it is missing (as root, or with sudo -n).
-
-    Skips only when there is no apt-get (or no way to run it as root); a failed install fails the test.
-    """
-    found = _binary()
-    if found:
-        return found
-    if shutil.which("apt-get") is None:
-        pytest.skip("pgbouncer is not installed and there is no apt-get to install it: install PgBouncer")
-    if os.geteuid() != 0 and (
-        shutil.which("sudo") is None or subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode
-    ):
-        pytest.skip("pgbouncer is not installed and apt-get needs root: sudo apt-get install pgbouncer")
-    done = _apt_get("install", "-y", "--no-install-recommends", "pgbouncer")
-    if done.returncode != 0 and "Unable to locate package" in done.stderr + done.stdout:
-        _apt_get("update")  # a fresh image without package lists
-        done = _apt_get("install", "-y", "--no-install-recommends", "pgbouncer")
-    assert done.returncode == 0 and _binary(), f"apt-get install pgbouncer failed:\n{done.stdout}\n{done.stderr}"
-    return _binary()
+    """The pgbouncer binary; installs Debian's package first when it is missing (tests.debian)."""
+    return ensure_package("pgbouncer", _binary)
 
 
 @dataclass

@@ -25,14 +25,16 @@ async def test_pool_create_get_list_update_delete(pools_stub, admin):
     )
     assert "pool.name" in taken.field_violations
 
-    seen, token = [], ""
+    seen, totals, token = [], set(), ""
     while True:
         page = await pools_stub.ListPools(pb.ListPoolsRequest(page_size=1, page_token=token), metadata=admin)
         seen += [p.id for p in page.pools]
+        totals.add(page.total_size)
         token = page.next_page_token
         if not token:
             break
     assert pool.id in seen and len(seen) == len(set(seen))
+    assert totals == {len(seen)}  # every page tells how many pools there are in all
 
     updated = await pools_stub.UpdatePool(
         pb.UpdatePoolRequest(

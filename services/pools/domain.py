@@ -191,12 +191,13 @@ class PoolsDomain:
         async with self.repo.transaction() as conn:
             return await self._pool(conn, pool_id)
 
-    async def list_pools(self, page_size: int, page_token: str) -> tuple[list[PoolRow], str]:
+    async def list_pools(self, page_size: int, page_token: str) -> tuple[list[PoolRow], str, int]:
         size = paging.page_size(page_size)
         after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
-            rows = await self.repo.list_pools(conn, size + 1, after)
-        return paging.next_page(rows, size, lambda pool: paging.time_id(pool.created_at, pool.id))
+            rows, total = await self.repo.list_pools(conn, size + 1, after)
+        page, next_token = paging.next_page(rows, size, lambda pool: paging.time_id(pool.created_at, pool.id))
+        return page, next_token, total
 
     async def update_pool(
         self, pool_id: str, name: str, description: str, mask: list[str], request_id: str = ""

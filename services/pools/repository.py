@@ -117,7 +117,8 @@ class PoolsRepository:
 
     async def list_pools(
         self, conn: AsyncConnection, limit: int, after: tuple[dt.datetime, str] | None
-    ) -> list[PoolRow]:
+    ) -> tuple[list[PoolRow], int]:
+        """A page of pools, and how many pools there are in all (ListPoolsResponse.total_size)."""
         statement = sa.select(pools, MEMBER_COUNT)
         if after is not None:
             statement = statement.where(
@@ -125,7 +126,8 @@ class PoolsRepository:
                 > sa.tuple_(sa.literal(after[0], pools.c.created_at.type), sa.literal(after[1], pools.c.id.type))
             )
         rows = await conn.execute(statement.order_by(pools.c.created_at, pools.c.id).limit(limit))
-        return [PoolRow(**row._mapping) for row in rows]
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(pools))).scalar_one()
+        return [PoolRow(**row._mapping) for row in rows], total
 
     async def update_pool(self, conn: AsyncConnection, pool_id: str, **changes) -> PoolRow | None:
         statement = (

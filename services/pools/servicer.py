@@ -82,8 +82,10 @@ class PoolsServicer(pools_pb2_grpc.PoolServiceServicer):
         return _pool(await self.domain.get_pool(request.id))
 
     async def ListPools(self, request, context):
-        pools, next_token = await self.domain.list_pools(request.page_size, request.page_token)
-        return pools_pb2.ListPoolsResponse(pools=[_pool(p) for p in pools], next_page_token=next_token)
+        pools, next_token, total = await self.domain.list_pools(request.page_size, request.page_token)
+        return pools_pb2.ListPoolsResponse(
+            pools=[_pool(p) for p in pools], next_page_token=next_token, total_size=total
+        )
 
     async def UpdatePool(self, request, context):
         pool = await self.domain.update_pool(
