@@ -7,6 +7,7 @@ export const STATE_LABELS: Record<CouponState, string> = {
   ASSIGNED: "Ready to use",
   LOCKED: "Locked",
   REDEEMED: "Redeemed",
+  EXPIRED: "Expired",
 };
 
 // "4:05" for a lock that ends in 4 minutes 5 seconds; "expired" once it has passed.

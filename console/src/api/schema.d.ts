@@ -616,6 +616,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/coupons/validate/{code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Read-only, for checkouts: may the caller redeem this code now (for this order), and what discount does it
+         * @description Read-only, for checkouts: may the caller redeem this code now (for this order), and what discount does it
+         *     give? Answers the discount, or the very error RedeemCoupon would answer (same status, reason, message).
+         *     Changes nothing and never waits for a busy code; a user learns nothing of codes not theirs or not shared.
+         */
+        post: operations["RedemptionService_ValidateCoupon"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/coupons/rollback/{code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin or a checkout service: undoes the redemption of a code for an order (the latest one not yet undone)
+         * @description Admin or a checkout service: undoes the redemption of a code for an order (the latest one not yet undone)
+         *     within the book's rollback window: the coupon's count (and, for a shared code, the user's) goes back
+         *     and the coupon reads as before; history gets ROLLED_BACK_EVENT with the reason.
+         */
+        post: operations["RedemptionService_RollbackRedemption"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/coupons/{code}": {
         parameters: {
             query?: never;
@@ -624,8 +668,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * One coupon; a user sees only their own.
-         * @description One coupon; a user sees only their own.
+         * One coupon; a user sees only their own (and shared codes).
+         * @description One coupon; a user sees only their own (and shared codes).
          */
         get: operations["RedemptionService_GetCoupon"];
         put?: never;
@@ -978,6 +1022,39 @@ export interface components {
              *     max_assignments_per_user). Off by default: only an ADMIN hands codes out.
              */
             allow_self_claim?: boolean;
+            /**
+             * @description The book's kind, fixed at creation: its codes are shared (no holder; any signed-in user redeems one,
+             *     at most max_redemptions_per_user times each and max_redemptions_total times in all). Not assigned,
+             *     locked or claimed. Personal (one holder per code) when false.
+             */
+            shared?: boolean;
+            /**
+             * Format: int32
+             * @description A shared book: the global cap of each of its codes, at least 1. 0 for a personal book.
+             */
+            max_redemptions_total?: number;
+            /**
+             * @description What a code gives at redemption; none when unspecified. Amounts are decimal strings ("5", "59.90") with
+             *     at most the currency's decimals.
+             * @enum {string}
+             */
+            discount_type?: "DISCOUNT_TYPE_UNSPECIFIED" | "DISCOUNT_TYPE_PERCENTAGE" | "DISCOUNT_TYPE_FIXED_AMOUNT";
+            /** @description DISCOUNT_TYPE_PERCENTAGE: more than 0, at most 100, up to 2 decimals ("10", "12.5"). */
+            percent_off?: string;
+            /** @description DISCOUNT_TYPE_FIXED_AMOUNT: the amount taken off, more than 0. */
+            amount_off?: string;
+            /** @description Optional: the most a redemption takes off. */
+            max_discount?: string;
+            /** @description Optional: orders below this amount are refused (ORDER_BELOW_MINIMUM). */
+            min_order_amount?: string;
+            /** @description ISO 4217 (EUR, USD, JPY...): required with a discount or any amount above. */
+            currency?: string;
+            /**
+             * Format: int32
+             * @description How long after a redemption an admin or the checkout may roll it back: 1..7776000 (90 days); 604800
+             *     (7 days) when 0.
+             */
+            rollback_window_seconds?: number;
         };
         "coupons.books.v1.ListBooksResponse": {
             books?: components["schemas"]["coupons.books.v1.Book"][];
@@ -1047,10 +1124,18 @@ export interface components {
             assigned?: string;
             /** Format: int64 */
             locked?: string;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Codes with no redemption left.
+             */
             redeemed?: string;
             /** Format: int64 */
             redemptions?: string;
+            /**
+             * Format: int64
+             * @description Codes with a redemption left past the book's valid_until (not counted as available, assigned or locked).
+             */
+            expired?: string;
         };
         "coupons.redemption.v1.AssignRandomCouponRequest": {
             book_id?: string;
@@ -1062,10 +1147,11 @@ export interface components {
             code?: string;
             book_id?: string;
             /**
-             * @description An expired lock reads as ASSIGNED.
+             * @description REDEEMED when no use is left, else EXPIRED past the book's valid_until, else LOCKED while a lock is
+             *     live; an expired lock reads as ASSIGNED.
              * @enum {string}
              */
-            state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED";
+            state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED" | "EXPIRED";
             user_id?: string;
             /**
              * Format: date-time
@@ -1083,6 +1169,16 @@ export interface components {
             assign_time?: string;
             /** Format: date-time */
             last_redeem_time?: string;
+            /**
+             * Format: int32
+             * @description max_redemptions - redemption_count.
+             */
+            remaining_redemptions?: number;
+            /**
+             * @description A shared code: no holder (user_id empty), any signed-in user redeems it; max_redemptions is its global
+             *     cap and redemption_count counts every user's redemptions. AVAILABLE while below the cap.
+             */
+            shared?: boolean;
         };
         "coupons.redemption.v1.AssignCouponRequest": {
             code?: string;
@@ -1108,14 +1204,56 @@ export interface components {
             /** @description Required when the coupon is LOCKED. */
             lock_id?: string;
             request_id?: string;
+            /** @description The checkout's order, recorded in history (at most 128 characters). */
+            order_reference?: string;
+            /**
+             * @description The order's amount as a decimal string ("59.90"), at most the currency's decimals; with it the answer
+             *     carries the discount. Required when the book has a minimum order amount.
+             */
+            order_amount?: string;
+            /** @description ISO 4217; required with order_amount and, when the book has a discount, its currency. */
+            currency?: string;
         };
         "coupons.redemption.v1.RedeemCouponResponse": {
             coupon?: components["schemas"]["coupons.redemption.v1.Coupon"];
             /**
              * Format: int32
-             * @description Redemptions the holder has left on this code.
+             * @description Redemptions the caller has left on this code (a shared code: within its global cap and their own).
              */
             remaining_redemptions?: number;
+            /** @description What to take off the order (a decimal string in currency); empty without an order amount or a discount. */
+            discount?: string;
+            currency?: string;
+        };
+        "coupons.redemption.v1.ValidateCouponRequest": {
+            code?: string;
+            /** @description As in RedeemCouponRequest. */
+            lock_id?: string;
+            order_amount?: string;
+            currency?: string;
+        };
+        "coupons.redemption.v1.ValidateCouponResponse": {
+            coupon?: components["schemas"]["coupons.redemption.v1.Coupon"];
+            /**
+             * Format: int32
+             * @description Redemptions the caller would have left after redeeming it.
+             */
+            remaining_redemptions?: number;
+            discount?: string;
+            currency?: string;
+        };
+        "coupons.redemption.v1.RollbackRedemptionRequest": {
+            code?: string;
+            /** @description The order_reference the redemption was made with. */
+            order_reference?: string;
+            /** @description Why (e.g. "order cancelled"), recorded in history; 1..500 characters. */
+            reason?: string;
+            request_id?: string;
+        };
+        "coupons.redemption.v1.RollbackRedemptionResponse": {
+            coupon?: components["schemas"]["coupons.redemption.v1.Coupon"];
+            /** @description The discount the undone redemption had given, if any. */
+            discount?: string;
         };
         "coupons.redemption.v1.ListCouponsResponse": {
             coupons?: components["schemas"]["coupons.redemption.v1.Coupon"][];
@@ -1131,7 +1269,7 @@ export interface components {
             code?: string;
             book_id?: string;
             /** @enum {string} */
-            event?: "HISTORY_EVENT_UNSPECIFIED" | "ASSIGNED_EVENT" | "LOCKED_EVENT" | "UNLOCKED_EVENT" | "LOCK_EXPIRED_EVENT" | "REDEEMED_EVENT";
+            event?: "HISTORY_EVENT_UNSPECIFIED" | "ASSIGNED_EVENT" | "LOCKED_EVENT" | "UNLOCKED_EVENT" | "LOCK_EXPIRED_EVENT" | "REDEEMED_EVENT" | "ROLLED_BACK_EVENT";
             /** @description The holder at the time. */
             user_id?: string;
             /** @description Who made the call. */
@@ -1141,6 +1279,15 @@ export interface components {
             distribution_id?: string;
             /** Format: date-time */
             time?: string;
+            /** @description A redemption's order, as the checkout gave it, and the discount it gave (decimal strings in currency). */
+            order_reference?: string;
+            order_amount?: string;
+            discount?: string;
+            currency?: string;
+            /** @description A rollback's reason, and the id of the REDEEMED_EVENT it undid. */
+            reason?: string;
+            /** Format: int64 */
+            undoes_id?: string;
         };
         "coupons.pools.v1.Pool": {
             id?: string;
@@ -1216,12 +1363,12 @@ export interface components {
             mode?: "DISTRIBUTION_MODE_UNSPECIFIED" | "EQUAL" | "RANDOM";
             /**
              * Format: int32
-             * @description EQUAL only.
+             * @description EQUAL: the codes each member gets (or give total_codes instead).
              */
             codes_per_member?: number;
             /**
              * Format: int32
-             * @description RANDOM only.
+             * @description RANDOM: the codes drawn; EQUAL: the codes to divide over the members (rounded down).
              */
             total_codes?: number;
             request_id?: string;
@@ -2528,6 +2675,78 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    RedemptionService_ValidateCoupon: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.redemption.v1.ValidateCouponRequest"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.redemption.v1.ValidateCouponResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    RedemptionService_RollbackRedemption: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.redemption.v1.RollbackRedemptionRequest"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.redemption.v1.RollbackRedemptionResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
     RedemptionService_GetCoupon: {
         parameters: {
             query?: never;
@@ -2563,7 +2782,7 @@ export interface operations {
     RedemptionService_ListUserCoupons: {
         parameters: {
             query?: {
-                state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED";
+                state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED" | "EXPIRED";
                 book_id?: string;
                 page_size?: number;
                 page_token?: string;
@@ -2601,7 +2820,7 @@ export interface operations {
     RedemptionService_ListBookCoupons: {
         parameters: {
             query?: {
-                state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED";
+                state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED" | "EXPIRED";
                 page_size?: number;
                 page_token?: string;
             };
