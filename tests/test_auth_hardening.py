@@ -1,6 +1,7 @@
 """Regression tests for the auth findings: Register replays, shared and per-client sign-in limits,
 refresh of a disabled account, demo accounts in production, and bounded sign-in input."""
 
+import ipaddress
 import uuid
 
 import grpc
@@ -17,8 +18,11 @@ def _email() -> str:
 
 
 def _from_a_client_of_its_own() -> tuple:
-    """A client address no other test shares (the test runs on loopback, a trusted proxy)."""
-    return (("x-forwarded-for", f"198.51.100.{uuid.uuid4().int % 250 + 1}, 203.0.113.{uuid.uuid4().int % 250 + 1}"),)
+    """A client address no other test shares (the test runs on loopback, a trusted proxy): a random /64 of
+    IPv6's documentation prefix (the service counts an IPv6 client per /64), where 250 IPv4 documentation
+    addresses collided between tests now and then."""
+    client = ipaddress.IPv6Address(0x20010DB8 << 96 | (uuid.uuid4().int & (2**32 - 1)) << 64 | 1)
+    return (("x-forwarded-for", f"198.51.100.7, {client}"),)
 
 
 async def _register(auth_stub, request_id: str = "", password: str = "first-pass-1"):
