@@ -29,6 +29,7 @@ QUICK = {
     "warmup": 0.5,
     "pgbench_seconds": 3,
     "generation_codes": 100_000,
+    "generation_runs": 1,
     "assignment_sizes": (1_000, 100_000),
     "soak_seconds": 20.0,
 }

@@ -36,15 +36,16 @@ BULK_ASSIGN_CODES = 20_000  # codes per BulkAssign call when the bench hands out
 @dataclass
 class Config:
     runs: int = 3
-    seconds: float = 4.0  # measurement window of a closed-loop run
+    seconds: float = 3.0  # measurement window of a closed-loop run
     warmup: float = 1.0
-    pgbench_seconds: int = 10
+    pgbench_seconds: int = 6
     processes: int = 4  # load-generator client processes
     channels: int = 4  # gRPC channels (connections) per client process: spread over a service's workers
     concurrencies: tuple[int, ...] = (32, 64)
     workers: tuple[int, ...] = (1, cpu_count())  # redemption's WORKERS in the throughput runs
     open_loop_fraction: float = 0.5  # offered load of the open-loop runs, as a fraction of saturation
     generation_codes: int = 1_000_000
+    generation_runs: int = 2  # each a million codes through the API and a million rows by COPY (~50 s)
     assignment_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     assignment_callers: int = 8
     assignment_calls_per_caller: int = 25  # 200 calls a run: a fifth of the smallest book

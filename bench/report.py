@@ -60,9 +60,9 @@ def markdown(bench, environment: dict, wall_seconds: float) -> str:
         f"Machine: {environment['cores']} cores, {environment['platform']}; Python {environment['python']}, "
         f"grpcio {environment['grpcio']}, {environment['postgres']} (embedded wheel; fsync={environment['fsync']}, "
         f"synchronous_commit={environment['synchronous_commit']}, shared_buffers={environment['shared_buffers']}).",
-        f"Each figure is the median of {bench.config.runs} runs (closed-loop windows of {bench.config.seconds:g} s "
-        f"after {bench.config.warmup:g} s of warm-up, {bench.config.processes} load-generator processes); "
-        f"bench wall time {wall_seconds:.0f} s.",
+        f"Each figure is the median of {bench.config.runs} runs ({bench.config.generation_runs} for generation; "
+        f"closed-loop windows of {bench.config.seconds:g} s after {bench.config.warmup:g} s of warm-up, "
+        f"{bench.config.processes} load-generator processes); bench wall time {wall_seconds:.0f} s.",
         "",
         "| section | figure | value | runs | target | ratio | status |",
         "|---|---|---:|---|---|---:|---|",

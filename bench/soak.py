@@ -60,7 +60,7 @@ async def soak(bench: Bench) -> None:
     await bench.restart("redemption", max(cfg.workers))
     measured = bench.get(f"redeem.w{max(cfg.workers)}.32.throughput")
     rate = measured.value if measured and measured.value else 1500.0
-    calls = min(cfg.soak_operations, math.ceil(1.5 * rate * (cfg.soak_seconds + cfg.warmup + 2)))
+    calls = min(cfg.soak_operations, math.ceil(1.25 * rate * (cfg.soak_seconds + cfg.warmup + 2)))
     rounds = math.ceil(calls / len(MIXED_ROUND))
     codes_per_round = sum(1 for _, new in MIXED_ROUND if new)
     per_caller = math.ceil(rounds * codes_per_round / CALLERS)

@@ -32,7 +32,7 @@ async def generation(bench: Bench) -> list[str]:
     count = bench.config.generation_codes
     print(f"Generation: {count:,} codes through books.GenerateCodes vs COPY of as many rows", flush=True)
     api, copy, books = [], [], []
-    for run in range(bench.config.runs):
+    for run in range(bench.config.generation_runs):
         book_id = await bench.create_book("generate", allow_self_claim=True)  # assignment reuses it
         cpu: list[CpuShare] = []
         with bench.meter.measure(cpu):
