@@ -33,7 +33,6 @@ class RunResult:
     all_latencies_ms: list[float] = field(default_factory=list)
     ended_at: list[float] = field(default_factory=list)  # wall-clock end of each call inside the window
     window_start: float = 0.0
-    labels: list[str] = field(default_factory=list)  # outcome of each call inside the window
 
     @property
     def throughput(self) -> float:
@@ -340,7 +339,6 @@ class LoadGenerator:
             all_latencies_ms=[r[1] for r in records],
             ended_at=[r[0] for r in inside],
             window_start=window_start,
-            labels=[r[2] for r in inside],
         )
 
 
