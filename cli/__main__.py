@@ -10,12 +10,12 @@ import grpc
 
 from cli import commands
 from cli.output import EXIT_USAGE, describe_error
-from kernel.settings import DEFAULT_PORTS
+from kernel.components import DEFAULT_PORTS, SERVICES
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="coupons-cli", description="Operate the Coupon Book Service.")
-    for name in ("auth", "books", "redemption", "pools"):
+    for name in SERVICES:
         default = os.environ.get(f"{name.upper()}_ADDR", "").strip() or f"127.0.0.1:{DEFAULT_PORTS[name]}"
         top.add_argument(
             f"--{name}",
@@ -110,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--email")
     p.set_defaults(run=commands.coupons)
 
+    p = sub.add_parser("events", help="admin: watch the suite's events as JSON lines, until interrupted")
+    p.add_argument("--after", default="", help="resume after this event's cursor")
+    p.add_argument("--from-oldest", action="store_true", help="start from the oldest event kept, not from now")
+    p.add_argument("--type", action="append", default=[], help="only this type (repeatable), e.g. coupon.redeemed")
+    p.add_argument("--book", default="", help="only this book's events")
+    p.set_defaults(run=commands.events)
+
     p = sub.add_parser("distribute", help="distribute a book's codes to a pool")
     p.add_argument("pool_id")
     p.add_argument("book_id")
@@ -122,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args) -> int:
-    client = commands.Client({name: getattr(args, name) for name in ("auth", "books", "redemption", "pools")})
+    client = commands.Client({name: getattr(args, name) for name in SERVICES})
     try:
         return await args.run(args, client) or 0
     except grpc.aio.AioRpcError as error:

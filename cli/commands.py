@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from cli.output import Progress, write_csv
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
 from coupons.books.v1 import books_pb2, books_pb2_grpc
+from coupons.events.v1 import events_pb2, events_pb2_grpc
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel.grpc_clients import channel
@@ -30,6 +31,7 @@ class Client:
         self.books = books_pb2_grpc.BookServiceStub(self.channels["books"])
         self.redemption = redemption_pb2_grpc.RedemptionServiceStub(self.channels["redemption"])
         self.pools = pools_pb2_grpc.PoolServiceStub(self.channels["pools"])
+        self.events = events_pb2_grpc.EventServiceStub(self.channels["events"])
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -101,6 +103,15 @@ async def redeem(args, client: Client) -> None:
         currency=args.currency or "",
     )
     show(await client.redemption.RedeemCoupon(request, metadata=client.metadata))
+
+
+async def events(args, client: Client) -> None:
+    """One JSON line per event (its cursor included, for --after on the next run)."""
+    request = events_pb2.WatchEventsRequest(
+        after_cursor=args.after, from_oldest=args.from_oldest, types=args.type, book_id=args.book
+    )
+    async for event in client.events.WatchEvents(request, metadata=client.metadata):
+        print(json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True)), flush=True)
 
 
 async def rollback(args, client: Client) -> None:

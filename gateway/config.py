@@ -3,9 +3,10 @@
 import os
 from dataclasses import dataclass, field
 
+from kernel.components import SERVICES
 from kernel.settings import ROOT, Settings
 
-BACKENDS = ("auth", "books", "redemption", "pools")  # the *_ADDR variables, in routing priority order
+BACKENDS = SERVICES  # the *_ADDR variables, in routing priority order
 
 
 def _env(name: str, default: str) -> str:
@@ -29,7 +30,7 @@ def _number(name: str, default: float) -> float:
 class GatewayConfig:
     host: str = "127.0.0.1"  # HOST
     port: int = 8080  # GATEWAY_PORT
-    backends: dict[str, str] = field(default_factory=dict)  # AUTH_ADDR, BOOKS_ADDR, REDEMPTION_ADDR, POOLS_ADDR
+    backends: dict[str, str] = field(default_factory=dict)  # AUTH_ADDR, BOOKS_ADDR, ...: every gRPC service
     default_timeout_seconds: float = 30.0  # GATEWAY_DEFAULT_TIMEOUT_SECONDS: deadline when no Grpc-Timeout
     max_timeout_seconds: float = 300.0  # GATEWAY_MAX_TIMEOUT_SECONDS: a longer Grpc-Timeout is cut to this
     cors_origins: tuple[str, ...] = ()  # GATEWAY_CORS_ORIGINS: comma list, or "*"; empty means no CORS

@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from kernel.components import SERVICES
 from kernel.db import sqlalchemy_url
 from kernel.settings import ROOT
 
-SERVICES = ("auth", "books", "redemption", "pools")
+__all__ = ["SERVICES", "config", "downgrade", "upgrade"]
 
 
 def config(service: str, database_url: str) -> Config:

@@ -5,10 +5,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from kernel.components import CALLING_SERVICES, DEFAULT_PORTS
 
-# Default ports, one per component, so the suite can run side by side on one host.
-DEFAULT_PORTS = {"auth": 50051, "books": 50052, "redemption": 50053, "pools": 50054, "gateway": 8080}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(name: str, default: str) -> str:
@@ -55,8 +54,7 @@ def cores() -> int:
 
 MAX_WORKERS = 64
 
-# The services that call others, each as itself with its own secret (SERVICE_SECRET_<NAME>).
-CALLING_SERVICES = ("books", "redemption", "pools")
+# The services that call others (kernel.components) sign in each as itself with its own secret (SERVICE_SECRET_<NAME>).
 MIN_SERVICE_SECRET_LENGTH = 32
 MAX_REFRESH_REUSE_GRACE_SECONDS = 60
 
@@ -110,6 +108,7 @@ class Settings:
     books_addr: str  # BOOKS_ADDR
     redemption_addr: str  # REDEMPTION_ADDR
     pools_addr: str  # POOLS_ADDR
+    events_addr: str  # EVENTS_ADDR
     jwt_issuer: str  # JWT_ISSUER
     jwt_audience: str  # JWT_AUDIENCE
     jwt_private_key_file: str  # JWT_PRIVATE_KEY_FILE (auth only); generated locally when missing
@@ -122,7 +121,7 @@ class Settings:
     shutdown_grace_seconds: int  # SHUTDOWN_GRACE_SECONDS
     log_level: str  # LOG_LEVEL
     run_dir: str  # RUN_DIR: local state (keys, embedded database)
-    # SERVICE_SECRET_BOOKS, _REDEMPTION, _POOLS: each service's credential for auth's client-credentials
+    # SERVICE_SECRET_BOOKS, _REDEMPTION, _POOLS, _EVENTS: each service's credential for auth's client-credentials
     # exchange; a service reads its own, auth all of them. Generated under RUN_DIR/keys locally.
     service_secrets: dict[str, str] = field(default_factory=dict)
     service_token_ttl_seconds: int = 300  # SERVICE_TOKEN_TTL_SECONDS
@@ -140,6 +139,9 @@ class Settings:
     # WORKERS: processes serving a gRPC service's port (SO_REUSEPORT) under a supervisor (kernel/workers.py);
     # 1 is one process and no supervisor. Default: the cores this process may use.
     workers: int = 1
+    # EVENTS_POLL_SECONDS: how often the events service reads an idle source's feed, and a watch looks
+    # for new events; a busy feed is read again at once.
+    events_poll_seconds: float = 0.2
 
     @property
     def production(self) -> bool:
@@ -169,6 +171,7 @@ class Settings:
             books_addr=_address("books"),
             redemption_addr=_address("redemption"),
             pools_addr=_address("pools"),
+            events_addr=_address("events"),
             jwt_issuer=_env("JWT_ISSUER", "coupons-auth"),
             jwt_audience=_env("JWT_AUDIENCE", "coupons"),
             jwt_private_key_file=_env("JWT_PRIVATE_KEY_FILE", str(Path(run_dir) / "keys" / "jwt-ed25519.pem")),
@@ -190,6 +193,7 @@ class Settings:
             purge_pause_seconds=_float("PURGE_PAUSE_SECONDS", 0.2),
             refresh_token_retention_seconds=_int("REFRESH_TOKEN_RETENTION_SECONDS", 86400),
             workers=_int("WORKERS", cores()),
+            events_poll_seconds=_float("EVENTS_POLL_SECONDS", 0.2),
         )
         settings.check()
         return settings

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from kernel import runner
-from kernel.migrations import SERVICES
+from kernel.components import SERVICES
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
 from coupons.books.v1 import books_pb2, books_pb2_grpc
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
+from kernel.components import SERVICES
 from kernel.grpc_clients import channel
 from suite.processes import Suite
 
@@ -72,7 +73,7 @@ async def _ensure_book(books, book: books_pb2.Book, metadata) -> books_pb2.Book:
 
 async def load(suite: Suite) -> str:
     """Loads the demo books, alice's coupons and the demo pool; returns lines for the banner."""
-    channels = {name: channel(suite.target(name)) for name in ("auth", "books", "redemption", "pools")}
+    channels = {name: channel(suite.target(name)) for name in SERVICES}
     try:
         auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
         admin = await auth.Login(auth_pb2.LoginRequest(email="admin@example.com", password="admin123"))

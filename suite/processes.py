@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kernel.settings import DEFAULT_PORTS, ROOT
+from kernel.components import DEFAULT_PORTS, SERVICES
+from kernel.settings import ROOT
 
-SERVICES = ("auth", "books", "redemption", "pools")
 # The web console as `make console` builds it; the suite's gateway serves it at / (GATEWAY_STATIC_DIR).
 CONSOLE_DIR = ROOT / "console" / "dist"
 # Replica i of a service listens on its port + REPLICA_PORT_STEP * i, and serves metrics 1000 above that.

@@ -6,11 +6,12 @@ import socket
 
 import pytest
 
+from kernel.components import COMPONENTS as REGISTRY
 from suite.launch import start_suite
 from suite.processes import REPLICA_PORT_STEP
 from tests.support import TEST_CLIENT_LIMIT
 
-COMPONENTS = ("auth", "books", "redemption", "pools", "gateway")
+COMPONENTS = tuple(c.name for c in REGISTRY)
 
 
 def _free(port: int) -> bool:

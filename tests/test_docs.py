@@ -2,13 +2,14 @@
 
 import re
 
+from kernel.components import DEFAULT_PORTS
 from kernel.settings import ROOT
 
 
 def _code_variables() -> set[str]:
     settings = (ROOT / "kernel" / "settings.py").read_text()
     names = set(re.findall(r"#\s+([A-Z][A-Z0-9_]{2,})\b", settings))
-    names |= {f"{c.upper()}_PORT" for c in ("auth", "books", "redemption", "pools", "gateway")}
+    names |= {f"{name.upper()}_PORT" for name in DEFAULT_PORTS}
     gateway = (ROOT / "gateway" / "config.py").read_text()
     names |= set(re.findall(r'"(GATEWAY_[A-Z_]+)"', gateway))
     return names

@@ -200,3 +200,27 @@ async def test_welcome10_validated_redeemed_by_two_users_and_rolled_back(http, g
     assert [e["event"] for e in history["entries"]][-3:] == ["REDEEMED_EVENT", "REDEEMED_EVENT", "ROLLED_BACK_EVENT"]
     # charlie may use it again now
     await charlie.ok("POST", "/api/v1/coupons/validate/WELCOME10", order)
+
+
+async def test_a_redemption_arrives_on_the_event_watch_as_ndjson(http, gateway_base, admin):
+    """The suite as `make run` starts it: the events service reads redemption's feed, and an admin's watch
+    over the gateway is an NDJSON stream of the events (its headers come with the first event)."""
+    import json
+
+    coupon = await _fresh_coupon(admin, "bob@example.com")
+    bob = await _signed_in(http, gateway_base, "bob@example.com", "demo123")
+    await bob.ok("POST", f"/api/v1/coupons/redeem/{coupon['code']}", {"order_reference": "watch-1"})
+    url = f"{gateway_base}/api/v1/events:watch?from_oldest=true&types=coupon.redeemed&book_id={coupon['book_id']}"
+    async with http.get(url, headers={"authorization": f"Bearer {admin.token}"}) as response:
+        assert response.status == 200 and "ndjson" in response.headers["content-type"]
+        events = []
+        async with asyncio.timeout(30):
+            while not any(e["subject_id"] == coupon["code"] for e in events):
+                events.append(json.loads(await response.content.readline()))
+    event = events[-1]
+    assert (event["type"], event["source"], event["data"]["order_reference"]) == (
+        "coupon.redeemed",
+        "redemption",
+        "watch-1",
+    )
+    assert event["id"].startswith("redemption-") and event["cursor"]

@@ -26,6 +26,7 @@ SERVICE_NAMES = {
     "books": "coupons.books.v1.BookService",
     "redemption": "coupons.redemption.v1.RedemptionService",
     "pools": "coupons.pools.v1.PoolService",
+    "events": "coupons.events.v1.EventService",
 }
 
 
@@ -210,6 +211,24 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
     assert rolled_back["discount"] == "3.00"
     history = cli("history", "--code", "WELCOME10").stdout
     assert "ROLLED_BACK_EVENT" in history and "cli-1" in history
+    # ... and the rollback is an event on the watch (which runs until interrupted: one line, then stop).
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "cli", *addresses, "events", "--from-oldest", "--type", "coupon.rolled_back"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        event = json.loads(watching.stdout.readline())  # the test's timeout bounds this
+    finally:
+        watching.kill()
+        watching.wait()
+    assert (event["type"], event["subject_id"], event["data"]["order_reference"]) == (
+        "coupon.rolled_back",
+        "WELCOME10",
+        "cli-1",
+    )
 
     refused = cli("books", "create", "--name", "", expect=1)
     assert "INVALID_ARGUMENT" in refused.stderr and "Traceback" not in refused.stderr

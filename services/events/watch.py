@@ -1,0 +1,46 @@
+"""The rules of a watch: what a request may ask for, and where its stream starts."""
+
+from dataclasses import dataclass
+
+from kernel.errors import InvalidArgument
+from kernel.paging import decode_cursor, encode_token
+from kernel.validation import is_uuid
+from services.events.repository import WatchFilter
+
+MAX_TYPES = 32
+MAX_TYPE_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Position:
+    txid: str
+    seq: int
+
+    def order(self) -> tuple[int, int]:
+        return int(self.txid), self.seq
+
+
+def cursor_of(txid: str, seq: int) -> str:
+    return encode_token({"x": txid, "s": seq})
+
+
+def position_of(token: str) -> Position | None:
+    cursor = decode_cursor(token, {"x": str, "s": int}, "after_cursor")
+    if cursor is None:
+        return None
+    if not cursor["x"].isdigit() or len(cursor["x"]) > 20:
+        raise InvalidArgument.field("after_cursor", "is not a cursor of this stream", reason="INVALID_CURSOR")
+    return Position(cursor["x"], cursor["s"])
+
+
+def watch_filter(types: list[str], book_id: str) -> WatchFilter:
+    if len(types) > MAX_TYPES:
+        raise InvalidArgument.field("types", f"must list at most {MAX_TYPES} types", reason="TOO_MANY_TYPES")
+    for index, name in enumerate(types):
+        if not name or len(name) > MAX_TYPE_LENGTH or not name.replace(".", "").replace("_", "").isalnum():
+            raise InvalidArgument.field(
+                f"types[{index}]", "must be an event type such as coupon.redeemed", reason="INVALID_EVENT_TYPE"
+            )
+    if book_id and not is_uuid(book_id):
+        raise InvalidArgument.field("book_id", "must be a UUID", reason="INVALID_BOOK_ID")
+    return WatchFilter(tuple(types), book_id)
