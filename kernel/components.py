@@ -16,9 +16,9 @@ class Component:
 # In the gateway's routing priority order; services before the gateway, which starts last.
 COMPONENTS = (
     Component("auth", 50051),
-    Component("books", 50052, calls_others=True),
+    Component("books", 50052, calls_others=True, event_source=True),
     Component("redemption", 50053, calls_others=True, event_source=True),
-    Component("pools", 50054, calls_others=True),
+    Component("pools", 50054, calls_others=True, event_source=True),
     Component("events", 50055, calls_others=True),
     Component("gateway", 8080, grpc=False),
 )

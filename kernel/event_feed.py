@@ -13,9 +13,10 @@ import json
 
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coupons.events.v1 import events_pb2, events_pb2_grpc
+from kernel.context import principal_var, request_id_var
 from kernel.errors import InvalidArgument
 from kernel.paging import decode_cursor, encode_token
 from kernel.timestamps import to_timestamp
@@ -24,6 +25,26 @@ SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventFeedService"].full_n
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 _COLUMNS = "id, txid::text AS txid_text, type, occurred_at, subject_type, subject_id, book_id::text AS book_id, "
 _COLUMNS += "actor, request_id, data_schema, data::text AS data"
+
+
+def create_outbox(schema: str) -> str:
+    """The DDL of a service's outbox table `<schema>.event_feed`, for its migration (redemption's is a view)."""
+    return f"""
+        CREATE TABLE {schema}.event_feed (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+            type text NOT NULL,
+            occurred_at timestamptz NOT NULL DEFAULT now(),
+            subject_type text NOT NULL,
+            subject_id text NOT NULL,
+            book_id uuid,
+            actor text NOT NULL,
+            request_id text NOT NULL DEFAULT '',
+            data_schema text NOT NULL,
+            data jsonb NOT NULL
+        );
+        CREATE INDEX event_feed_by_txid ON {schema}.event_feed (txid, id);
+    """
 
 
 def feed_cursor(txid: str, row_id: int) -> str:
@@ -59,6 +80,32 @@ def event_of(row, source: str, row_id: int, cursor: str) -> events_pb2.Event:
     )
 
 
+async def record(
+    conn: AsyncConnection, schema: str, event_type: str, subject: tuple[str, str], book_id: str, data: dict
+) -> None:
+    """Appends an event to the schema's outbox, in the caller's transaction: it commits or rolls back with
+    the change it describes. Who and which request come from the call being served."""
+    principal = principal_var.get()
+    subject_type, subject_id = subject
+    await conn.execute(
+        sa.text(
+            f"INSERT INTO {schema}.event_feed (type, subject_type, subject_id, book_id, actor, request_id,"
+            " data_schema, data) VALUES (:type, :subject_type, :subject_id, CAST(NULLIF(:book_id, '') AS uuid),"
+            " :actor, :request_id, :data_schema, CAST(:data AS jsonb))"
+        ),
+        {
+            "type": event_type,
+            "subject_type": subject_type,
+            "subject_id": str(subject_id),
+            "book_id": str(book_id or ""),
+            "actor": principal.actor if principal else "",
+            "request_id": request_id_var.get(),
+            "data_schema": f"coupons.events.{subject_type}.v1",
+            "data": json.dumps(data, default=str),
+        },
+    )
+
+
 class EventFeedServicer(events_pb2_grpc.EventFeedServiceServicer):
     def __init__(self, engine: AsyncEngine, schema: str, source: str):
         self.engine = engine
@@ -82,3 +129,8 @@ class EventFeedServicer(events_pb2_grpc.EventFeedServiceServicer):
         return events_pb2.ReadEventFeedResponse(
             events=[event_of(row, self.source, row.id, feed_cursor(row.txid_text, row.id)) for row in rows]
         )
+
+
+def add_to_server(server, engine: AsyncEngine, schema: str, source: str) -> None:
+    """Serves the schema's outbox as `source`'s event feed (list SERVICE_NAME among the server's services)."""
+    events_pb2_grpc.add_EventFeedServiceServicer_to_server(EventFeedServicer(engine, schema, source), server)

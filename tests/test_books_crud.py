@@ -240,6 +240,9 @@ async def test_unreachable_ledger_leaves_nothing_half_applied(books_stub, admin_
             assert "redemption service" in error.message
     listed = await books_stub.ListBooks(books_pb2.ListBooksRequest(name_contains=name), metadata=bearer(admin_session))
     assert listed.total_size == 0
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:  # nor its event (docs/events.md)
+        cursor = await conn.execute("SELECT count(*) FROM books.event_feed WHERE data->>'name' = %s", (name,))
+        assert (await cursor.fetchone()) == (0,)
 
 
 async def test_a_shared_book_states_its_cap_and_keeps_its_kind(books_stub, admin_session, database_url):

@@ -5,6 +5,7 @@ after a restart of the events service."""
 import asyncio
 import collections
 import contextlib
+import uuid
 
 import grpc
 import pytest
@@ -18,17 +19,20 @@ POLL = 0.05
 
 
 @contextlib.asynccontextmanager
-async def events_service(database_url, auth_server, redemption_server):
-    async with serving(
-        build, "events", database_url, auth_server, redemption_addr=redemption_server, events_poll_seconds=POLL
-    ) as address:
+async def events_service(database_url, auth_server, redemption_server, books_server="", pools_server=""):
+    sources = {
+        "redemption_addr": redemption_server,
+        "books_addr": books_server or "127.0.0.1:1",  # a source away is retried, the others go on
+        "pools_addr": pools_server or "127.0.0.1:1",
+    }
+    async with serving(build, "events", database_url, auth_server, **sources, events_poll_seconds=POLL) as address:
         async with grpc.aio.insecure_channel(address) as channel:
             yield events_pb2_grpc.EventServiceStub(channel)
 
 
 @pytest.fixture
-async def events(database_url, auth_server, redemption_server):
-    async with events_service(database_url, auth_server, redemption_server) as stub:
+async def events(database_url, auth_server, redemption_server, books_server, pools_server):
+    async with events_service(database_url, auth_server, redemption_server, books_server, pools_server) as stub:
         yield stub
 
 
@@ -180,3 +184,50 @@ async def test_only_admins_and_services_watch_and_a_foreign_cursor_names_the_fie
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert list(rich.field_violations) == ["types[1]"]
+
+
+async def test_book_changes_are_events_of_the_book_in_their_transaction(events, books_stub, admin_session, ledger):
+    from coupons.books.v1 import books_pb2
+
+    metadata = ledger.admin.metadata
+    book = await books_stub.CreateBook(
+        books_pb2.CreateBookRequest(
+            book=books_pb2.Book(name=f"Evented {uuid.uuid4().hex[:8]}", code_pattern="EV-{}", code_length=6)
+        ),
+        metadata=metadata,
+    )
+    await books_stub.UploadCodes(
+        iter([books_pb2.UploadCodesChunk(book_id=book.id, codes=["EV-AAAAAA", "EV-BBBBBB"])]), metadata=metadata
+    )
+    await books_stub.ArchiveBook(books_pb2.ArchiveBookRequest(id=book.id), metadata=metadata)
+
+    received = await watch(events, metadata, 3, from_oldest=True, book_id=book.id)
+    assert [e.type for e in received] == ["book.created", "book.codes_added", "book.archived"]
+    assert {(e.source, e.subject_type, e.subject_id) for e in received} == {("books", "book", book.id)}
+    assert received[1].data["added"] == 2 and received[2].data["status"] == "ARCHIVED"
+    assert received[0].actor == ledger.admin.user_id
+
+
+async def test_a_distribution_is_a_pool_event_and_its_assignments_coupon_events(
+    events, ledger, ledger_db, new_pool, admin, pools_stub
+):
+    from coupons.pools.v1 import pools_pb2
+
+    book_id, _ = await ledger.book(6)
+    members = [ledger.caller() for _ in range(3)]
+    pool = await new_pool([m.user_id for m in members])
+    done = await pools_stub.Distribute(
+        pools_pb2.DistributeRequest(pool_id=pool.id, book_id=book_id, mode=pools_pb2.EQUAL, codes_per_member=2),
+        metadata=admin,
+    )
+
+    by_book = await watch(events, admin, 7, from_oldest=True, book_id=book_id)
+    pool_events = [e for e in by_book if e.source == "pools"]
+    assert [e.type for e in pool_events] == ["pool.distributed"]
+    assert pool_events[0].subject_id == pool.id and pool_events[0].data["assigned"] == 6
+    assigned = [e for e in by_book if e.type == "coupon.assigned"]
+    assert len(assigned) == 6 and {e.data["distribution_id"] for e in assigned} == {done.id}
+    outbox = await (
+        await ledger_db.execute("SELECT type FROM pools.event_feed WHERE subject_id = %s ORDER BY id", (pool.id,))
+    ).fetchall()
+    assert [row[0] for row in outbox] == ["pool.created", "pool.members_added", "pool.distributed"]

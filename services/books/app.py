@@ -1,7 +1,7 @@
 """Wires the books service: repository, ledger client, domain, servicer and the shared server."""
 
 from coupons.books.v1 import books_pb2_grpc
-from kernel import db, grpc_clients
+from kernel import db, event_feed, grpc_clients
 from kernel.db import create_engine
 from kernel.purge import Purger, idempotency_keys
 from kernel.server import GrpcServer, ServiceSpec
@@ -22,10 +22,15 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
     repository = BooksRepository(engine)
     books = BooksDomain(repository, ledger)
     servicer = BookServicer(books, CodeGeneration(books, repository, ledger))
+
+    def register(server) -> None:
+        books_pb2_grpc.add_BookServiceServicer_to_server(servicer, server)
+        event_feed.add_to_server(server, engine, SCHEMA, "books")
+
     spec = ServiceSpec(
         component="books",
-        service_names=(SERVICE_NAME,),
-        register=lambda server: books_pb2_grpc.add_BookServiceServicer_to_server(servicer, server),
+        service_names=(SERVICE_NAME, event_feed.SERVICE_NAME),
+        register=register,
         ready=lambda: db.ping(engine),
         background=(purger.run,) if purger.enabled else (),
     )

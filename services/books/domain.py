@@ -276,8 +276,10 @@ class BooksDomain:
             lambda stored: self.book(conn, stored.decode()),
         )
 
-    async def _published(self, book: BookRow) -> BookRow:
-        """Pushes the book's rules to the ledger; called inside the transaction that wrote them."""
+    async def _published(self, conn, book: BookRow, event_type: str) -> BookRow:
+        """Records the change in the outbox and pushes the book's rules to the ledger; called inside the
+        transaction that wrote them."""
+        await self.repo.record_change(conn, event_type, book)
         await self.ledger.put_rules(book)
         return book
 
@@ -287,7 +289,9 @@ class BooksDomain:
         book = validated(settings)
 
         async def insert(conn) -> BookRow:
-            return await self._published(await self.repo.insert_book(conn, **dataclasses.asdict(book)))
+            return await self._published(
+                conn, await self.repo.insert_book(conn, **dataclasses.asdict(book)), "book.created"
+            )
 
         async with self.repo.transaction() as conn:
             return await self._idempotent_book(conn, "CreateBook", request_id, (_settings_key(book),), insert)
@@ -333,7 +337,8 @@ class BooksDomain:
                     reason="BOOK_HAS_CODES",
                     metadata={"book_id": book.id, "code_count": book.code_count},
                 )
-            return await self._published(await self.repo.update_book(conn, book_id, **dataclasses.asdict(changed)))
+            changes = dataclasses.asdict(changed)
+            return await self._published(conn, await self.repo.update_book(conn, book_id, **changes), "book.updated")
 
         async with self.repo.transaction() as conn:
             return await self._idempotent_book(
@@ -346,7 +351,8 @@ class BooksDomain:
 
         async def archive(conn) -> BookRow:
             await self.book(conn, book_id, for_update=True)
-            return await self._published(await self.repo.update_book(conn, book_id, status=ARCHIVED))
+            archived = await self.repo.update_book(conn, book_id, status=ARCHIVED)
+            return await self._published(conn, archived, "book.archived")
 
         async with self.repo.transaction() as conn:
             return await self._idempotent_book(conn, "ArchiveBook", request_id, (book_id,), archive)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kernel import db
+from kernel import db, event_feed
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "books"
@@ -119,6 +119,12 @@ class BooksRepository:
 
     async def add_code_count(self, conn: AsyncConnection, book_id: str, added: int) -> None:
         await conn.execute(sa.update(books).where(books.c.id == book_id).values(code_count=books.c.code_count + added))
+        await event_feed.record(conn, SCHEMA, "book.codes_added", ("book", book_id), book_id, {"added": added})
+
+    async def record_change(self, conn: AsyncConnection, event_type: str, book: BookRow) -> None:
+        """The book's outbox entry for a change made in this transaction (docs/events.md)."""
+        data = {"name": book.name, "status": book.status, "code_count": book.code_count}
+        await event_feed.record(conn, SCHEMA, event_type, ("book", book.id), book.id, data)
 
     async def list_books(
         self, conn: AsyncConnection, limit: int, before: tuple[dt.datetime, str] | None, status: str, name_contains: str

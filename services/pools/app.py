@@ -1,7 +1,7 @@
 """Wires the pools service: repository, clients to auth and redemption, domain, servicer and the shared server."""
 
 from coupons.pools.v1 import pools_pb2_grpc
-from kernel import db
+from kernel import db, event_feed
 from kernel.db import create_engine
 from kernel.directory import Directory
 from kernel.grpc_clients import identity_of, remote_verifier
@@ -21,10 +21,15 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
     identity = identity_of(settings)
     ledger = Ledger(settings.redemption_addr, identity)
     servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), Directory(identity), ledger))
+
+    def register(server) -> None:
+        pools_pb2_grpc.add_PoolServiceServicer_to_server(servicer, server)
+        event_feed.add_to_server(server, engine, SCHEMA, "pools")
+
     spec = ServiceSpec(
         component="pools",
-        service_names=(SERVICE_NAME,),
-        register=lambda server: pools_pb2_grpc.add_PoolServiceServicer_to_server(servicer, server),
+        service_names=(SERVICE_NAME, event_feed.SERVICE_NAME),
+        register=register,
         ready=lambda: db.ping(engine),
         background=(purger.run,) if purger.enabled else (),
     )

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kernel import db
+from kernel import db, event_feed
 from kernel.idempotency import IdempotencyStore
 
 SCHEMA = "pools"
@@ -85,6 +85,11 @@ class PoolNameTaken(Exception):
     """Another pool has this name (unique index on lower(name))."""
 
 
+async def _record(conn: AsyncConnection, event_type: str, pool_id: str, data: dict) -> None:
+    """The pool's outbox entry for a change made in this transaction (docs/events.md)."""
+    await event_feed.record(conn, SCHEMA, event_type, ("pool", pool_id), "", data)
+
+
 class PoolsRepository:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
@@ -105,6 +110,7 @@ class PoolsRepository:
         inserted = await self.pool(conn, pool_id)
         if inserted is None:  # inserted just above, in this transaction
             raise LookupError(f"pool {pool_id} vanished after its insert")
+        await _record(conn, "pool.created", pool_id, {"name": name})
         return inserted
 
     async def pool(self, conn: AsyncConnection, pool_id: str, keep: bool = False) -> PoolRow | None:
@@ -141,12 +147,16 @@ class PoolsRepository:
                 updated = (await conn.execute(statement)).scalar_one_or_none()
         except sa.exc.IntegrityError as error:
             raise PoolNameTaken(changes.get("name", "")) from error
-        return await self.pool(conn, updated) if updated else None
+        if not updated:
+            return None
+        await _record(conn, "pool.updated", pool_id, changes)
+        return await self.pool(conn, updated)
 
     async def delete_pool(self, conn: AsyncConnection, pool_id: str) -> bool:
-        return (
-            await conn.execute(sa.delete(pools).where(pools.c.id == pool_id).returning(pools.c.id))
-        ).first() is not None
+        deleted = (await conn.execute(sa.delete(pools).where(pools.c.id == pool_id).returning(pools.c.id))).first()
+        if deleted is not None:
+            await _record(conn, "pool.deleted", pool_id, {})
+        return deleted is not None
 
     # members
 
@@ -159,7 +169,10 @@ class PoolsRepository:
         rows = await conn.execute(
             statement, {"pool_id": pool_id, "user_ids": [u for u, _ in users], "emails": [e for _, e in users]}
         )
-        return set(rows.scalars())
+        added = set(rows.scalars())
+        if added:
+            await _record(conn, "pool.members_added", pool_id, {"user_ids": sorted(added)})
+        return added
 
     async def members_by_keys(
         self, conn: AsyncConnection, pool_id: str, user_ids: list[str], emails: list[str]
@@ -175,7 +188,10 @@ class PoolsRepository:
         statement = sa.text(f"""DELETE FROM {SCHEMA}.members
             WHERE pool_id = CAST(:pool_id AS uuid) AND user_id = ANY(CAST(:user_ids AS uuid[]))
             RETURNING user_id::text""")
-        return set((await conn.execute(statement, {"pool_id": pool_id, "user_ids": user_ids})).scalars())
+        removed = set((await conn.execute(statement, {"pool_id": pool_id, "user_ids": user_ids})).scalars())
+        if removed:
+            await _record(conn, "pool.members_removed", pool_id, {"user_ids": sorted(removed)})
+        return removed
 
     async def list_members(
         self, conn: AsyncConnection, pool_id: str, limit: int, after: tuple[dt.datetime, str] | None
@@ -209,7 +225,10 @@ class PoolsRepository:
             .values(state="DONE", assigned=assigned)
             .returning(*distributions.c)
         )
-        return DistributionRow(**(await conn.execute(statement)).one()._mapping)
+        done = DistributionRow(**(await conn.execute(statement)).one()._mapping)
+        data = {"distribution_id": done.id, "book_id": done.book_id, "mode": done.mode, "assigned": assigned}
+        await event_feed.record(conn, SCHEMA, "pool.distributed", ("pool", done.pool_id), done.book_id, data)
+        return done
 
     async def delete_pending_distribution(self, conn: AsyncConnection, distribution_id: str) -> None:
         await conn.execute(

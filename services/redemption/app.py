@@ -1,6 +1,5 @@
 """Wires the redemption service: repository, domain, servicers and the shared server."""
 
-from coupons.events.v1 import events_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2_grpc
 from kernel import db, event_feed
 from kernel.db import create_engine, create_statement_pool
@@ -25,12 +24,11 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
     repository = RedemptionRepository(engine, statements)
     domain, queries = RedemptionDomain(repository, Directory(identity)), LedgerQueries(repository)
     public, internal = RedemptionServicer(domain, queries), LedgerInternalServicer(domain, queries)
-    feed = event_feed.EventFeedServicer(engine, SCHEMA, "redemption")  # history is the ledger's outbox
 
     def register(server) -> None:
         redemption_pb2_grpc.add_RedemptionServiceServicer_to_server(public, server)
         redemption_pb2_grpc.add_LedgerInternalServiceServicer_to_server(internal, server)
-        events_pb2_grpc.add_EventFeedServiceServicer_to_server(feed, server)
+        event_feed.add_to_server(server, engine, SCHEMA, "redemption")  # history is the ledger's outbox
 
     async def cleanup() -> None:
         await purger.close()

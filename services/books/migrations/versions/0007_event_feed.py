@@ -1,0 +1,20 @@
+"""The books service's outbox: one row per change, written in the change's own transaction and read by
+the events service through coupons.events.v1.EventFeedService (kernel/event_feed.py, docs/events.md).
+
+Revision ID: 0007
+"""
+
+from alembic import op
+
+from kernel.event_feed import create_outbox
+
+revision = "0007"
+down_revision = "0006"
+
+
+def upgrade() -> None:
+    op.execute(create_outbox("books"))
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE books.event_feed")
