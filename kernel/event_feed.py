@@ -19,6 +19,7 @@ from coupons.events.v1 import events_pb2, events_pb2_grpc
 from kernel.context import principal_var, request_id_var
 from kernel.errors import InvalidArgument
 from kernel.paging import decode_cursor, encode_token
+from kernel.purge import Target
 from kernel.timestamps import to_timestamp
 
 SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventFeedService"].full_name
@@ -44,7 +45,13 @@ def create_outbox(schema: str) -> str:
             data jsonb NOT NULL
         );
         CREATE INDEX event_feed_by_txid ON {schema}.event_feed (txid, id);
+        CREATE INDEX event_feed_by_occurred_at ON {schema}.event_feed (occurred_at);
     """
+
+
+def outbox_rows(schema: str, retention_seconds: int) -> Target:
+    """The retention purge's outbox rows past their age (redemption's outbox is its history: kept)."""
+    return Target(f"{schema}.event_feed", f"occurred_at < now() - make_interval(secs => {int(retention_seconds)})")
 
 
 def feed_cursor(txid: str, row_id: int) -> str:

@@ -142,6 +142,10 @@ class Settings:
     # EVENTS_POLL_SECONDS: how often the events service reads an idle source's feed, and a watch looks
     # for new events; a busy feed is read again at once.
     events_poll_seconds: float = 0.2
+    # OUTBOX_RETENTION_SECONDS: how long books and pools keep an outbox row (the events service has read it
+    # within a second); EVENTS_RETENTION_SECONDS: how long the events service keeps an event for watches.
+    outbox_retention_seconds: int = 7 * 86400
+    events_retention_seconds: int = 30 * 86400
 
     @property
     def production(self) -> bool:
@@ -194,6 +198,8 @@ class Settings:
             refresh_token_retention_seconds=_int("REFRESH_TOKEN_RETENTION_SECONDS", 86400),
             workers=_int("WORKERS", cores()),
             events_poll_seconds=_float("EVENTS_POLL_SECONDS", 0.2),
+            outbox_retention_seconds=_int("OUTBOX_RETENTION_SECONDS", 7 * 86400),
+            events_retention_seconds=_int("EVENTS_RETENTION_SECONDS", 30 * 86400),
         )
         settings.check()
         return settings

@@ -16,7 +16,9 @@ from services.books.servicer import SERVICE_NAME, BookServicer
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
-    purger = Purger(settings, [idempotency_keys(SCHEMA)])
+    purger = Purger(
+        settings, [idempotency_keys(SCHEMA), event_feed.outbox_rows(SCHEMA, settings.outbox_retention_seconds)]
+    )
     identity = grpc_clients.identity_of(settings)
     ledger = LedgerClient(settings.redemption_addr, identity)
     repository = BooksRepository(engine)

@@ -5,16 +5,18 @@ from kernel import db
 from kernel.components import EVENT_SOURCES
 from kernel.db import create_engine
 from kernel.grpc_clients import identity_of, remote_verifier
+from kernel.purge import Purger
 from kernel.server import GrpcServer, ServiceSpec
 from kernel.settings import Settings
 from kernel.tokens import TokenVerifier
 from services.events.ingest import Ingester
-from services.events.repository import EventsRepository
+from services.events.repository import EventsRepository, old_events
 from services.events.servicer import SERVICE_NAME, EventServicer
 
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    purger = Purger(settings, [old_events(settings.events_retention_seconds)])
     identity = identity_of(settings)
     repository = EventsRepository(engine)
     sources = {name: getattr(settings, f"{name}_addr") for name in EVENT_SOURCES}
@@ -25,10 +27,11 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         service_names=(SERVICE_NAME,),
         register=lambda server: events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server),
         ready=lambda: db.ping(engine),
-        background=(ingester.run,),
+        background=(ingester.run, purger.run) if purger.enabled else (ingester.run,),
     )
 
     async def cleanup() -> None:
+        await purger.close()
         await ingester.close()
         await identity.close()
         await engine.dispose()

@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coupons.events.v1 import events_pb2
+from kernel.purge import Target
 
 SCHEMA = "events"
 _COLUMNS = "seq, txid::text AS txid_text, source, source_id, type, occurred_at, subject_type, subject_id, "
@@ -37,6 +38,11 @@ def _row_of(source: str, event: events_pb2.Event) -> dict:
         "data_schema": event.data_schema,
         "data": json.dumps(json_format.MessageToDict(event.data)),
     }
+
+
+def old_events(retention_seconds: int) -> Target:
+    """Events past their retention, for the purge; a watch resumed from an older cursor starts at the oldest kept."""
+    return Target("events.events", f"ingested_at < now() - make_interval(secs => {int(retention_seconds)})")
 
 
 class EventsRepository:

@@ -17,7 +17,9 @@ from services.pools.servicer import SERVICE_NAME, PoolsServicer
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
-    purger = Purger(settings, [idempotency_keys(SCHEMA)])
+    purger = Purger(
+        settings, [idempotency_keys(SCHEMA), event_feed.outbox_rows(SCHEMA, settings.outbox_retention_seconds)]
+    )
     identity = identity_of(settings)
     ledger = Ledger(settings.redemption_addr, identity)
     servicer = PoolsServicer(PoolsDomain(PoolsRepository(engine), Directory(identity), ledger))
