@@ -231,3 +231,23 @@ async def test_a_distribution_is_a_pool_event_and_its_assignments_coupon_events(
         await ledger_db.execute("SELECT type FROM pools.event_feed WHERE subject_id = %s ORDER BY id", (pool.id,))
     ).fetchall()
     assert [row[0] for row in outbox] == ["pool.created", "pool.members_added", "pool.distributed"]
+
+
+async def test_two_replicas_gather_every_event_once(database_url, auth_server, redemption_server, ledger, ledger_db):
+    book_id, codes = await ledger.book(400)
+    holder = ledger.caller()
+    async with (
+        events_service(database_url, auth_server, redemption_server) as first,
+        events_service(database_url, auth_server, redemption_server) as second,
+    ):
+        await asyncio.gather(*(ledger.assign(code, holder) for code in codes))  # while both read the feed
+        from_first = await watch(first, ledger.admin.metadata, 400, from_oldest=True, book_id=book_id)
+        from_second = await watch(second, ledger.admin.metadata, 400, from_oldest=True, book_id=book_id)
+    assert [e.id for e in from_first] == [e.id for e in from_second]
+    assert sorted(e.id for e in from_first) == sorted(await history_ids(ledger_db, book_id))
+    stored = await (
+        await ledger_db.execute(
+            "SELECT count(*), count(DISTINCT source_id) FROM events.events WHERE book_id = %s", (book_id,)
+        )
+    ).fetchone()
+    assert stored == (400, 400)
