@@ -54,7 +54,7 @@ from kernel.settings import CALLING_SERVICES, DEFAULT_PORTS, MIN_SERVICE_SECRET_
 
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-SERVICES = tuple(migrations.SERVICES)  # the four schemas: auth, books, redemption, pools
+SERVICES = tuple(migrations.SERVICES)  # the schemas: auth, books, redemption, pools, events
 COMPONENTS = (*SERVICES, "gateway")
 NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "secrets.example.yaml"}
 CRD_KINDS = {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "Pooler")}
@@ -64,10 +64,11 @@ YAMLLINT_CONFIG = (
 )
 # Who calls whom over gRPC (SPEC section 3; every service fetches the token signing keys from auth).
 CALLERS = {
-    "auth": {"gateway", "books", "redemption", "pools"},
-    "books": {"gateway"},
-    "redemption": {"gateway", "books", "pools"},
-    "pools": {"gateway"},
+    "auth": {"gateway", "books", "redemption", "pools", "events"},
+    "books": {"gateway", "events"},
+    "redemption": {"gateway", "books", "pools", "events"},
+    "pools": {"gateway", "events"},
+    "events": {"gateway"},
 }
 JWT_SECRET = "coupons-jwt-signing-key"
 SERVICE_SECRET_KEY = "secret"  # the key of each coupons-service-<name> Secret
