@@ -885,6 +885,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/events:watch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Streams the events after a cursor (or from now, or from the oldest kept), at least once and in order
+         * @description Streams the events after a cursor (or from now, or from the oldest kept), at least once and in order
+         *     per subject, then waits for new ones until the caller hangs up. A caller that reconnects with the
+         *     cursor of the last event it handled misses none, also across restarts of the service. NDJSON through
+         *     the gateway.
+         */
+        get: operations["EventService_WatchEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1422,6 +1445,48 @@ export interface components {
             members?: components["schemas"]["coupons.pools.v1.MemberPlan"][];
             /** Format: date-time */
             create_time?: string;
+        };
+        /** @description One thing that happened, as recorded in the transaction that made it happen. */
+        "coupons.events.v1.Event": {
+            /**
+             * @description Stable for the event wherever it travels (a webhook delivery of it carries the same id):
+             *     "<source>-<number>", the number the owning service gave it.
+             */
+            id?: string;
+            /** @description Where a stream resumed from this event continues: pass it as WatchEventsRequest.after_cursor. Opaque. */
+            cursor?: string;
+            /**
+             * @description What happened, "<subject type>.<verb>": the ledger's transitions coupon.assigned, coupon.locked,
+             *     coupon.unlocked, coupon.lock_expired (when a later call finds the lock expired), coupon.redeemed and
+             *     coupon.rolled_back; book.created, book.updated, book.archived, book.codes_added; pool.created,
+             *     pool.updated, pool.deleted, pool.members_added, pool.members_removed, pool.distributed
+             *     (docs/events.md lists their data).
+             */
+            type?: string;
+            /** Format: date-time */
+            time?: string;
+            /** @description The component whose outbox recorded it: books, redemption or pools. */
+            source?: string;
+            /**
+             * @description What it is about: "coupon" (id: the code), "book" or "pool" (id: its id). Events of one subject
+             *     arrive in the order they happened (docs/events.md).
+             */
+            subject_type?: string;
+            subject_id?: string;
+            /** @description The book it concerns, when there is one (filterable). */
+            book_id?: string;
+            /**
+             * @description Who made it happen, as the owning service's history records it: the person's user id (also when a
+             *     service acted for that person), else the service's name.
+             */
+            actor?: string;
+            /** @description The request_id (or x-request-id) of the call that made it happen, when it had one. */
+            request_id?: string;
+            /** @description Names the shape of `data`, versioned: "coupons.events.<subject type>.v1". */
+            data_schema?: string;
+            data?: {
+                [key: string]: unknown;
+            };
         };
         "google.rpc.Status": {
             /** Format: int32 */
@@ -3262,6 +3327,45 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["coupons.pools.v1.Distribution"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    EventService_WatchEvents: {
+        parameters: {
+            query?: {
+                /** @description Resume after this event's cursor. Empty: from now on (or from the oldest kept with from_oldest). */
+                after_cursor?: string;
+                /** @description With no after_cursor: start from the oldest event still kept instead of from now. */
+                from_oldest?: boolean;
+                /** @description Only these types (at most 32); empty: every type. */
+                types?: string[];
+                /** @description Only the events of this book. */
+                book_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A stream of messages, one JSON object per line. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": components["schemas"]["coupons.events.v1.Event"];
                 };
             };
             400: components["responses"]["Error400"];
