@@ -23,6 +23,7 @@ import psutil
 import psycopg
 
 from kernel import migrations
+from kernel.components import DEFAULT_PORTS, SERVICES
 from kernel.context import ADMIN, SERVICE
 from kernel.localdb import LocalPostgres, bin_dir, free_port
 from kernel.settings import Settings
@@ -196,7 +197,7 @@ async def start_stack() -> Stack:
     suite = BenchSuite(
         database_url=url,
         run_dir=run_dir,
-        ports={name: free_port() for name in ("auth", "books", "redemption", "pools", "gateway")},
+        ports={name: free_port() for name in DEFAULT_PORTS},
     )
     try:
         services = available_services()
@@ -210,7 +211,7 @@ async def start_stack() -> Stack:
             await _start_component(suite, name, f"services.{name}", notes)
         if gateway_available():
             if await _start_component(suite, "gateway", "gateway", notes):
-                routed = [c.name for c in suite.components if c.name in ("auth", "books", "redemption", "pools")]
+                routed = [c.name for c in suite.components if c.name in SERVICES]
                 await _wait_gateway_routes(suite.ports["gateway"], routed)
         settings = Settings.from_env("auth")
         key = SigningKey.from_pem((run_dir / "keys" / "jwt-ed25519.pem").read_bytes())
