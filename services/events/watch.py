@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from kernel.errors import InvalidArgument
-from kernel.paging import decode_cursor, encode_token
+from kernel.event_feed import decode_feed_cursor, feed_cursor
 from kernel.validation import is_uuid
 from services.events.repository import WatchFilter
 
@@ -21,16 +21,13 @@ class Position:
 
 
 def cursor_of(txid: str, seq: int) -> str:
-    return encode_token({"x": txid, "s": seq})
+    return feed_cursor(txid, seq)  # the same opaque (txid, number) cursor as the owners' feeds
 
 
 def position_of(token: str) -> Position | None:
-    cursor = decode_cursor(token, {"x": str, "s": int}, "after_cursor")
-    if cursor is None:
+    if not token:
         return None
-    if not cursor["x"].isdigit() or len(cursor["x"]) > 20:
-        raise InvalidArgument.field("after_cursor", "is not a cursor of this stream", reason="INVALID_CURSOR")
-    return Position(cursor["x"], cursor["s"])
+    return Position(*decode_feed_cursor(token))
 
 
 def watch_filter(types: list[str], book_id: str) -> WatchFilter:
