@@ -108,9 +108,10 @@ async def test_a_pass_purges_old_rows_in_batches_and_leaves_fresh_ones(database_
     with psycopg.connect(database_url) as conn:
         for schema in SCHEMAS:
             assert _remaining_keys(conn, schema, tag) == set(fresh[schema]), schema
-            assert deleted[f"{schema}.idempotency_keys"] >= len(old[schema])  # 20 rows in batches of 7
         assert _remaining_tokens(conn, tokens) == {name for name, (*_, purged) in TOKENS.items() if not purged}
-    assert deleted["auth.refresh_tokens"] >= 2
+    # What was deleted is checked in the tables, not in the pass's counts: a service's own background purge
+    # in the same test database may take some of these rows first.
+    assert set(deleted) >= {f"{schema}.idempotency_keys" for schema in SCHEMAS} | {"auth.refresh_tokens"}
 
 
 async def test_a_row_someone_holds_is_skipped_not_waited_for(database_url):
