@@ -23,6 +23,23 @@ AVAILABLE_CODES = Gauge(
     "coupons_available_codes", "AVAILABLE codes per book, as last counted", ["book_id"], multiprocess_mode="mostrecent"
 )
 
+# The events service (docs/events.md, docs/webhooks.md).
+EVENTS_INGEST_LAG = Gauge(
+    "coupons_events_ingest_lag_seconds",
+    "Age of the newest event of a source when it was stored",
+    ["source"],
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_ATTEMPTS = Counter("coupons_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"])
+WEBHOOK_BACKLOG = Gauge(
+    "coupons_webhook_backlog", "Pending webhook deliveries of enabled endpoints", multiprocess_mode="mostrecent"
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "coupons_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery of an enabled endpoint",
+    multiprocess_mode="mostrecent",
+)
+
 
 # The labelled children of one (component, full method, code), looked up once: `.labels()` takes a lock
 # and validates its values on every call. Bounded: only a server's own methods and the status codes.

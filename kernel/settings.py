@@ -146,6 +146,21 @@ class Settings:
     # within a second); EVENTS_RETENTION_SECONDS: how long the events service keeps an event for watches.
     outbox_retention_seconds: int = 7 * 86400
     events_retention_seconds: int = 30 * 86400
+    # Webhooks (docs/webhooks.md). WEBHOOK_TIMEOUT_SECONDS: one attempt's limit; WEBHOOK_MAX_ATTEMPTS: tries
+    # before the dead letter; the n-th retry waits WEBHOOK_FIRST_RETRY_SECONDS * 2^(n-1), at most
+    # WEBHOOK_MAX_RETRY_SECONDS, +-20% jitter; WEBHOOK_LEASE_SECONDS: how long a claimed delivery is a
+    # dispatcher's (above the timeout: a crashed dispatcher's claim runs out after it); WEBHOOK_CONCURRENCY:
+    # attempts in flight per dispatcher (0: this replica runs none); WEBHOOK_ALLOWED_NETWORKS: comma-separated
+    # CIDRs an endpoint may point into although they are not public (loopback, private, link-local);
+    # WEBHOOK_RETENTION_SECONDS: how long a finished (delivered or dead-lettered) delivery and its attempts stay.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 12
+    webhook_first_retry_seconds: float = 60.0
+    webhook_max_retry_seconds: float = 8 * 3600.0
+    webhook_lease_seconds: float = 60.0
+    webhook_concurrency: int = 16
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_retention_seconds: int = 7 * 86400
 
     @property
     def production(self) -> bool:
@@ -200,6 +215,16 @@ class Settings:
             events_poll_seconds=_float("EVENTS_POLL_SECONDS", 0.2),
             outbox_retention_seconds=_int("OUTBOX_RETENTION_SECONDS", 7 * 86400),
             events_retention_seconds=_int("EVENTS_RETENTION_SECONDS", 30 * 86400),
+            webhook_timeout_seconds=_float("WEBHOOK_TIMEOUT_SECONDS", 10),
+            webhook_max_attempts=_int("WEBHOOK_MAX_ATTEMPTS", 12),
+            webhook_first_retry_seconds=_float("WEBHOOK_FIRST_RETRY_SECONDS", 60),
+            webhook_max_retry_seconds=_float("WEBHOOK_MAX_RETRY_SECONDS", 8 * 3600),
+            webhook_lease_seconds=_float("WEBHOOK_LEASE_SECONDS", 60),
+            webhook_concurrency=_int("WEBHOOK_CONCURRENCY", 16),
+            webhook_allowed_networks=tuple(
+                n.strip() for n in _env("WEBHOOK_ALLOWED_NETWORKS", "").split(",") if n.strip()
+            ),
+            webhook_retention_seconds=_int("WEBHOOK_RETENTION_SECONDS", 7 * 86400),
         )
         settings.check()
         return settings
@@ -220,6 +245,11 @@ class Settings:
             raise SystemExit("REFRESH_TOKEN_RETENTION_SECONDS must be >= 0")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise SystemExit(f"WORKERS must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        if not 0 < self.webhook_timeout_seconds < self.webhook_lease_seconds:
+            # An attempt outliving its lease could be made a second time by another dispatcher meanwhile.
+            raise SystemExit("WEBHOOK_TIMEOUT_SECONDS must be above 0 and below WEBHOOK_LEASE_SECONDS")
+        if self.webhook_max_attempts < 1 or self.webhook_concurrency < 0:
+            raise SystemExit("WEBHOOK_MAX_ATTEMPTS must be >= 1, WEBHOOK_CONCURRENCY >= 0 (0: no dispatcher)")
         if not self.production:
             return
         if not self.database_url and self.component != "gateway":  # the gateway has no database
