@@ -3,17 +3,21 @@
 One loop per source. Each round is one transaction: lock the source's cursor row (SKIP LOCKED, so a
 second replica skips a source the first is reading instead of reading it twice), ask the source for the
 entries after it, keep them, move the cursor, commit. A source that is down is retried after a pause;
-nothing is lost, since the source keeps its outbox and the cursor moves only with the stored events.
+nothing is lost, since the source keeps its outbox and the cursor moves only with the stored events. The
+same transaction makes the webhook deliveries of the events it stores.
 """
 
 import asyncio
 import logging
+import time
 
 from coupons.events.v1 import events_pb2, events_pb2_grpc
 from kernel import grpc_clients
 from kernel.grpc_clients import ServiceIdentity
+from kernel.metrics import EVENTS_INGEST_LAG
 from kernel.remote_errors import remote_call
 from services.events.repository import EventsRepository
+from services.events.webhook_repository import WebhookRepository
 
 log = logging.getLogger("services.events.ingest")
 BATCH = 500
@@ -23,9 +27,15 @@ RETRY_SECONDS = 1.0
 
 class Ingester:
     def __init__(
-        self, repository: EventsRepository, sources: dict[str, str], identity: ServiceIdentity, poll_seconds: float
+        self,
+        repository: EventsRepository,
+        webhooks: WebhookRepository,
+        sources: dict[str, str],
+        identity: ServiceIdentity,
+        poll_seconds: float,
     ):
         self.repository = repository
+        self.webhooks = webhooks
         self.identity = identity
         self.poll_seconds = poll_seconds
         self.channels = {name: grpc_clients.channel(address) for name, address in sources.items()}
@@ -59,6 +69,8 @@ class Ingester:
             events = list(response.events)
             if events:
                 await self.repository.store(conn, source, events, events[-1].cursor)
+                await self.webhooks.fan_out(conn)  # the deliveries commit with the events they deliver
+                EVENTS_INGEST_LAG.labels(source).set(max(0.0, time.time() - events[-1].time.ToSeconds()))
             return len(events)
 
     async def close(self) -> None:

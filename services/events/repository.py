@@ -12,8 +12,18 @@ from coupons.events.v1 import events_pb2
 from kernel.purge import Target
 
 SCHEMA = "events"
-_COLUMNS = "seq, txid::text AS txid_text, source, source_id, type, occurred_at, subject_type, subject_id, "
-_COLUMNS += "book_id::text AS book_id, actor, request_id, data_schema, data::text AS data"
+
+
+def event_columns(alias: str = "") -> str:
+    """An event's columns as event_of reads them; `alias` qualifies them in a join."""
+    a = f"{alias}." if alias else ""
+    return (
+        f"{a}seq, {a}txid::text AS txid_text, {a}source, {a}source_id, {a}type, {a}occurred_at, {a}subject_type,"
+        f" {a}subject_id, {a}book_id::text AS book_id, {a}actor, {a}request_id, {a}data_schema, {a}data::text AS data"
+    )
+
+
+_COLUMNS = event_columns()
 # Rows of finished transactions only (kernel/event_feed.py explains why a cursor needs this).
 _FINISHED = "txid < pg_snapshot_xmin(pg_current_snapshot())"
 

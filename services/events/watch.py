@@ -30,14 +30,19 @@ def position_of(token: str) -> Position | None:
     return Position(*decode_feed_cursor(token))
 
 
-def watch_filter(types: list[str], book_id: str) -> WatchFilter:
+def check_event_types(types: list[str], field: str) -> None:
+    """A list of event types a watch or a webhook endpoint asks for."""
     if len(types) > MAX_TYPES:
-        raise InvalidArgument.field("types", f"must list at most {MAX_TYPES} types", reason="TOO_MANY_TYPES")
+        raise InvalidArgument.field(field, f"must list at most {MAX_TYPES} types", reason="TOO_MANY_TYPES")
     for index, name in enumerate(types):
         if not name or len(name) > MAX_TYPE_LENGTH or not name.replace(".", "").replace("_", "").isalnum():
             raise InvalidArgument.field(
-                f"types[{index}]", "must be an event type such as coupon.redeemed", reason="INVALID_EVENT_TYPE"
+                f"{field}[{index}]", "must be an event type such as coupon.redeemed", reason="INVALID_EVENT_TYPE"
             )
+
+
+def watch_filter(types: list[str], book_id: str) -> WatchFilter:
+    check_event_types(types, "types")
     if book_id and not is_uuid(book_id):
         raise InvalidArgument.field("book_id", "must be a UUID", reason="INVALID_BOOK_ID")
     return WatchFilter(tuple(types), book_id)

@@ -1,0 +1,164 @@
+"""Delivers webhooks: claims due deliveries, POSTs each signed event, records the attempt, schedules the
+next try or the dead letter.
+
+A claim is committed before the request is sent and lasts WEBHOOK_LEASE_SECONDS (longer than an attempt
+may take), so replicas never try one delivery at the same time, and a dispatcher killed mid-attempt
+leaves the delivery to be tried again, with the same delivery id, when its lease runs out: at least once.
+The clock is injectable: the schedule is computed from it, so tests can step through it.
+"""
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+from google.protobuf import json_format
+
+from kernel import webhook_signature
+from kernel.event_feed import event_of
+from kernel.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING
+from kernel.settings import Settings
+from services.events.watch import cursor_of
+from services.events.webhook_model import Attempt, AttemptOutcome, Claim, DeliveryState
+from services.events.webhook_repository import WebhookRepository
+from services.events.webhook_targets import GuardedResolver, TargetRefused, check_literal, networks
+from services.events.webhooks import Schedule
+
+log = logging.getLogger("services.events.dispatcher")
+BACKLOG_EVERY_SECONDS = 5.0
+RETRY_SECONDS = 1.0
+USER_AGENT = "coupons-webhooks/1"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def body_of(claim: Claim) -> bytes:
+    """The request body: the event as the watch's JSON shows it (proto field names)."""
+    row = claim.event
+    event = event_of(row, row.source, row.source_id, cursor_of(row.txid_text, row.seq))  # type: ignore[attr-defined]
+    document = json_format.MessageToDict(event, preserving_proto_field_name=True)
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        repository: WebhookRepository,
+        settings: Settings,
+        clock: Callable[[], dt.datetime] = utc_now,
+        rand: random.Random | None = None,
+    ):
+        self.repo = repository
+        self.clock = clock
+        self.rand = rand or random.Random()
+        self.schedule = Schedule(
+            settings.webhook_max_attempts, settings.webhook_first_retry_seconds, settings.webhook_max_retry_seconds
+        )
+        self.timeout = settings.webhook_timeout_seconds
+        self.lease = dt.timedelta(seconds=settings.webhook_lease_seconds)
+        self.concurrency = settings.webhook_concurrency
+        self.poll_seconds = settings.events_poll_seconds
+        self.allowed_networks = networks(settings.webhook_allowed_networks)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made in the running loop
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allowed_networks), limit=self.concurrency)
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
+        return self._session
+
+    async def run(self) -> None:
+        """The background job: keeps up to WEBHOOK_CONCURRENCY attempts in flight."""
+        in_flight: set[asyncio.Task] = set()
+        backlog_at = 0.0
+        while True:
+            free, claims = self.concurrency - len(in_flight), []
+            try:
+                if free > 0:
+                    now = self.clock()
+                    claims = await self.repo.claim(now, now + self.lease, free)
+                if time.monotonic() - backlog_at > BACKLOG_EVERY_SECONDS:
+                    backlog_at = time.monotonic()
+                    await self.report_backlog()
+            except Exception as error:  # the database away: nothing was claimed, try again
+                log.warning("claiming webhook deliveries failed", extra={"fields": {"error": str(error)[:200]}})
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            for claim in claims:
+                task = asyncio.create_task(self.attempt(claim))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if len(claims) < free:
+                await asyncio.sleep(self.poll_seconds)
+            elif in_flight:
+                await asyncio.wait(in_flight, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+
+    async def dispatch_once(self) -> int:
+        """Claims what is due now and makes those attempts; how many (for tests and tools)."""
+        now = self.clock()
+        claims = await self.repo.claim(now, now + self.lease, max(self.concurrency, 1))
+        await asyncio.gather(*(self.attempt(claim) for claim in claims))
+        return len(claims)
+
+    async def report_backlog(self) -> None:
+        pending, oldest = await self.repo.backlog(self.clock())
+        WEBHOOK_BACKLOG.set(pending)
+        WEBHOOK_OLDEST_PENDING.set(oldest)
+
+    async def _send(self, claim: Claim) -> tuple[AttemptOutcome, int, str]:
+        body = body_of(claim)
+        headers = webhook_signature.headers(claim.secret, claim.delivery_id, int(time.time()), body)
+        headers["Content-Type"] = "application/json"
+        try:
+            check_literal(urlsplit(claim.url).hostname or "", self.allowed_networks)
+            async with self._http().post(
+                claim.url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,  # a redirect could lead past the address checks
+            ) as response:
+                status = response.status
+        except TargetRefused as error:
+            return AttemptOutcome.TARGET_REFUSED, 0, str(error)[:300]
+        except TimeoutError:
+            return AttemptOutcome.TIMEOUT, 0, f"no answer within {self.timeout:g} s"
+        except (aiohttp.ClientError, OSError) as error:
+            return AttemptOutcome.CONNECTION_FAILED, 0, (str(error) or type(error).__name__)[:300]
+        if 200 <= status < 300:
+            return AttemptOutcome.SUCCEEDED, status, ""
+        return AttemptOutcome.HTTP_ERROR, status, f"HTTP {status}"
+
+    async def attempt(self, claim: Claim) -> None:
+        started, began = self.clock(), time.monotonic()
+        outcome, status, error = await self._send(claim)
+        attempt = Attempt(claim.attempt_number, started, int((time.monotonic() - began) * 1000), outcome, status, error)
+        now = self.clock()
+        if outcome is AttemptOutcome.SUCCEEDED:
+            state, next_at = DeliveryState.DELIVERED, now
+        else:
+            wait = self.schedule.wait_after(claim.round_tries, self.rand)
+            state = DeliveryState.PENDING if wait is not None else DeliveryState.DEAD_LETTER
+            next_at = now + dt.timedelta(seconds=wait or 0)
+        WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
+        try:
+            await self.repo.acknowledge(claim, attempt, state, next_at, now)
+        except Exception as error:  # not recorded: the lease runs out and the delivery is tried again
+            log.warning("recording a webhook attempt failed", extra={"fields": {"error": str(error)[:200]}})
+            return
+        if state is DeliveryState.DEAD_LETTER:
+            log.warning(
+                "webhook delivery dead-lettered",
+                extra={"fields": {"delivery_id": claim.delivery_id, "endpoint_id": claim.endpoint_id, "error": error}},
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
