@@ -9,13 +9,12 @@ import os
 import uuid
 
 import grpc
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from kernel import migrations
 from kernel.localdb import temporary_postgres
 from kernel.tokens import SigningKey
+from tests.support import fresh_database
 
 # Each service's fixtures live in its own module, so work on one service does not touch another's.
 pytest_plugins = [
@@ -49,19 +48,16 @@ def _server_url():
 
 
 @pytest.fixture(scope="session")
-def database_url():
-    """A fresh database on the chosen server, with every service's schema migrated to head."""
+def database_server_url():
     with _server_url() as server_url:
-        name = f"coupons_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        for service in migrations.SERVICES:
-            if migrations.script_dir(service).exists():
-                migrations.upgrade(service, url)
+        yield server_url
+
+
+@pytest.fixture(scope="session")
+def database_url(database_server_url):
+    """A fresh database on the chosen server, with every service's schema migrated to head."""
+    with fresh_database(database_server_url, migrations.SERVICES) as url:
         yield url
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

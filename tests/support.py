@@ -2,11 +2,15 @@
 
 import contextlib
 import dataclasses
+import uuid
 
 import grpc
+import psycopg
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.engine import make_url
 
+from kernel import migrations
 from kernel.settings import Settings
 
 # In-process servers learn revocations every second, so the tests of that bound stay short.
@@ -15,6 +19,25 @@ REVOCATION_POLL_SECONDS = 1.0
 # per-client sign-in limit no run reaches; the limit itself is tested on servers of its own
 # (tests/test_auth_hardening.py).
 TEST_CLIENT_LIMIT = 100_000
+# The tests' webhook receivers listen on loopback, which production refuses unless allowed.
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, services: tuple[str, ...]):
+    """A new database on the test server with these services' schemas migrated to head; dropped afterwards."""
+    name = f"coupons_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    for service in services:
+        if migrations.script_dir(service).exists():
+            migrations.upgrade(service, url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def settings_for(component: str, database_url: str, **overrides) -> Settings:
@@ -27,6 +50,7 @@ def settings_for(component: str, database_url: str, **overrides) -> Settings:
         "revocation_poll_seconds": REVOCATION_POLL_SECONDS,
         "login_max_failures_per_client": TEST_CLIENT_LIMIT,
         "workers": 1,  # one process per service unless a test says otherwise (tests/test_workers.py)
+        "webhook_allowed_networks": LOOPBACK,
     }
     return dataclasses.replace(base, database_url=database_url, **{**defaults, **overrides})
 

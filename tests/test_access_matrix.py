@@ -13,9 +13,11 @@ from kernel.context import ADMIN, SERVICE, USER
 from kernel.tokens import TokenIssuer
 from services.auth.servicer import SERVICE_NAMES as AUTH
 from services.books.servicer import SERVICE_NAME as BOOKS
+from services.events.servicer import SERVICE_NAME as EVENTS
+from services.events.webhook_servicer import SERVICE_NAME as WEBHOOKS
 from services.pools.servicer import SERVICE_NAME as POOLS
 from services.redemption.servicer import SERVICE_NAMES as REDEMPTION
-from tests.support import rich_error, settings_for
+from tests.support import rich_error, serving, settings_for
 
 # A refusal by the access rule, as opposed to the domain answering the (empty) request.
 RULE_REFUSALS = {
@@ -38,9 +40,21 @@ EXPECTED_REFUSAL = {
 }
 
 
+ALL_SERVICES = (AUTH, (BOOKS,), REDEMPTION, (POOLS,), (EVENTS, WEBHOOKS))
+
+
 @pytest.fixture(scope="module")
-def servers(auth_server, books_server, redemption_server, pools_server) -> dict[str, tuple[str, ...]]:
-    return {auth_server: AUTH, books_server: (BOOKS,), redemption_server: REDEMPTION, pools_server: (POOLS,)}
+async def events_server(database_url, auth_server, books_server, redemption_server, pools_server):
+    from services.events.app import build
+
+    sources = {"books_addr": books_server, "redemption_addr": redemption_server, "pools_addr": pools_server}
+    async with serving(build, "events", database_url, auth_server, **sources, webhook_concurrency=0) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def servers(auth_server, books_server, redemption_server, pools_server, events_server) -> dict[str, tuple[str, ...]]:
+    return dict(zip((auth_server, books_server, redemption_server, pools_server, events_server), ALL_SERVICES))
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +87,8 @@ async def _call(channel: grpc.aio.Channel, path: str, method, metadata) -> grpc.
         if method.client_streaming:
             call = channel.stream_unary(path, **codec)(iter([request]), metadata=metadata, timeout=10)
             await call
-        elif method.server_streaming:
-            async for _ in channel.unary_stream(path, **codec)(request, metadata=metadata, timeout=10):
+        elif method.server_streaming:  # a watch admitted waits for events: its deadline ends it
+            async for _ in channel.unary_stream(path, **codec)(request, metadata=metadata, timeout=2):
                 pass
         else:
             await channel.unary_unary(path, **codec)(request, metadata=metadata, timeout=10)
@@ -84,12 +98,7 @@ async def _call(channel: grpc.aio.Channel, path: str, method, metadata) -> grpc.
 
 
 def test_every_method_declares_an_access_rule():
-    unruled = [
-        path
-        for names in (AUTH, (BOOKS,), REDEMPTION, (POOLS,))
-        for path, method in _methods(names)
-        if not access.rule_of(method).callers
-    ]
+    unruled = [path for names in ALL_SERVICES for path, method in _methods(names) if not access.rule_of(method).callers]
     assert unruled == []
 
 
@@ -160,7 +169,7 @@ async def test_a_user_cannot_act_on_another_users_coupons(ledger):
 
 async def test_the_gateway_reaches_no_internal_method(start_gateway, http, servers, tokens):
     """Every service-only method of every service is off the web, listed as unbound or not."""
-    backends = dict(zip(("auth", "books", "redemption", "pools"), servers, strict=True))
+    backends = dict(zip(("auth", "books", "redemption", "pools", "events"), servers, strict=True))
     internal = [
         (path, service)
         for address, names in servers.items()
