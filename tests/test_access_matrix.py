@@ -54,7 +54,9 @@ async def events_server(database_url, auth_server, books_server, redemption_serv
 
 @pytest.fixture(scope="module")
 def servers(auth_server, books_server, redemption_server, pools_server, events_server) -> dict[str, tuple[str, ...]]:
-    return dict(zip((auth_server, books_server, redemption_server, pools_server, events_server), ALL_SERVICES))
+    return dict(
+        zip((auth_server, books_server, redemption_server, pools_server, events_server), ALL_SERVICES, strict=True)
+    )
 
 
 @pytest.fixture(scope="module")
