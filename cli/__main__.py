@@ -8,7 +8,7 @@ import sys
 
 import grpc
 
-from cli import commands
+from cli import commands, webhooks
 from cli.output import EXIT_USAGE, describe_error
 from kernel.components import DEFAULT_PORTS, SERVICES
 
@@ -125,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--total", type=int, help="RANDOM: codes in all; EQUAL: divided over the members, rounded down")
     p.add_argument("--preview", action="store_true", help="show the plan without assigning")
     p.set_defaults(run=commands.distribute)
+
+    webhooks.add_parser(sub)
     return top
 
 
@@ -147,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "assign" and not (args.book_id or args.code):
         print("error: name a --book (random code) or a --code", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(run(args))
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:  # how `events` and `webhooks listen` end
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from cli.output import Progress, write_csv
 from coupons.auth.v1 import auth_pb2, auth_pb2_grpc
 from coupons.books.v1 import books_pb2, books_pb2_grpc
-from coupons.events.v1 import events_pb2, events_pb2_grpc
+from coupons.events.v1 import events_pb2, events_pb2_grpc, webhooks_pb2_grpc
 from coupons.pools.v1 import pools_pb2, pools_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 from kernel.grpc_clients import channel
@@ -32,6 +32,7 @@ class Client:
         self.redemption = redemption_pb2_grpc.RedemptionServiceStub(self.channels["redemption"])
         self.pools = pools_pb2_grpc.PoolServiceStub(self.channels["pools"])
         self.events = events_pb2_grpc.EventServiceStub(self.channels["events"])
+        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(self.channels["events"])
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

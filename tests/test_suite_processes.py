@@ -5,8 +5,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -156,22 +158,28 @@ async def test_sigterm_finishes_in_flight_calls_then_exits(running_suite, tmp_pa
         log.close()
 
 
-def test_cli_against_the_running_suite(running_suite, tmp_path):
-    env = {**os.environ, "COUPONS_CLI_TOKEN_FILE": str(tmp_path / "token")}
-    addresses = [f"--{name}=127.0.0.1:{running_suite.ports[name]}" for name in SERVICE_NAMES]
+class Cli:
+    """`python -m cli` against the running suite, signed in with a token file of the test's own."""
 
-    def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    def __init__(self, running_suite, tmp_path):
+        self.env = {**os.environ, "COUPONS_CLI_TOKEN_FILE": str(tmp_path / "token")}
+        self.command = [sys.executable, "-m", "cli"]
+        self.command += [f"--{name}=127.0.0.1:{running_suite.ports[name]}" for name in SERVICE_NAMES]
+
+    def __call__(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [sys.executable, "-m", "cli", *addresses, *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+            [*self.command, *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == expect, done.stdout + done.stderr
         return done
 
+    def start(self, *args: str, **options) -> subprocess.Popen:
+        """A command that runs until stopped (events, webhooks listen), its output on pipes."""
+        return subprocess.Popen([*self.command, *args], cwd=ROOT, env=self.env, text=True, **options)
+
+
+def test_cli_against_the_running_suite(running_suite, tmp_path):
+    cli = Cli(running_suite, tmp_path)
     cli("login", "admin@example.com", "--password", "admin123")
     created = json.loads(
         cli(
@@ -213,13 +221,7 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
     assert "ROLLED_BACK_EVENT" in history and "cli-1" in history
     # ... and the rollback is an event on the watch (which runs until interrupted: read to it, then stop;
     # other tests roll back codes of their own in this database too).
-    watching = subprocess.Popen(
-        [sys.executable, "-m", "cli", *addresses, "events", "--from-oldest", "--type", "coupon.rolled_back"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    watching = cli.start("events", "--from-oldest", "--type", "coupon.rolled_back", stdout=subprocess.PIPE)
     try:
         while (event := json.loads(watching.stdout.readline()))["data"].get("order_reference") != "cli-1":
             pass  # the test's timeout bounds this
@@ -234,6 +236,42 @@ def test_cli_against_the_running_suite(running_suite, tmp_path):
 
     refused = cli("books", "create", "--name", "", expect=1)
     assert "INVALID_ARGUMENT" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_webhook_to_the_clis_receiver_arrives_signed(running_suite, tmp_path):
+    """docs/try-it.md's walkthrough: a receiver started from the CLI registers itself, a code is redeemed,
+    the receiver prints the verified event; the delivery is listed as delivered."""
+    cli = Cli(running_suite, tmp_path)
+    cli("login", "admin@example.com", "--password", "admin123")
+    book = json.loads(cli("books", "create", "--name", f"Hooked {uuid.uuid4().hex[:6]}").stdout)
+    cli("codes", "generate", book["id"], "1")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listening = cli.start(
+        *("webhooks", "listen", "--port", str(port), "--register", "--book", book["id"], "--type", "coupon.redeemed"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        registered = listening.stderr.readline()
+        assert "registered webhook endpoint" in registered, registered + listening.stderr.read()
+        endpoint_id = registered.split()[3]
+        assert "listening on" in listening.stderr.readline()
+        coupon = json.loads(cli("assign", "--book", book["id"], "--email", "admin@example.com").stdout)
+        cli("redeem", coupon["code"], "--order", "hooked-1")
+        line = json.loads(listening.stdout.readline())  # the test's timeout bounds the wait
+        # The receiver prints before it answers: the delivery is recorded once the answer is back.
+        while ",DELIVERED," not in (listed := cli("webhooks", "deliveries", "--endpoint", endpoint_id).stdout):
+            time.sleep(0.1)
+    finally:
+        listening.terminate()
+        listening.wait(timeout=10)
+    assert line["verified"] and line["event"]["type"] == "coupon.redeemed"
+    assert line["event"]["subject_id"] == coupon["code"] and line["event"]["data"]["order_reference"] == "hooked-1"
+    rows = listed.splitlines()
+    assert len(rows) == 2 and rows[1].startswith(line["delivery_id"]) and ",DELIVERED,1,204," in rows[1]
+    assert "Traceback" not in cli("webhooks", "delivery", line["delivery_id"]).stderr
 
 
 def _beta_testers(running_suite, tmp_path) -> str:
