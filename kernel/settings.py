@@ -15,6 +15,12 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    """WEBHOOK_ALLOWED_NETWORKS: CIDRs, "local" for LOOPBACK_NETWORKS, "none" for none."""
+    names = [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
+    return tuple(cidr for n in names for cidr in (LOOPBACK_NETWORKS if n == "local" else (n,)))
+
+
 def _int(name: str, default: int) -> int:
     raw = _env(name, str(default))
     try:
@@ -53,6 +59,9 @@ def cores() -> int:
 
 
 MAX_WORKERS = 64
+# Where webhooks may go although not public, when ENVIRONMENT=local and WEBHOOK_ALLOWED_NETWORKS is unset:
+# this machine, so `make run` delivers to the CLI's receiver. Production allows no such network by default.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 # The services that call others (kernel.components) sign in each as itself with its own secret (SERVICE_SECRET_<NAME>).
 MIN_SERVICE_SECRET_LENGTH = 32
@@ -151,7 +160,8 @@ class Settings:
     # WEBHOOK_MAX_RETRY_SECONDS, +-20% jitter; WEBHOOK_LEASE_SECONDS: how long a claimed delivery is a
     # dispatcher's (above the timeout: a crashed dispatcher's claim runs out after it); WEBHOOK_CONCURRENCY:
     # attempts in flight per dispatcher (0: this replica runs none); WEBHOOK_ALLOWED_NETWORKS: comma-separated
-    # CIDRs an endpoint may point into although they are not public (loopback, private, link-local);
+    # CIDRs an endpoint may point into although they are not public (loopback, private, link-local), "local"
+    # for loopback (the default when ENVIRONMENT=local), "none" (the default in production);
     # WEBHOOK_RETENTION_SECONDS: how long a finished (delivered or dead-lettered) delivery and its attempts stay.
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 12
@@ -173,9 +183,11 @@ class Settings:
     @classmethod
     def from_env(cls, component: str) -> "Settings":
         run_dir = _env("RUN_DIR", str(ROOT / ".run"))
+        environment = _env("ENVIRONMENT", "local")
+        webhook_networks = _env("WEBHOOK_ALLOWED_NETWORKS", "" if environment == "production" else "local")
         settings = cls(
             component=component,
-            environment=_env("ENVIRONMENT", "local"),
+            environment=environment,
             host=_env("HOST", "127.0.0.1"),
             port=_int(f"{component.upper()}_PORT", DEFAULT_PORTS[component]),
             metrics_port=_int("METRICS_PORT", DEFAULT_PORTS[component] + 1000),
@@ -221,9 +233,7 @@ class Settings:
             webhook_max_retry_seconds=_float("WEBHOOK_MAX_RETRY_SECONDS", 8 * 3600),
             webhook_lease_seconds=_float("WEBHOOK_LEASE_SECONDS", 60),
             webhook_concurrency=_int("WEBHOOK_CONCURRENCY", 16),
-            webhook_allowed_networks=tuple(
-                n.strip() for n in _env("WEBHOOK_ALLOWED_NETWORKS", "").split(",") if n.strip()
-            ),
+            webhook_allowed_networks=_networks(webhook_networks),
             webhook_retention_seconds=_int("WEBHOOK_RETENTION_SECONDS", 7 * 86400),
         )
         settings.check()

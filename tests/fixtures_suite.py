@@ -9,7 +9,7 @@ import pytest
 from kernel.components import COMPONENTS as REGISTRY
 from suite.launch import start_suite
 from suite.processes import REPLICA_PORT_STEP
-from tests.support import LOOPBACK, TEST_CLIENT_LIMIT
+from tests.support import TEST_CLIENT_LIMIT
 
 COMPONENTS = tuple(c.name for c in REGISTRY)
 
@@ -42,13 +42,9 @@ def free_suite_ports(replicas: dict[str, int] | None = None) -> dict[str, int]:
 
 async def start_test_suite(database_url: str, run_dir, ports: dict[str, int], extra_env=None, **options):
     """start_suite for tests: every process signs in from 127.0.0.1 (see tests.support.TEST_CLIENT_LIMIT), and
-    each service is one process (WORKERS=1) unless the test says otherwise, and webhooks may go to loopback."""
-    env = {
-        "LOGIN_MAX_FAILURES_PER_CLIENT": str(TEST_CLIENT_LIMIT),
-        "WORKERS": "1",
-        "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
-        **(extra_env or {}),
-    }
+    each service is one process (WORKERS=1) unless the test says otherwise. (Webhooks may go to loopback,
+    as in every ENVIRONMENT=local suite.)"""
+    env = {"LOGIN_MAX_FAILURES_PER_CLIENT": str(TEST_CLIENT_LIMIT), "WORKERS": "1", **(extra_env or {})}
     return await start_suite(database_url, run_dir, ports, extra_env=env, **options)
 
 

@@ -11,7 +11,7 @@ from grpc_status import rpc_status
 from sqlalchemy.engine import make_url
 
 from kernel import migrations
-from kernel.settings import Settings
+from kernel.settings import LOOPBACK_NETWORKS, Settings
 
 # In-process servers learn revocations every second, so the tests of that bound stay short.
 REVOCATION_POLL_SECONDS = 1.0
@@ -20,7 +20,7 @@ REVOCATION_POLL_SECONDS = 1.0
 # (tests/test_auth_hardening.py).
 TEST_CLIENT_LIMIT = 100_000
 # The tests' webhook receivers listen on loopback, which production refuses unless allowed.
-LOOPBACK = ("127.0.0.0/8", "::1/128")
+LOOPBACK = LOOPBACK_NETWORKS
 
 
 @contextlib.contextmanager

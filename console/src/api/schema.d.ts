@@ -908,6 +908,146 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["WebhookService_ListWebhookEndpoints"];
+        put?: never;
+        /**
+         * Registers an endpoint and generates its signing secret, which this answer alone shows (and a rotation's).
+         * @description Registers an endpoint and generates its signing secret, which this answer alone shows (and a rotation's).
+         *     The URL is checked: http(s), no credentials in it, and no loopback, private, link-local or other
+         *     non-public address unless the operator allows its network (WEBHOOK_ALLOWED_NETWORKS).
+         */
+        post: operations["WebhookService_CreateWebhookEndpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["WebhookService_GetWebhookEndpoint"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint.id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Changes url, event_types, book_id, description or state (disable, enable) as the mask names; an empty
+         * @description Changes url, event_types, book_id, description or state (disable, enable) as the mask names; an empty
+         *     mask means every one of them.
+         */
+        patch: operations["WebhookService_UpdateWebhookEndpoint"];
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}:rotateSecret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new secret, shown in this answer; every attempt from now on is signed with it alone.
+         * @description A new secret, shown in this answer; every attempt from now on is signed with it alone.
+         */
+        post: operations["WebhookService_RotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{endpoint_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An endpoint's deliveries ("-" for every endpoint's), newest first, optionally of one state.
+         * @description An endpoint's deliveries ("-" for every endpoint's), newest first, optionally of one state.
+         */
+        get: operations["WebhookService_ListWebhookDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhookDeliveries/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One delivery with every attempt made.
+         * @description One delivery with every attempt made.
+         */
+        get: operations["WebhookService_GetWebhookDelivery"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhookDeliveries/{id}:redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sends a dead-lettered (or delivered) delivery again, now, with the same delivery id and a fresh
+         * @description Sends a dead-lettered (or delivered) delivery again, now, with the same delivery id and a fresh
+         *     schedule of tries.
+         */
+        post: operations["WebhookService_RedeliverWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1487,6 +1627,107 @@ export interface components {
             data?: {
                 [key: string]: unknown;
             };
+        };
+        "coupons.events.v1.WebhookEndpoint": {
+            id?: string;
+            /** @description Where events are POSTed: http or https, at most 2,048 characters. */
+            url?: string;
+            /** @description Only these event types (see Event.type; at most 32); empty: every type. */
+            event_types?: string[];
+            /** @description Only the events of this book; empty: every book's (and the pools' own). */
+            book_id?: string;
+            /** @description At most 500 characters. */
+            description?: string;
+            /**
+             * @description Created ENABLED; UNSPECIFIED in an update leaves it as it is.
+             * @enum {string}
+             */
+            state?: "WEBHOOK_ENDPOINT_STATE_UNSPECIFIED" | "WEBHOOK_ENDPOINT_STATE_ENABLED" | "WEBHOOK_ENDPOINT_STATE_DISABLED";
+            /** @description The signing secret ("whsec_" and base64), only in the answers to Create and Rotate. */
+            secret?: string;
+            /** @description The secret's last four characters, to tell which one a receiver holds. */
+            secret_hint?: string;
+            /** Format: date-time */
+            create_time?: string;
+            /** Format: date-time */
+            update_time?: string;
+            /** Format: date-time */
+            secret_rotate_time?: string;
+        };
+        "coupons.events.v1.ListWebhookEndpointsResponse": {
+            endpoints?: components["schemas"]["coupons.events.v1.WebhookEndpoint"][];
+            next_page_token?: string;
+            /**
+             * Format: int32
+             * @description Endpoints in all, over every page.
+             */
+            total_size?: number;
+        };
+        "coupons.events.v1.RotateWebhookSecretRequest": {
+            id?: string;
+            request_id?: string;
+        };
+        "coupons.events.v1.ListWebhookDeliveriesResponse": {
+            deliveries?: components["schemas"]["coupons.events.v1.WebhookDelivery"][];
+            next_page_token?: string;
+            /** Format: int32 */
+            total_size?: number;
+        };
+        "coupons.events.v1.WebhookDelivery": {
+            /** @description Sent as the webhook-id header; the same on every try and redelivery, so a receiver can drop repeats. */
+            id?: string;
+            endpoint_id?: string;
+            /** @description The event, as the request's JSON body carries it. */
+            event?: components["schemas"]["coupons.events.v1.Event"];
+            /** @enum {string} */
+            state?: "WEBHOOK_DELIVERY_STATE_UNSPECIFIED" | "WEBHOOK_DELIVERY_STATE_PENDING" | "WEBHOOK_DELIVERY_STATE_DELIVERED" | "WEBHOOK_DELIVERY_STATE_DEAD_LETTER";
+            /**
+             * Format: int32
+             * @description Attempts made so far, over every round.
+             */
+            attempt_count?: number;
+            /**
+             * Format: date-time
+             * @description When a pending delivery is tried next.
+             */
+            next_attempt_time?: string;
+            /** Format: date-time */
+            create_time?: string;
+            /** Format: date-time */
+            delivered_time?: string;
+            /**
+             * Format: int32
+             * @description The last attempt's status and error.
+             */
+            last_status_code?: number;
+            last_error?: string;
+            /** @description Oldest first; only in GetWebhookDelivery and RedeliverWebhook. */
+            attempts?: components["schemas"]["coupons.events.v1.WebhookAttempt"][];
+        };
+        "coupons.events.v1.WebhookAttempt": {
+            /**
+             * Format: int32
+             * @description 1, 2, ... over the delivery's life (a redelivery goes on counting). An attempt cut short by a crash of
+             *     the dispatcher counts but leaves no entry, so a number may be missing.
+             */
+            number?: number;
+            /** Format: date-time */
+            start_time?: string;
+            /** Format: int32 */
+            duration_ms?: number;
+            /** @enum {string} */
+            outcome?: "WEBHOOK_ATTEMPT_OUTCOME_UNSPECIFIED" | "WEBHOOK_ATTEMPT_OUTCOME_SUCCEEDED" | "WEBHOOK_ATTEMPT_OUTCOME_HTTP_ERROR" | "WEBHOOK_ATTEMPT_OUTCOME_TIMEOUT" | "WEBHOOK_ATTEMPT_OUTCOME_CONNECTION_FAILED" | "WEBHOOK_ATTEMPT_OUTCOME_TARGET_REFUSED";
+            /**
+             * Format: int32
+             * @description The HTTP status, when there was an answer.
+             */
+            status_code?: number;
+            /** @description What went wrong, briefly (at most 300 characters). */
+            error?: string;
+        };
+        "coupons.events.v1.RedeliverWebhookRequest": {
+            id?: string;
+            request_id?: string;
         };
         "google.rpc.Status": {
             /** Format: int32 */
@@ -3366,6 +3607,289 @@ export interface operations {
                 };
                 content: {
                     "application/x-ndjson": components["schemas"]["coupons.events.v1.Event"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_ListWebhookEndpoints: {
+        parameters: {
+            query?: {
+                page_size?: number;
+                page_token?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.ListWebhookEndpointsResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_CreateWebhookEndpoint: {
+        parameters: {
+            query?: {
+                request_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_GetWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_UpdateWebhookEndpoint: {
+        parameters: {
+            query?: {
+                update_mask?: string;
+                request_id?: string;
+            };
+            header?: never;
+            path: {
+                "endpoint.id": string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_RotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.events.v1.RotateWebhookSecretRequest"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookEndpoint"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_ListWebhookDeliveries: {
+        parameters: {
+            query?: {
+                /** @description Only deliveries in this state; UNSPECIFIED: every state. */
+                state?: "WEBHOOK_DELIVERY_STATE_UNSPECIFIED" | "WEBHOOK_DELIVERY_STATE_PENDING" | "WEBHOOK_DELIVERY_STATE_DELIVERED" | "WEBHOOK_DELIVERY_STATE_DEAD_LETTER";
+                /** @description 1 to 100; 0: 50. */
+                page_size?: number;
+                page_token?: string;
+            };
+            header?: never;
+            path: {
+                /** @description An endpoint's id, or "-" for every endpoint. */
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.ListWebhookDeliveriesResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_GetWebhookDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookDelivery"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    WebhookService_RedeliverWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["coupons.events.v1.RedeliverWebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.events.v1.WebhookDelivery"];
                 };
             };
             400: components["responses"]["Error400"];
