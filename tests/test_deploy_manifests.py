@@ -857,6 +857,12 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_call_graph():
             for target in targets:
                 assert ports == {DEFAULT_PORTS[target]}
         assert labels.get("coupons.example.com/database-client") == "true"
+    (events,) = _policy_for(deployments["events"]["spec"]["template"]["metadata"]["labels"])
+    (internet,) = [rule for rule in events["spec"]["egress"] if any("ipBlock" in peer for peer in rule["to"])]
+    assert [p["port"] for p in internet["ports"]] == [443]  # webhooks: HTTPS receivers, nothing private
+    blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"]["except"]) for peer in internet["to"]}
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= blocks["0.0.0.0/0"]
+    assert {"fc00::/7", "fe80::/10"} <= blocks["::/0"]
     gateway_labels = deployments["gateway"]["spec"]["template"]["metadata"]["labels"]
     (gateway,) = _policy_for(gateway_labels)
     assert "coupons.example.com/database-client" not in gateway_labels
