@@ -15,7 +15,7 @@ from kernel.purge import Purger, idempotency_keys
 from services.auth.repository import purge_targets
 from tests.support import settings_for
 
-SCHEMAS = tuple(s for s in migrations.SERVICES if s != "events")  # those with request_id keys
+SCHEMAS = migrations.SERVICES  # every schema keeps request_id keys
 RETENTION = 86400
 
 
@@ -203,3 +203,58 @@ async def test_old_outbox_rows_and_old_events_are_purged_and_recent_ones_kept(da
             assert kept == (1,)
         kept = conn.execute("SELECT source_id FROM events.events WHERE source = %s", (f"test-{tag}",)).fetchall()
         assert kept == [(1,)]
+
+
+async def test_finished_webhook_deliveries_and_their_attempts_are_purged_pending_ones_kept(database_url):
+    from services.events.webhook_repository import finished_deliveries
+
+    purger = Purger(settings_for("events", database_url, purge_batch_size=2), [finished_deliveries(7 * 86400)])
+    tag = uuid.uuid4().hex
+    cases = [  # (state, finished how long ago), and whether it stays
+        ("DELIVERED", "8 days", False),
+        ("DEAD_LETTER", "8 days", False),
+        ("DELIVERED", "6 days", True),
+        ("PENDING", None, True),
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (endpoint,) = conn.execute(
+            # Disabled: no dispatcher of another test in this database tries its pending delivery.
+            "INSERT INTO events.webhook_endpoints (url, event_types, description, secret, state)"
+            " VALUES ('https://example.com/', '{}', %s, 'whsec_x', 'DISABLED') RETURNING id",
+            (tag,),
+        ).fetchone()
+        deliveries = []
+        for number, (state, age, _) in enumerate(cases):
+            (seq,) = conn.execute(
+                "INSERT INTO events.events (source, source_id, type, occurred_at, subject_type, subject_id, actor,"
+                " data_schema, data) VALUES (%s, %s, 't', now(), 's', 'x', 'a', 'd', '{}') RETURNING seq",
+                (f"hook-{tag}", number),
+            ).fetchone()
+            (delivery,) = conn.execute(
+                "INSERT INTO events.webhook_deliveries (endpoint_id, event_seq, next_attempt_at, state, finished_at)"
+                " VALUES (%s, %s, now(), %s, now() - CAST(%s AS interval)) RETURNING id",
+                (endpoint, seq, state, age),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO events.webhook_attempts (delivery_id, number, started_at, duration_ms, outcome)"
+                " VALUES (%s, 1, now(), 5, 'HTTP_ERROR')",
+                (delivery,),
+            )
+            deliveries.append(delivery)
+    try:
+        await purger.purge_once()
+    finally:
+        await purger.close()
+    with psycopg.connect(database_url) as conn:
+        kept = {
+            row[0]
+            for row in conn.execute("SELECT id FROM events.webhook_deliveries WHERE endpoint_id = %s", (endpoint,))
+        }
+        attempts = {
+            row[0]
+            for row in conn.execute(
+                "SELECT delivery_id FROM events.webhook_attempts WHERE delivery_id = ANY(%s)", (deliveries,)
+            )
+        }
+    expected = {delivery for delivery, (_, _, stays) in zip(deliveries, cases, strict=True) if stays}
+    assert kept == attempts == expected
