@@ -1,7 +1,8 @@
-"""`make bench` / `python -m bench`: the benchmarks of issues 7 and 11 on a fresh local stack.
+"""`make bench` / `python -m bench`: the benchmarks of issues 7, 11, 12 and 13 on a fresh local stack.
 
 Options: --quick (1 run each, shorter windows, a shorter soak, smaller generation: a smoke test, not
-figures), --only SECTION[,SECTION] (throughput, hot, shared, generation, assignment, distribution, soak),
+figures), --only SECTION[,SECTION] (throughput, hot, shared, events, generation, assignment, distribution,
+soak),
 --profile (py-spy record of the redemption server during the first 32-caller gRPC redeem run).
 """
 
@@ -13,6 +14,7 @@ import time
 
 from bench import report
 from bench.core import Bench, Config
+from bench.events import events
 from bench.hot import hot_code
 from bench.load import LoadGenerator
 from bench.shared_code import shared_code
@@ -21,7 +23,7 @@ from bench.stack import start_stack, stop_stack
 from bench.supply import assignment, distribution, generation
 from bench.throughput import throughput
 
-SECTIONS = ("throughput", "hot", "shared", "generation", "assignment", "distribution", "soak")
+SECTIONS = ("throughput", "hot", "shared", "events", "generation", "assignment", "distribution", "soak")
 
 QUICK = {
     "runs": 1,
@@ -60,6 +62,7 @@ async def main(args) -> int:
             "throughput": lambda: throughput(bench),
             "hot": lambda: hot_code(bench),
             "shared": lambda: shared_code(bench),
+            "events": lambda: events(bench),
             "generation": lambda: generation(bench),
             "assignment": lambda: assignment(bench, big_books),
             "distribution": lambda: distribution(bench),

@@ -43,6 +43,7 @@ class CpuShare:
 class CpuMeter:
     def __init__(self, stack):
         self.stack = stack
+        self.extra: dict[str, int] = {}  # processes of the bench's own counted apart, by name (a receiver)
 
     def _postgres(self) -> list[psutil.Process]:
         """This stack's postmaster and its children (other servers on the host are not ours)."""
@@ -58,6 +59,10 @@ class CpuMeter:
             for process in process_tree(component.process.pid if component.process else None):
                 if (spent := _cpu(process)) is not None:
                     values[f"{component.name}:{process.pid}"] = spent
+        for name, pid in self.extra.items():
+            for process in process_tree(pid):
+                if (spent := _cpu(process)) is not None:
+                    values[f"{name}:{process.pid}"] = spent
         for process in self._postgres():
             if (spent := _cpu(process)) is not None:
                 values[f"postgres:{process.pid}"] = spent

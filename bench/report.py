@@ -26,7 +26,18 @@ def _status(met) -> str:
     return "" if met is None else ("met" if met else "**missed**")
 
 
-COLUMNS = ("redemption", "gateway", "books", "pools", "auth", "postgres", "load generator", "other processes")
+COLUMNS = (
+    "redemption",
+    "gateway",
+    "books",
+    "pools",
+    "auth",
+    "events",
+    "webhook receiver",
+    "postgres",
+    "load generator",
+    "other processes",
+)
 
 
 def _cpu_table(cpu: dict) -> list[str]:

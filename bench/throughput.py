@@ -41,7 +41,9 @@ async def _health(bench: Bench, name: str, run: int) -> RunResult:
     return result
 
 
-async def _redeem(bench: Bench, name: str, run: int, callers: int, transport: str = "grpc", **open_loop) -> RunResult:
+async def redeem_run(
+    bench: Bench, name: str, run: int, callers: int, transport: str = "grpc", **open_loop
+) -> RunResult:
     book_id, work = await bench.held_codes(name, callers, _codes_per_caller(bench, callers))
     result = bench.load(
         name,
@@ -109,14 +111,14 @@ async def throughput(bench: Bench) -> None:
                 name = f"redeem_grpc_{callers}_w{workers}"
                 profiling = cfg.profile and run == 0 and workers == per_core and callers == 32
                 spy = bench.profile(name, cfg.warmup + cfg.seconds) if profiling else None
-                runs.setdefault(name, []).append(await _redeem(bench, name, run, callers))
+                runs.setdefault(name, []).append(await redeem_run(bench, name, run, callers))
                 if spy is not None:
                     spy.wait()
                 name = f"assign_grpc_{callers}_w{workers}"
                 runs.setdefault(name, []).append(await _assign(bench, name, run, callers, book_id))
             if workers == per_core and bench.stack.has("gateway"):
                 name = f"redeem_gateway_32_w{workers}"
-                runs.setdefault(name, []).append(await _redeem(bench, name, run, 32, transport="http"))
+                runs.setdefault(name, []).append(await redeem_run(bench, name, run, 32, transport="http"))
         for operation in ceilings:
             ceilings[operation].append(await pgbench.run(bench, operation, run))
     _figures(bench, runs, ceilings)
@@ -228,7 +230,7 @@ async def _open_loop(bench: Bench, book_id: str) -> None:
         for run in range(cfg.runs):
             name = f"{operation}_open_w{per_core}"
             if operation == "redeem":
-                results.append(await _redeem(bench, name, run, 32, rate=rate))
+                results.append(await redeem_run(bench, name, run, 32, rate=rate))
             else:
                 results.append(await _assign(bench, name, run, 32, book_id, rate=rate))
         label = f"{operation} at {rate:,.0f} calls/s offered ({cfg.open_loop_fraction:g} of {saturation:,.0f}/s)"

@@ -4,6 +4,7 @@ next try or the dead letter.
 A claim is committed before the request is sent and lasts WEBHOOK_LEASE_SECONDS (longer than an attempt
 may take), so replicas never try one delivery at the same time, and a dispatcher killed mid-attempt
 leaves the delivery to be tried again, with the same delivery id, when its lease runs out: at least once.
+Finished attempts are recorded together, a round at a time (one transaction for all), not one by one.
 The clock is injectable: the schedule is computed from it, so tests can step through it.
 """
 
@@ -24,7 +25,7 @@ from kernel.event_feed import event_of
 from kernel.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING
 from kernel.settings import Settings
 from services.events.watch import cursor_of
-from services.events.webhook_model import Attempt, AttemptOutcome, Claim, DeliveryState
+from services.events.webhook_model import Attempt, AttemptOutcome, Claim, DeliveryState, Outcome
 from services.events.webhook_repository import WebhookRepository
 from services.events.webhook_targets import GuardedResolver, TargetRefused, check_literal, networks
 from services.events.webhooks import Schedule
@@ -32,6 +33,7 @@ from services.events.webhooks import Schedule
 log = logging.getLogger("services.events.dispatcher")
 BACKLOG_EVERY_SECONDS = 5.0
 RETRY_SECONDS = 1.0
+ROUND_SECONDS = 0.02  # at most ~50 rounds (two transactions each) a second per dispatcher, however busy
 USER_AGENT = "coupons-webhooks/1"
 
 
@@ -64,6 +66,7 @@ class Dispatcher:
         self.timeout = settings.webhook_timeout_seconds
         self.lease = dt.timedelta(seconds=settings.webhook_lease_seconds)
         self.concurrency = settings.webhook_concurrency
+        self.claim_at_least = max(1, self.concurrency // 4)
         self.poll_seconds = settings.events_poll_seconds
         self.allowed_networks = networks(settings.webhook_allowed_networks)
         self._session: aiohttp.ClientSession | None = None
@@ -75,37 +78,52 @@ class Dispatcher:
         return self._session
 
     async def run(self) -> None:
-        """The background job: keeps up to WEBHOOK_CONCURRENCY attempts in flight."""
+        """The background job: keeps up to WEBHOOK_CONCURRENCY attempts in flight. Each round records the
+        attempts finished since the last one and claims more in two short transactions, however many."""
         in_flight: set[asyncio.Task] = set()
+        finished: list[Outcome] = []
         backlog_at = 0.0
         while True:
+            finished += [task.result() for task in in_flight if task.done()]
+            in_flight = {task for task in in_flight if not task.done()}
             free, claims = self.concurrency - len(in_flight), []
             try:
-                if free > 0:
+                await self.record(finished)
+                finished = []
+                if free >= self.claim_at_least or not in_flight:  # no one-row claims while busy
                     now = self.clock()
                     claims = await self.repo.claim(now, now + self.lease, free)
                 if time.monotonic() - backlog_at > BACKLOG_EVERY_SECONDS:
                     backlog_at = time.monotonic()
                     await self.report_backlog()
-            except Exception as error:  # the database away: nothing was claimed, try again
-                log.warning("claiming webhook deliveries failed", extra={"fields": {"error": str(error)[:200]}})
+            except Exception as error:  # the database away: unrecorded outcomes are kept for the next round
+                fields = {"error": str(error)[:200]}
+                log.warning("recording or claiming webhook deliveries failed", extra={"fields": fields})
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            for claim in claims:
-                task = asyncio.create_task(self.attempt(claim))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            if len(claims) < free:
-                await asyncio.sleep(self.poll_seconds)
-            elif in_flight:
+            in_flight |= {asyncio.create_task(self.attempt(claim)) for claim in claims}
+            if in_flight:
                 await asyncio.wait(in_flight, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.sleep(ROUND_SECONDS)  # let more finish: a round records many, not one
+            else:
+                await asyncio.sleep(self.poll_seconds)
 
     async def dispatch_once(self) -> int:
-        """Claims what is due now and makes those attempts; how many (for tests and tools)."""
+        """Claims what is due now, makes those attempts and records them; how many (for tests and tools)."""
         now = self.clock()
         claims = await self.repo.claim(now, now + self.lease, max(self.concurrency, 1))
-        await asyncio.gather(*(self.attempt(claim) for claim in claims))
+        await self.record(list(await asyncio.gather(*(self.attempt(claim) for claim in claims))))
         return len(claims)
+
+    async def record(self, outcomes: list[Outcome]) -> None:
+        await self.repo.acknowledge(outcomes)
+        for outcome in outcomes:
+            WEBHOOK_ATTEMPTS.labels(outcome.attempt.outcome.value).inc()
+            if outcome.state is DeliveryState.DEAD_LETTER:
+                fields = {"delivery_id": outcome.claim.delivery_id, "endpoint_id": outcome.claim.endpoint_id}
+                log.warning(
+                    "webhook delivery dead-lettered", extra={"fields": {**fields, "error": outcome.attempt.error}}
+                )
 
     async def report_backlog(self) -> None:
         pending, oldest = await self.repo.backlog(self.clock())
@@ -136,28 +154,17 @@ class Dispatcher:
             return AttemptOutcome.SUCCEEDED, status, ""
         return AttemptOutcome.HTTP_ERROR, status, f"HTTP {status}"
 
-    async def attempt(self, claim: Claim) -> None:
+    async def attempt(self, claim: Claim) -> Outcome:
         started, began = self.clock(), time.monotonic()
         outcome, status, error = await self._send(claim)
         attempt = Attempt(claim.attempt_number, started, int((time.monotonic() - began) * 1000), outcome, status, error)
         now = self.clock()
         if outcome is AttemptOutcome.SUCCEEDED:
-            state, next_at = DeliveryState.DELIVERED, now
-        else:
-            wait = self.schedule.wait_after(claim.round_tries, self.rand)
-            state = DeliveryState.PENDING if wait is not None else DeliveryState.DEAD_LETTER
-            next_at = now + dt.timedelta(seconds=wait or 0)
-        WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
-        try:
-            await self.repo.acknowledge(claim, attempt, state, next_at, now)
-        except Exception as error:  # not recorded: the lease runs out and the delivery is tried again
-            log.warning("recording a webhook attempt failed", extra={"fields": {"error": str(error)[:200]}})
-            return
-        if state is DeliveryState.DEAD_LETTER:
-            log.warning(
-                "webhook delivery dead-lettered",
-                extra={"fields": {"delivery_id": claim.delivery_id, "endpoint_id": claim.endpoint_id, "error": error}},
-            )
+            return Outcome(claim, attempt, DeliveryState.DELIVERED, now, now)
+        wait = self.schedule.wait_after(claim.round_tries, self.rand)
+        if wait is None:
+            return Outcome(claim, attempt, DeliveryState.DEAD_LETTER, now, now)
+        return Outcome(claim, attempt, DeliveryState.PENDING, now + dt.timedelta(seconds=wait), now)
 
     async def close(self) -> None:
         if self._session is not None:

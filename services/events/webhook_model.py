@@ -77,3 +77,14 @@ class Claim:
     attempt_number: int
     round_tries: int  # tries in this round, this one included: the schedule and the dead letter count these
     event: object  # the event's row, as in Delivery
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a claim came to, to be recorded: its attempt and the delivery's next state."""
+
+    claim: Claim
+    attempt: Attempt
+    state: DeliveryState
+    next_attempt_at: dt.datetime
+    recorded_at: dt.datetime

@@ -18,6 +18,7 @@ from services.events.webhook_model import (
     DeliveryState,
     Endpoint,
     EndpointState,
+    Outcome,
 )
 
 _ENDPOINT = (
@@ -169,50 +170,48 @@ class WebhookRepository:
                 Claim(r.delivery_id, r.endpoint_id, r.url, r.secret, r.attempt_count, r.round_tries, r) for r in rows
             ]
 
-    async def acknowledge(
-        self, claim: Claim, attempt: Attempt, state: DeliveryState, next_attempt_at: dt.datetime, now: dt.datetime
-    ) -> bool:
-        """Records the attempt and the delivery's outcome; False when the claim had run out and another
-        dispatcher has claimed the delivery since (its attempt decides then; this one is still recorded)."""
+    async def acknowledge(self, outcomes: list[Outcome]) -> int:
+        """Records attempts and their deliveries' outcomes, in one transaction of two statements however
+        many. A delivery whose claim ran out and was claimed again since keeps the newer claim's state (the
+        fence: attempt_count); its attempt is still recorded. Returns how many deliveries were updated."""
+        if not outcomes:
+            return 0
+        columns = {
+            "ids": [o.claim.delivery_id for o in outcomes],
+            "numbers": [o.attempt.number for o in outcomes],
+            "started": [o.attempt.started_at for o in outcomes],
+            "ms": [o.attempt.duration_ms for o in outcomes],
+            "outcomes": [o.attempt.outcome.value for o in outcomes],
+            "statuses": [o.attempt.status_code for o in outcomes],
+            "errors": [o.attempt.error for o in outcomes],
+            "states": [o.state.value for o in outcomes],
+            "nexts": [o.next_attempt_at for o in outcomes],
+            "nows": [o.recorded_at for o in outcomes],
+        }
         async with self.transaction() as conn:
             await conn.execute(
                 sa.text(
                     "INSERT INTO events.webhook_attempts (delivery_id, number, started_at, duration_ms, outcome,"
-                    " status_code, error) VALUES (CAST(:d AS uuid), :n, :started, :ms, :outcome, :status, :error)"
-                    " ON CONFLICT DO NOTHING"
+                    " status_code, error) SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS int[]),"
+                    " CAST(:started AS timestamptz[]), CAST(:ms AS int[]), CAST(:outcomes AS text[]),"
+                    " CAST(:statuses AS int[]), CAST(:errors AS text[])) ON CONFLICT DO NOTHING"
                 ),
-                {
-                    "d": claim.delivery_id,
-                    "n": attempt.number,
-                    "started": attempt.started_at,
-                    "ms": attempt.duration_ms,
-                    "outcome": attempt.outcome.value,
-                    "status": attempt.status_code,
-                    "error": attempt.error,
-                },
+                columns,
             )
-            finished = state is not DeliveryState.PENDING
             result = await conn.execute(
                 sa.text(
-                    "UPDATE events.webhook_deliveries SET state = :state, next_attempt_at = :next,"
-                    " last_status_code = :status, last_error = :error,"
-                    " delivered_at = CASE WHEN :delivered THEN CAST(:now AS timestamptz) ELSE delivered_at END,"
-                    " finished_at = CASE WHEN :finished THEN CAST(:now AS timestamptz) END"
-                    " WHERE id = CAST(:d AS uuid) AND attempt_count = :n AND state = 'PENDING'"
+                    "UPDATE events.webhook_deliveries d SET state = a.state, next_attempt_at = a.next,"
+                    " last_status_code = a.status, last_error = a.error,"
+                    " delivered_at = CASE WHEN a.state = 'DELIVERED' THEN a.now ELSE d.delivered_at END,"
+                    " finished_at = CASE WHEN a.state <> 'PENDING' THEN a.now END"
+                    " FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS int[]), CAST(:states AS text[]),"
+                    " CAST(:nexts AS timestamptz[]), CAST(:statuses AS int[]), CAST(:errors AS text[]),"
+                    " CAST(:nows AS timestamptz[])) AS a(id, number, state, next, status, error, now)"
+                    " WHERE d.id = a.id AND d.attempt_count = a.number AND d.state = 'PENDING'"
                 ),
-                {
-                    "state": state.value,
-                    "next": next_attempt_at,
-                    "status": attempt.status_code,
-                    "error": attempt.error,
-                    "delivered": state is DeliveryState.DELIVERED,
-                    "finished": finished,
-                    "now": now,
-                    "d": claim.delivery_id,
-                    "n": attempt.number,
-                },
+                columns,
             )
-            return result.rowcount == 1
+            return result.rowcount
 
     async def list_deliveries(
         self,
