@@ -72,8 +72,15 @@ class Router:
         return sorted(m for m in self._tries if self.match(m, raw_path) is not None)
 
     def namespaces(self) -> set[str]:
-        """The literal first segments of every route (`api`, `.well-known`, ...): the paths the API owns."""
-        return {name for trie in self._tries.values() for name in trie.literals}
+        """The first segments the API owns (`api`, `coupons`): those of a route of one segment or whose second
+        is literal. A first segment followed only by a variable (`users` of `/users/{user_id}/coupons`) owns
+        just the paths that match, so a page of the static site may have that name too."""
+        return {
+            name
+            for trie in self._tries.values()
+            for name, node in trie.literals.items()
+            if node.literals or node.ends or node.rest
+        }
 
 
 def _walk(node: _Node, segments: list[str], index: int, verb: str):

@@ -4,7 +4,8 @@ security headers.
 The gateway knows nothing of what the directory holds; it only serves what no API route claims:
 - a file under the directory, as it is (ETag, Last-Modified, Range and HEAD come from aiohttp's FileResponse);
 - otherwise `index.html`, when the path looks like a page of a single-page application: its first segment is
-  no API route's (`/api/...` stays a JSON 404) and its last has no dot (a missing `app.js` is a 404, not HTML).
+  no API namespace (`/api/...` stays a JSON 404; `Router.namespaces`) and its last has no dot (a missing
+  `app.js` is a 404, not HTML).
 """
 
 from pathlib import Path

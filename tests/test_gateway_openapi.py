@@ -48,6 +48,7 @@ REST_PATHS = [
     ("post", "/coupons/assign/{code}"),
     ("post", "/coupons/lock/{code}"),
     ("post", "/coupons/redeem/{code}"),
+    ("get", "/users/{user_id}/coupons"),
 ]
 
 

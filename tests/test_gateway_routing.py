@@ -297,3 +297,19 @@ EXPECTED_HTTP = {
 def test_status_table_covers_every_code(code):
     assert http_status(code) == EXPECTED_HTTP[code.name]
     assert http_status(code.value[0]) == EXPECTED_HTTP[code.name]
+
+
+def test_namespaces_are_first_segments_the_api_owns_outright():
+    """`/users/{user_id}/coupons` (the original's short path) leaves `/users` to a page of the static site;
+    `/coupons` (a route of one segment) and `/api/v1/...` (a literal second segment) are the API's."""
+    built = Router()
+    for method, path in [
+        ("GET", "/api/v1/books"),
+        ("POST", "/coupons"),
+        ("POST", "/coupons/lock/{code}"),
+        ("GET", "/users/{user_id}/coupons"),
+        ("GET", "/v1/files/{path=**}"),
+    ]:
+        built.add(method, templates.parse(path), path)
+    assert built.namespaces() == {"api", "coupons", "v1"}
+    assert built.match("GET", "/users/me/coupons") is not None and built.match("GET", "/users") is None

@@ -91,6 +91,8 @@ async def test_lock_and_redeem_with_the_lock_id(http, gateway_base, admin):
     locked = await eve.ok("POST", f"/coupons/lock/{coupon['code']}")
     redeemed = await eve.ok("POST", f"/coupons/redeem/{coupon['code']}", {"lock_id": locked["lock_id"]})
     assert redeemed["coupon"]["state"] == "REDEEMED"
+    listed = await eve.ok("GET", "/users/me/coupons")  # the original's seventh short path
+    assert coupon["code"] in {c["code"] for c in listed["coupons"]}
     history = await admin.ok("GET", f"/api/v1/coupons/{coupon['code']}/history")
     assert [e["event"] for e in history["entries"]] == ["ASSIGNED_EVENT", "LOCKED_EVENT", "REDEEMED_EVENT"]
 

@@ -10,6 +10,7 @@ import re
 import signal
 import urllib.request
 
+import aiohttp
 import pytest
 
 from coupons.events.v1 import webhooks_pb2 as pb
@@ -58,9 +59,12 @@ async def endpoint_for(client: SuiteClient, webhooks, url: str, book_id: str) ->
     )
 
 
+def metrics_of(component) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{component.metrics_port}/metrics", timeout=10).read().decode()
+
+
 def delivered_by(component) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{component.metrics_port}/metrics", timeout=10).read().decode()
-    return sum(int(float(value)) for value in _ATTEMPTS.findall(text))
+    return sum(int(float(value)) for value in _ATTEMPTS.findall(metrics_of(component)))
 
 
 async def test_two_dispatchers_share_the_deliveries_and_never_try_one_twice(dispatch_suite):
@@ -88,6 +92,9 @@ async def test_two_dispatchers_share_the_deliveries_and_never_try_one_twice(disp
     assert sorted(rows) == [("DELIVERED", 1, 1)] * events
     shares = [delivered_by(c) - b for c, b in zip(suite.replicas_of("events"), before, strict=True)]
     assert sum(shares) == events and min(shares) > 0, f"deliveries per replica: {shares}"
+    text = metrics_of(suite.replicas_of("events")[0])
+    assert re.search(r"^coupons_webhook_backlog \S+$", text, re.MULTILINE)
+    assert re.search(r"^coupons_webhook_oldest_pending_seconds \S+$", text, re.MULTILINE)
 
 
 async def test_a_dispatcher_killed_mid_attempt_delivers_after_the_restart(dispatch_suite):
@@ -127,3 +134,32 @@ async def test_a_dispatcher_killed_mid_attempt_delivers_after_the_restart(dispat
         pb.GetWebhookDeliveryRequest(id=claimed[0]), metadata=client.admin.metadata
     )
     assert status.state == pb.WEBHOOK_DELIVERY_STATE_DELIVERED and [a.number for a in status.attempts] == [2]
+
+
+async def test_webhooks_over_http_through_the_gateway(dispatch_suite):
+    """The REST routes of the proto's annotations: create, list, a refusal in the google.rpc.Status shape."""
+    suite, client, _ = dispatch_suite
+    base = f"http://127.0.0.1:{suite.ports['gateway']}/api/v1"
+    headers = {"authorization": client.admin.metadata[0][1]}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{base}/webhooks", json={"url": "http://127.0.0.1:9/rest"}) as response:
+            assert response.status == 200
+            created = await response.json()
+        assert created["secret"].startswith("whsec_") and created["state"] == "WEBHOOK_ENDPOINT_STATE_ENABLED"
+        async with http.get(f"{base}/webhooks/{created['id']}") as response:
+            assert (await response.json())["secret"] == ""
+        async with http.post(f"{base}/webhooks/{created['id']}:rotateSecret", json={}) as response:
+            assert (await response.json())["secret"] not in ("", created["secret"])
+        async with http.get(
+            f"{base}/webhooks/-/deliveries", params={"state": "WEBHOOK_DELIVERY_STATE_PENDING"}
+        ) as response:
+            assert response.status == 200 and "total_size" in await response.json()
+        async with http.post(f"{base}/webhooks", json={"url": "http://169.254.169.254/latest"}) as response:
+            assert response.status == 400
+            refused = await response.json()
+        violations = [d for d in refused["details"] if d["@type"].endswith("BadRequest")]
+        assert violations[0]["field_violations"][0]["field"] == "endpoint.url"
+        assert any(d.get("reason") == "WEBHOOK_TARGET_NOT_ALLOWED" for d in refused["details"])
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{base}/webhooks") as response:
+            assert response.status == 401

@@ -700,6 +700,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/users/{user_id}/coupons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A user's coupons; user_id "me" is the caller.
+         * @description A user's coupons; user_id "me" is the caller.
+         */
+        get: operations["RedemptionService_ListUserCoupons2"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/books/{book_id}/coupons": {
         parameters: {
             query?: never;
@@ -3086,6 +3106,44 @@ export interface operations {
         };
     };
     RedemptionService_ListUserCoupons: {
+        parameters: {
+            query?: {
+                state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED" | "EXPIRED";
+                book_id?: string;
+                page_size?: number;
+                page_token?: string;
+            };
+            header?: never;
+            path: {
+                /** @description A user id, or "me". */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["coupons.redemption.v1.ListCouponsResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    RedemptionService_ListUserCoupons2: {
         parameters: {
             query?: {
                 state?: "COUPON_STATE_UNSPECIFIED" | "AVAILABLE" | "ASSIGNED" | "LOCKED" | "REDEEMED" | "EXPIRED";
