@@ -75,3 +75,8 @@ def next_page(items: list[_Item], size: int, cursor_of: Callable[[_Item], dict])
         return items, ""
     items = items[:size]
     return items, encode_token(cursor_of(items[-1]))
+
+
+def next_page_by_creation(items: list[_Item], size: int) -> tuple[list[_Item], str]:
+    """next_page of a list ordered by (created_at, id), the order of most lists."""
+    return next_page(items, size, lambda item: time_id(item.created_at, item.id))  # type: ignore[attr-defined]

@@ -343,7 +343,7 @@ class AuthDomain:
         after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             rows, total = await self.repo.list_users(conn, size + 1, after, email_contains)
-        rows, next_token = paging.next_page(rows, size, lambda row: paging.time_id(row.created_at, row.id))
+        rows, next_token = paging.next_page_by_creation(rows, size)
         return rows, next_token, total
 
     async def get_user(self, user_id: str) -> UserRow:

@@ -308,7 +308,7 @@ class BooksDomain:
         before = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             books, total = await self.repo.list_books(conn, size + 1, before, status, name_contains.strip())
-        books, next_token = paging.next_page(books, size, lambda book: paging.time_id(book.created_at, book.id))
+        books, next_token = paging.next_page_by_creation(books, size)
         return books, next_token, total
 
     async def update_book(

@@ -109,7 +109,7 @@ class WebhooksDomain:
         after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             rows, total = await self.repo.list_endpoints(conn, size + 1, after)
-        page, token = paging.next_page(rows, size, lambda e: paging.time_id(e.created_at, e.id))
+        page, token = paging.next_page_by_creation(rows, size)
         return page, token, total
 
     async def update(self, endpoint_id: str, fields: EndpointFields, mask: list[str], request_id: str) -> Endpoint:
@@ -170,7 +170,7 @@ class WebhooksDomain:
             rows, total = await self.repo.list_deliveries(
                 conn, "" if endpoint_id == "-" else endpoint_id, state, size + 1, after
             )
-        page, token = paging.next_page(rows, size, lambda d: paging.time_id(d.created_at, d.id))
+        page, token = paging.next_page_by_creation(rows, size)
         return page, token, total
 
     async def _delivery(self, conn, delivery_id: str) -> Delivery:

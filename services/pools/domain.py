@@ -196,7 +196,7 @@ class PoolsDomain:
         after = paging.decode_time_id(page_token)
         async with self.repo.transaction() as conn:
             rows, total = await self.repo.list_pools(conn, size + 1, after)
-        page, next_token = paging.next_page(rows, size, lambda pool: paging.time_id(pool.created_at, pool.id))
+        page, next_token = paging.next_page_by_creation(rows, size)
         return page, next_token, total
 
     async def update_pool(
