@@ -357,3 +357,33 @@ async def test_an_expired_access_token_is_refreshed_with_the_rotating_refresh_to
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{console_url}/api/v1/auth/refresh", json={"refresh_token": rotated}) as response:
             assert response.status == 200  # the console holds the live token
+
+
+async def test_admin_registers_a_webhook_rotates_its_secret_and_disables_it(pages, console_url):
+    page = await pages.open("/webhooks")
+    await _sign_in(page, "admin@example.com", "admin123")
+    await expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+    # A private address is refused in words naming the rule (make run allows only loopback).
+    await page.get_by_label("URL").fill("http://10.1.2.3/hooks")
+    await page.get_by_role("button", name="Register").click()
+    await expect(page.get_by_role("alert")).to_contain_text("non-public address")
+    hook = f"http://127.0.0.1:9/console-{uuid.uuid4().hex[:8]}"
+    await page.get_by_label("URL").fill(hook)
+    await page.get_by_label("Event types").fill("coupon.redeemed")
+    await page.get_by_role("button", name="Register").click()
+    shown = page.get_by_role("status").filter(has_text="shown this once")
+    await expect(shown).to_contain_text("whsec_")
+    first = await shown.locator("code").inner_text()
+    await page.get_by_role("button", name=f"Rotate secret of {hook}").click()
+    await expect(shown.locator("code")).not_to_have_text(first)
+    row = page.get_by_role("row").filter(has_text=hook)
+    await expect(row).to_contain_text("coupon.redeemed")
+    await expect(row).to_contain_text("Enabled")
+    await pages.shot(page, "webhooks")
+    await page.get_by_role("button", name=f"Disable {hook}").click()
+    await expect(row).to_contain_text("Disabled")
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    listed = await _api(console_url, "GET", "/api/v1/webhooks?page_size=1000", admin)
+    (endpoint,) = [e for e in listed["endpoints"] if e["url"] == hook]
+    assert endpoint["state"] == "WEBHOOK_ENDPOINT_STATE_DISABLED"
+    assert endpoint["secret_hint"] == (await shown.locator("code").inner_text())[-4:]

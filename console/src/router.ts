@@ -25,6 +25,12 @@ export const router = createRouter({
       meta: { title: "Pool", admin: true },
     },
     { path: "/users", name: "users", component: () => import("./views/Users.vue"), meta: { title: "Users", admin: true } },
+    {
+      path: "/webhooks",
+      name: "webhooks",
+      component: () => import("./views/Webhooks.vue"),
+      meta: { title: "Webhooks", admin: true },
+    },
     { path: "/:rest(.*)*", name: "missing", component: () => import("./views/NotFound.vue"), meta: { title: "Not found" } },
   ],
 });

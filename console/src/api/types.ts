@@ -25,3 +25,7 @@ export type ListPoolsResponse = S["coupons.pools.v1.ListPoolsResponse"];
 export type ListPoolMembersResponse = S["coupons.pools.v1.ListPoolMembersResponse"];
 export type ListUsersResponse = S["coupons.auth.v1.ListUsersResponse"];
 export type AddMembersResponse = S["coupons.pools.v1.AddPoolMembersResponse"];
+export type WebhookEndpoint = S["coupons.events.v1.WebhookEndpoint"];
+export type WebhookDelivery = S["coupons.events.v1.WebhookDelivery"];
+export type ListWebhookEndpointsResponse = S["coupons.events.v1.ListWebhookEndpointsResponse"];
+export type ListWebhookDeliveriesResponse = S["coupons.events.v1.ListWebhookDeliveriesResponse"];
