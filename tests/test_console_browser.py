@@ -387,3 +387,21 @@ async def test_admin_registers_a_webhook_rotates_its_secret_and_disables_it(page
     (endpoint,) = [e for e in listed["endpoints"] if e["url"] == hook]
     assert endpoint["state"] == "WEBHOOK_ENDPOINT_STATE_DISABLED"
     assert endpoint["secret_hint"] == (await shown.locator("code").inner_text())[-4:]
+
+
+async def test_admin_watches_events_arrive(pages, console_url):
+    page = await pages.open("/events")
+    await _sign_in(page, "admin@example.com", "admin123")
+    await page.get_by_label("Types").fill("book.created")
+    await page.get_by_role("button", name="Watch").click()
+    await expect(page.get_by_role("status").filter(has_text="Watching")).to_be_visible()
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    name = f"Watched {uuid.uuid4().hex[:8]}"
+    book = await _api(console_url, "POST", "/api/v1/books", admin, {"name": name})
+    row = page.get_by_role("row").filter(has_text=name)  # by its name: no id shown where a name is known
+    await expect(row).to_contain_text("book.created")
+    await expect(row).not_to_contain_text(book["id"])
+    await expect(row).to_contain_text("admin@example.com")
+    await pages.shot(page, "events")
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("status").filter(has_text="Paused")).to_be_visible()

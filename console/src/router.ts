@@ -25,6 +25,7 @@ export const router = createRouter({
       meta: { title: "Pool", admin: true },
     },
     { path: "/users", name: "users", component: () => import("./views/Users.vue"), meta: { title: "Users", admin: true } },
+    { path: "/events", name: "events", component: () => import("./views/Events.vue"), meta: { title: "Events", admin: true } },
     {
       path: "/webhooks",
       name: "webhooks",

@@ -25,12 +25,12 @@ export function withQuery(path: string, query: Query = {}): string {
   return text ? `${path}?${text}` : path;
 }
 
-async function send(method: string, path: string, body: unknown): Promise<Response> {
+async function send(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
   const headers: Record<string, string> = {};
   const token = tokens?.accessToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
 }
 
 async function failure(response: Response): Promise<ApiError> {
@@ -43,10 +43,10 @@ async function failure(response: Response): Promise<ApiError> {
   return new ApiError(response.status, status);
 }
 
-async function authorized(method: string, path: string, body: unknown): Promise<Response> {
-  let response = await send(method, path, body);
+async function authorized(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+  let response = await send(method, path, body, signal);
   if (response.status === 401 && tokens?.accessToken() && (await tokens.refresh())) {
-    response = await send(method, path, body);
+    response = await send(method, path, body, signal);
   }
   if (!response.ok) throw await failure(response);
   return response;
@@ -58,9 +58,15 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
 }
 
 // A server-streaming call: the gateway answers NDJSON, one message per line, and an error after the first
-// message as a last line {"error": Status}.
-export async function stream<T>(path: string, body: unknown, onMessage: (message: T) => void): Promise<void> {
-  const response = await authorized("POST", path, body);
+// message as a last line {"error": Status}. A GET stream (the events watch) has no body; `signal` stops it.
+export async function stream<T>(
+  method: "GET" | "POST",
+  path: string,
+  body: unknown,
+  onMessage: (message: T) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const response = await authorized(method, path, body, signal);
   if (!response.body) throw new Error("The server sent no progress.");
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";

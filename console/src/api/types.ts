@@ -29,3 +29,4 @@ export type WebhookEndpoint = S["coupons.events.v1.WebhookEndpoint"];
 export type WebhookDelivery = S["coupons.events.v1.WebhookDelivery"];
 export type ListWebhookEndpointsResponse = S["coupons.events.v1.ListWebhookEndpointsResponse"];
 export type ListWebhookDeliveriesResponse = S["coupons.events.v1.ListWebhookDeliveriesResponse"];
+export type CouponEvent = S["coupons.events.v1.Event"];
