@@ -368,6 +368,22 @@ def test_the_final_stage_installs_no_build_only_package():
     assert stubs and not set(stubs) & sources, "the stubs are generated in a stage the final stage does not copy"
 
 
+def test_the_gateway_serves_the_console_the_image_built_without_node_in_the_image():
+    stages = dict(_stages())
+    (console,) = [name for name, steps in stages.items() if any("npm ci" in args for op, args in steps if op == "RUN")]
+    steps = stages[console]
+    assert steps[0][1].startswith("node:") and ("RUN", "npm run build") in steps
+    assert any(op == "COPY" and "package-lock.json" in args for op, args in steps), "npm ci needs the lock file"
+    final_name, final = _stages()[-1]
+    (copied,) = [args for op, args in final if op == "COPY" and args.startswith(f"--from={console} ")]
+    source, target = copied.split()[1:]
+    assert source.endswith("/dist") and final[0][1].startswith("python:"), "only the built files, no Node.js"
+    (container,) = _deployments()["gateway"]["spec"]["template"]["spec"]["containers"]
+    assert _container_env(container)["GATEWAY_STATIC_DIR"] == target
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"console/node_modules", "console/dist", ".venv"} <= set(ignored), "a local build never enters the image"
+
+
 def test_the_stubs_stage_installs_the_build_extra_at_its_pins():
     from tools.stub_requirements import requirements
 
