@@ -21,10 +21,9 @@ import aiohttp
 from google.protobuf import json_format
 
 from kernel import webhook_signature
-from kernel.event_feed import event_of
 from kernel.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING
 from kernel.settings import Settings
-from services.events.watch import cursor_of
+from services.events.watch import stored_event
 from services.events.webhook_model import Attempt, AttemptOutcome, Claim, DeliveryState, Outcome
 from services.events.webhook_repository import WebhookRepository
 from services.events.webhook_targets import GuardedResolver, TargetRefused, check_literal, networks
@@ -43,9 +42,7 @@ def utc_now() -> dt.datetime:
 
 def body_of(claim: Claim) -> bytes:
     """The request body: the event as the watch's JSON shows it (proto field names)."""
-    row = claim.event
-    event = event_of(row, row.source, row.source_id, cursor_of(row.txid_text, row.seq))  # type: ignore[attr-defined]
-    document = json_format.MessageToDict(event, preserving_proto_field_name=True)
+    document = json_format.MessageToDict(stored_event(claim.event), preserving_proto_field_name=True)
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -3,9 +3,8 @@
 import asyncio
 
 from coupons.events.v1 import events_pb2, events_pb2_grpc
-from kernel.event_feed import event_of
 from services.events.repository import EventsRepository
-from services.events.watch import Position, cursor_of, position_of, watch_filter
+from services.events.watch import Position, position_of, stored_event, watch_filter
 
 SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 PAGE = 500
@@ -24,7 +23,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         while True:
             rows, newest = await self.repository.after(position.txid, position.seq, where, PAGE)
             for row in rows:
-                yield event_of(row, row.source, row.source_id, cursor_of(row.txid_text, row.seq))
+                yield stored_event(row)
             if len(rows) == PAGE:
                 position = Position(rows[-1].txid_text, rows[-1].seq)
                 continue

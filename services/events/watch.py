@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 
+from coupons.events.v1 import events_pb2
 from kernel.errors import InvalidArgument
-from kernel.event_feed import decode_feed_cursor, feed_cursor
+from kernel.event_feed import decode_feed_cursor, event_of, feed_cursor
 from kernel.validation import is_uuid
 from services.events.repository import WatchFilter
 
@@ -22,6 +23,11 @@ class Position:
 
 def cursor_of(txid: str, seq: int) -> str:
     return feed_cursor(txid, seq)  # the same opaque (txid, number) cursor as the owners' feeds
+
+
+def stored_event(row) -> events_pb2.Event:
+    """An events.events row (repository.event_columns) as the watch, a webhook and its delivery show it."""
+    return event_of(row, row.source, row.source_id, cursor_of(row.txid_text, row.seq))
 
 
 def position_of(token: str) -> Position | None:

@@ -266,14 +266,14 @@ class WebhookRepository:
         )
         return _delivery(row, tuple(Attempt(**{**a._mapping, "outcome": AttemptOutcome(a.outcome)}) for a in attempts))
 
-    async def redeliver(self, conn: AsyncConnection, delivery_id: str, now: dt.datetime) -> bool:
+    async def redeliver(self, conn: AsyncConnection, delivery_id: str) -> bool:
         """A finished delivery is pending again, due now, with a fresh round of tries; False if it is pending."""
         result = await conn.execute(
             sa.text(
-                "UPDATE events.webhook_deliveries SET state = 'PENDING', round_tries = 0, next_attempt_at = :now,"
+                "UPDATE events.webhook_deliveries SET state = 'PENDING', round_tries = 0, next_attempt_at = now(),"
                 " finished_at = NULL WHERE id = CAST(:id AS uuid) AND state <> 'PENDING'"
             ),
-            {"id": delivery_id, "now": now},
+            {"id": delivery_id},
         )
         return result.rowcount == 1
 

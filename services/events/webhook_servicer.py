@@ -2,11 +2,9 @@
 
 from coupons.events.v1 import webhooks_pb2 as pb
 from coupons.events.v1 import webhooks_pb2_grpc
-from kernel.event_feed import event_of
 from kernel.timestamps import to_timestamp
 from kernel.validation import enum_name
-from services.events.dispatcher import utc_now
-from services.events.watch import cursor_of
+from services.events.watch import stored_event
 from services.events.webhook_model import Attempt, AttemptOutcome, Delivery, DeliveryState, Endpoint, EndpointState
 from services.events.webhooks import EndpointFields, WebhooksDomain
 
@@ -57,11 +55,10 @@ def _attempt(attempt: Attempt) -> pb.WebhookAttempt:
 
 
 def _delivery(delivery: Delivery) -> pb.WebhookDelivery:
-    row = delivery.event
     return pb.WebhookDelivery(
         id=delivery.id,
         endpoint_id=delivery.endpoint_id,
-        event=event_of(row, row.source, row.source_id, cursor_of(row.txid_text, row.seq)),  # type: ignore[attr-defined]
+        event=stored_event(delivery.event),
         state=_DELIVERY_STATES[delivery.state],
         attempt_count=delivery.attempt_count,
         next_attempt_time=to_timestamp(delivery.next_attempt_at if delivery.state is DeliveryState.PENDING else None),
@@ -123,4 +120,4 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         return _delivery(await self.domain.delivery(request.id))
 
     async def RedeliverWebhook(self, request, context):
-        return _delivery(await self.domain.redeliver(request.id, request.request_id, utc_now()))
+        return _delivery(await self.domain.redeliver(request.id, request.request_id))

@@ -1,7 +1,6 @@
 """The webhook rules: what an endpoint may be, how secrets are made and rotated, the retry schedule, and
 what an admin may do with deliveries."""
 
-import datetime as dt
 import random
 from dataclasses import dataclass
 
@@ -75,14 +74,16 @@ class WebhooksDomain:
             raise NotFound("webhook endpoint", endpoint_id)
         return endpoint
 
-    async def _once(self, conn, scope: str, request_id: str, parts: tuple, run):
-        """run() once per request_id; a retry gets the endpoint as it is now (its secret included)."""
+    async def _once(self, conn, scope: str, request_id: str, parts: tuple, run, load=None):
+        """run() once per request_id; a retry gets the result (an endpoint unless `load` says otherwise) as it
+        is now, an endpoint's secret included."""
+        load = load or self._endpoint
 
-        async def replay(stored: bytes) -> Endpoint:
-            return await self._endpoint(conn, stored.decode())
+        async def replay(stored: bytes):
+            return await load(conn, stored.decode())
 
         return await self.repo.idempotency.once(
-            conn, scope, request_id, parts, run, lambda endpoint: endpoint.id.encode(), replay
+            conn, scope, request_id, parts, run, lambda result: result.id.encode(), replay
         )
 
     async def create(self, fields: EndpointFields, request_id: str) -> Endpoint:
@@ -185,21 +186,16 @@ class WebhooksDomain:
         async with self.repo.transaction() as conn:
             return await self._delivery(conn, delivery_id)
 
-    async def redeliver(self, delivery_id: str, request_id: str, now: dt.datetime) -> Delivery:
+    async def redeliver(self, delivery_id: str, request_id: str) -> Delivery:
         async with self.repo.transaction() as conn:
             await self._delivery(conn, delivery_id)
 
             async def redeliver() -> Delivery:
-                if not await self.repo.redeliver(conn, delivery_id, now):
+                if not await self.repo.redeliver(conn, delivery_id):
                     raise FailedPrecondition(
                         "This delivery is still pending: it will be tried again on its schedule.",
                         reason="DELIVERY_PENDING",
                     )
                 return await self._delivery(conn, delivery_id)
 
-            async def replay(stored: bytes) -> Delivery:
-                return await self._delivery(conn, stored.decode())
-
-            return await self.repo.idempotency.once(
-                conn, "RedeliverWebhook", request_id, (delivery_id,), redeliver, lambda d: d.id.encode(), replay
-            )
+            return await self._once(conn, "RedeliverWebhook", request_id, (delivery_id,), redeliver, self._delivery)
