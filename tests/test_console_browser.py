@@ -367,6 +367,7 @@ async def test_admin_registers_a_webhook_rotates_its_secret_and_disables_it(page
     await page.get_by_label("URL").fill("http://10.1.2.3/hooks")
     await page.get_by_role("button", name="Register").click()
     await expect(page.get_by_role("alert")).to_contain_text("non-public address")
+    await pages.shot(page, "webhooks-refused")
     hook = f"http://127.0.0.1:9/console-{uuid.uuid4().hex[:8]}"
     await page.get_by_label("URL").fill(hook)
     await page.get_by_label("Event types").fill("coupon.redeemed")
@@ -390,7 +391,7 @@ async def test_admin_registers_a_webhook_rotates_its_secret_and_disables_it(page
 
 
 async def test_admin_watches_events_arrive(pages, console_url):
-    page = await pages.open("/events")
+    page = await pages.open("/events", viewport=PHONE)
     await _sign_in(page, "admin@example.com", "admin123")
     await page.get_by_label("Types").fill("book.created")
     await page.get_by_role("button", name="Watch").click()
