@@ -127,6 +127,19 @@ class Suite:
                 component.process.wait()
 
 
+def _exited(component: Component, process: subprocess.Popen, lines: int = 8) -> RuntimeError:
+    """The error for a component that exited while starting, with its log's last lines: a CI run keeps
+    only what the test printed, not the run's log files."""
+    try:
+        tail = component.log_path.read_text(errors="replace").splitlines()[-lines:] if component.log_path else []
+    except OSError:
+        tail = []
+    return RuntimeError(
+        f"{component.label} exited with {process.returncode}; see {component.log_path}"
+        + "".join(f"\n  | {line[:300]}" for line in tail)
+    )
+
+
 async def wait_serving(component: Component, timeout: float = 60.0) -> None:
     """Polls the standard health service until the component reports SERVING."""
     deadline = time.monotonic() + timeout
@@ -134,9 +147,7 @@ async def wait_serving(component: Component, timeout: float = 60.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if component.process and component.process.poll() is not None:
-                raise RuntimeError(
-                    f"{component.label} exited with {component.process.returncode}; see {component.log_path}"
-                )
+                raise _exited(component, component.process)
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -155,7 +166,7 @@ async def wait_http(component: Component, path: str = "/healthz", timeout: float
     deadline = time.monotonic() + timeout
     while True:
         if component.process and component.process.poll() is not None:
-            raise RuntimeError(f"{component.name} exited; see {component.log_path}")
+            raise _exited(component, component.process)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", component.port)
             writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())

@@ -23,14 +23,26 @@ def _free(port: int) -> bool:
             return False
 
 
+def _ephemeral_ports_start() -> int:
+    """Where the kernel starts picking source ports for outgoing connections (Linux's default: 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_suite_ports(replicas: dict[str, int] | None = None) -> dict[str, int]:
     """A free base port per component such that every replica's port (base + 10 i) and metrics port (+1000)
-    is free too, and no two components share one."""
+    is free too, and no two components share one. All below the ephemeral range: a port free when probed
+    there can be taken as the source port of any outgoing connection (PgBouncer's, a client's) before the
+    component binds it, which one CI run saw as a gateway exiting at start."""
+    highest = _ephemeral_ports_start() - 1000 - REPLICA_PORT_STEP * max((replicas or {}).values(), default=1) - 1
     ports: dict[str, int] = {}
     taken: set[int] = set()
     for name in COMPONENTS:
         while True:
-            base = random.randint(20000, 39000)
+            base = random.randint(20000, highest)
             wanted = [base + REPLICA_PORT_STEP * i for i in range((replicas or {}).get(name, 1))]
             wanted += [port + 1000 for port in wanted]
             if not taken.intersection(wanted) and all(_free(port) for port in wanted):

@@ -93,3 +93,15 @@ def test_make_run_takes_every_port_from_its_variable(monkeypatch, tmp_path):
     assert _check_ports(Settings.from_env("auth")) == ports
     env = Suite("postgresql://unused", tmp_path, ports=dict(ports)).environment()
     assert all(env[f"{name.upper()}_PORT"] == str(port) for name, port in ports.items())
+
+
+async def test_a_component_exiting_at_start_is_reported_with_its_logs_last_lines(tmp_path):
+    """CI keeps what a failed test printed, not the run's log files: the error carries the reason."""
+    from suite.processes import Suite, wait_http
+
+    suite = Suite("postgresql://unused", tmp_path, ports=free_suite_ports())
+    suite.extra_env["GATEWAY_MAX_BODY_BYTES"] = "lots"
+    with pytest.raises(RuntimeError) as refused:
+        await wait_http(suite.start("gateway", "gateway"), timeout=30)
+    assert "gateway exited with 1" in str(refused.value)
+    assert "GATEWAY_MAX_BODY_BYTES must be a number, got 'lots'" in str(refused.value)
