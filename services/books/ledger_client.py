@@ -84,6 +84,7 @@ class LedgerClient:
             min_order_amount=book.min_order_amount,
             currency=book.currency,
             rollback_window_seconds=book.rollback_window_seconds,
+            book_name=book.name,
         )
         with _ledger_call("storing the book's rules"):
             await self.stub.PutBookRules(

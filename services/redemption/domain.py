@@ -181,9 +181,9 @@ class RedemptionDomain:
             raise rules.book_not_found(book_id)
         book, refusal = found
         if book.shared:
-            raise rules.book_shared(book.book_id)
+            raise rules.book_shared(book.book_id, book.book_name)
         if refusal:
-            raise rules.book_closed(refusal, book.book_id, book.valid_from, book.valid_until, "assign")
+            raise rules.book_closed(refusal, book.book_id, book.valid_from, book.valid_until, "assign", book.book_name)
         return book
 
     async def _pick(self, conn, book: BookRules, count: int) -> list[str]:
@@ -193,8 +193,8 @@ class RedemptionDomain:
             return codes
         available = await self.repo.count_available(conn, book.book_id)
         if available >= count:  # the rest are being assigned by concurrent calls right now
-            raise rules.book_busy(book.book_id)
-        raise rules.too_few_codes(book.book_id, available, count)
+            raise rules.book_busy(book.book_id, book.book_name)
+        raise rules.too_few_codes(book.book_id, available, count, book.book_name)
 
     async def assign_random(self, caller: Principal, book_id: str, user_id: str, request_id: str = "") -> Coupon:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
@@ -231,7 +231,7 @@ class RedemptionDomain:
                 book = await self._open_book(conn, book_id)
                 available = await self.repo.count_available(conn, book_id)
                 if available < needed:
-                    raise rules.too_few_codes(book_id, available, needed)
+                    raise rules.too_few_codes(book_id, available, needed, book.book_name)
                 await self._reserve(conn, book, wanted)
                 codes = await self._pick(conn, book, needed)
                 _random.shuffle(codes)  # which user gets which of the picked codes is random too

@@ -64,6 +64,7 @@ class BookRules:
     min_order_amount: decimal.Decimal | None = None
     currency: str = ""
     rollback_window_seconds: int = 0  # how long a redemption may be rolled back (0: the default)
+    book_name: str = ""  # what coupons show (books' name for the book)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CouponRow:
     last_redeemed_at: dt.datetime | None
     expired: bool = False  # past the book's valid_until with a use left (reads as EXPIRED)
     shared: bool = False  # a shared code: no holder, max_redemptions is its global cap
+    book_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Outcome:
     discount: decimal.Decimal | None = None  # what a redemption takes off the order (migration 0007)
     currency: str | None = None  # the book's
     min_order_amount: decimal.Decimal | None = None
+    book_name: str | None = None  # migration 0010
 
     def coupon(self) -> CouponRow:
         return CouponRow(
@@ -137,6 +140,7 @@ class Outcome:
             assigned_at=self.assigned_at,
             last_redeemed_at=self.last_redeemed_at,
             shared=bool(self.shared),
+            book_name=self.book_name or "",
         )
 
 

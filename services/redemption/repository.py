@@ -32,10 +32,12 @@ EXPIRED = "(c.state <> 'REDEEMED' AND coalesce(now() >= r.valid_until, false))"
 MAX_REDEMPTIONS = "CASE WHEN c.shared THEN r.max_redemptions_total ELSE r.max_redemptions END"
 COUPON_COLUMNS = f"""c.code, c.book_id::text AS book_id, c.state, c.user_id::text AS user_id,
     c.lock_id::text AS lock_id, c.lock_expires_at, {LOCK_LIVE} AS locked, {EXPIRED} AS expired,
-    c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared"""
+    c.redemption_count, {MAX_REDEMPTIONS} AS max_redemptions, c.assigned_at, c.last_redeemed_at, c.shared,
+    r.book_name"""
 RULES_COLUMNS = """book_id::text AS book_id, allow_multi_redemption, max_redemptions, max_assignments_per_user,
     lock_ttl_seconds, valid_from, valid_until, archived, version, allow_self_claim, shared, max_redemptions_total,
-    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency, rollback_window_seconds"""
+    discount_type, percent_off, amount_off, max_discount, min_order_amount, currency, rollback_window_seconds,
+    book_name"""
 # How long a redeem of a shared code waits for its turn on a hot code before it is refused as busy.
 SHARED_WAIT_MS = 5_000
 
@@ -56,6 +58,28 @@ def _state_condition(state: str) -> str:
         case "LOCKED":
             return f"{LOCK_LIVE} AND NOT {EXPIRED}"
     return f"c.state = '{CouponState(state).value}' AND NOT {LOCK_LIVE} AND NOT {EXPIRED}"
+
+
+def _coupon_filter(user_id: str | None, book_id: str | None, state: str | None) -> tuple[list[str], dict[str, object]]:
+    """The WHERE conditions (over coupons c joined to book_rules r) and parameters of a coupon list."""
+    conditions: list[str] = []
+    params: dict[str, object] = {}
+    if user_id is not None:
+        conditions.append("c.user_id = CAST(:user_id AS uuid)")
+        params["user_id"] = user_id
+    if book_id is not None:
+        conditions.append("c.book_id = CAST(:book_id AS uuid)")
+        params["book_id"] = book_id
+    if state is not None:
+        conditions.append(_state_condition(state))
+    return conditions, params
+
+
+def _history_subject(code: str | None, book_id: str | None) -> tuple[str, str | None]:
+    """The condition of a code's history (by code) or a book's (by book_id), and its value."""
+    if code is not None:
+        return "code = :subject", code
+    return "book_id = CAST(:subject AS uuid)", book_id
 
 
 # A concurrent call with the same request id committed first (redemption.remember): asked again, the
@@ -215,11 +239,11 @@ class RedemptionRepository:
             INSERT INTO {SCHEMA}.book_rules AS b (book_id, allow_multi_redemption, max_redemptions,
                 max_assignments_per_user, lock_ttl_seconds, valid_from, valid_until, archived, version,
                 allow_self_claim, shared, max_redemptions_total, discount_type, percent_off, amount_off,
-                max_discount, min_order_amount, currency, rollback_window_seconds)
+                max_discount, min_order_amount, currency, rollback_window_seconds, book_name)
             VALUES (:book_id, :allow_multi_redemption, :max_redemptions, :max_assignments_per_user,
                 :lock_ttl_seconds, :valid_from, :valid_until, :archived, :version, :allow_self_claim,
                 :shared, :max_redemptions_total, :discount_type, :percent_off, :amount_off, :max_discount,
-                :min_order_amount, :currency, :rollback_window_seconds)
+                :min_order_amount, :currency, :rollback_window_seconds, :book_name)
             ON CONFLICT (book_id) DO UPDATE SET
                 allow_multi_redemption = excluded.allow_multi_redemption,
                 max_redemptions = excluded.max_redemptions,
@@ -230,7 +254,8 @@ class RedemptionRepository:
                 discount_type = excluded.discount_type, percent_off = excluded.percent_off,
                 amount_off = excluded.amount_off, max_discount = excluded.max_discount,
                 min_order_amount = excluded.min_order_amount, currency = excluded.currency,
-                rollback_window_seconds = excluded.rollback_window_seconds, updated_at = now()
+                rollback_window_seconds = excluded.rollback_window_seconds, book_name = excluded.book_name,
+                updated_at = now()
             WHERE b.version < excluded.version"""),
             values,
         )
@@ -348,16 +373,7 @@ class RedemptionRepository:
         after: dict | None = None,
     ) -> list[CouponRow]:
         """A user's coupons ordered by code, or a book's by (state, code): both follow an index."""
-        conditions: list[str] = []
-        params: dict[str, object] = {"limit": limit}
-        if user_id is not None:
-            conditions.append("c.user_id = CAST(:user_id AS uuid)")
-            params["user_id"] = user_id
-        if book_id is not None:
-            conditions.append("c.book_id = CAST(:book_id AS uuid)")
-            params["book_id"] = book_id
-        if state is not None:
-            conditions.append(_state_condition(state))
+        conditions, params = _coupon_filter(user_id, book_id, state)
         order = "c.code" if user_id is not None else "c.state, c.code"
         if after is not None:
             conditions.append(f"({order}) > ({', '.join(':after_' + k for k in after)})")
@@ -365,7 +381,16 @@ class RedemptionRepository:
         statement = sa.text(f"""SELECT {COUPON_COLUMNS} FROM {SCHEMA}.coupons c
             JOIN {SCHEMA}.book_rules r USING (book_id)
             WHERE {" AND ".join(conditions)} ORDER BY {order} LIMIT :limit""")
-        return [CouponRow(**row._mapping) for row in await conn.execute(statement, params)]
+        return [CouponRow(**row._mapping) for row in await conn.execute(statement, {**params, "limit": limit})]
+
+    async def count_coupons(
+        self, conn: AsyncConnection, *, user_id: str | None = None, book_id: str | None = None, state: str | None = None
+    ) -> int:
+        """How many coupons list_coupons would list over all its pages."""
+        conditions, params = _coupon_filter(user_id, book_id, state)
+        statement = sa.text(f"""SELECT count(*) FROM {SCHEMA}.coupons c JOIN {SCHEMA}.book_rules r USING (book_id)
+            WHERE {" AND ".join(conditions)}""")
+        return (await conn.execute(statement, params)).scalar_one()
 
     async def book_counts(self, conn: AsyncConnection, book_id: str) -> BookCounts:
         """Counted from the ledger itself (one pass over the book's rows): never drifts, no hot counter row."""
@@ -417,15 +442,18 @@ class RedemptionRepository:
 
     # history
 
+    async def count_history(self, conn: AsyncConnection, *, code: str | None = None, book_id: str | None = None) -> int:
+        subject, value = _history_subject(code, book_id)
+        statement = sa.text(f"SELECT count(*) FROM {SCHEMA}.history WHERE {subject}")
+        return (await conn.execute(statement, {"subject": value})).scalar_one()
+
     async def list_history(
         self, conn: AsyncConnection, limit: int, after_id: int, *, code: str | None = None, book_id: str | None = None
     ) -> list[HistoryRow]:
-        subject = "code = :subject" if code is not None else "book_id = CAST(:subject AS uuid)"
+        subject, value = _history_subject(code, book_id)
         statement = sa.text(f"""SELECT id, code, book_id::text AS book_id, event, user_id::text AS user_id,
                 actor_id, request_id, distribution_id, created_at, order_reference, order_amount, discount, currency,
                 reason, undoes
             FROM {SCHEMA}.history WHERE {subject} AND id > :after ORDER BY id LIMIT :limit""")
-        rows = await conn.execute(
-            statement, {"subject": code if code is not None else book_id, "after": after_id, "limit": limit}
-        )
+        rows = await conn.execute(statement, {"subject": value, "after": after_id, "limit": limit})
         return [HistoryRow(**row._mapping) for row in rows]

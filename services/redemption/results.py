@@ -25,6 +25,7 @@ class Coupon:
     assigned_at: dt.datetime | None
     last_redeemed_at: dt.datetime | None
     shared: bool = False
+    book_name: str = ""  # empty in answers stored before books sent names (migration 0010)
 
     @property
     def remaining_redemptions(self) -> int:
@@ -48,6 +49,7 @@ class Coupon:
             assigned_at=row.assigned_at,
             last_redeemed_at=row.last_redeemed_at,
             shared=row.shared,
+            book_name=row.book_name,
         )
 
 

@@ -28,6 +28,7 @@ from services.redemption.model import BookRules, CouponRow, CouponState, Discoun
 MAX_CODE_LENGTH = 128
 MAX_ORDER_REFERENCE_LENGTH = 128
 MAX_REASON_LENGTH = 500
+MAX_BOOK_NAME_LENGTH = 200  # as books allows
 DEFAULT_ROLLBACK_WINDOW_SECONDS = 7 * 24 * 3600
 MAX_ROLLBACK_WINDOW_SECONDS = 90 * 24 * 3600
 DEFAULT_LOCK_TTL_SECONDS = 300
@@ -177,6 +178,10 @@ def normalize_rules(rules: BookRules) -> BookRules:
         violations.append(FieldViolation("rules.max_redemptions_total", "must be at least 1 for a shared book"))
     elif not rules.shared and rules.max_redemptions_total != 0:
         violations.append(FieldViolation("rules.max_redemptions_total", "must be 0 for a book of personal codes"))
+    if len(rules.book_name) > MAX_BOOK_NAME_LENGTH or has_control_characters(rules.book_name):
+        violations.append(
+            FieldViolation("rules.book_name", f"at most {MAX_BOOK_NAME_LENGTH} characters, no control characters")
+        )
     if violations:
         raise InvalidArgument(violations)
     return BookRules(
@@ -199,51 +204,64 @@ def normalize_rules(rules: BookRules) -> BookRules:
         min_order_amount=rules.min_order_amount,
         currency=rules.currency,
         rollback_window_seconds=rollback_window,
+        book_name=rules.book_name,
     )
 
 
 # the book
 
 
+def _book(book_id: str, name: str = "", start: str = "book") -> str:
+    """How a message names a book: by the name people gave it where the ledger knows it, else by id."""
+    return f"{start} {name!r}" if name else f"{start} {book_id}"
+
+
 def book_closed(
-    reason: str, book_id: str, valid_from: dt.datetime | None, valid_until: dt.datetime | None, action: str
+    reason: str,
+    book_id: str,
+    valid_from: dt.datetime | None,
+    valid_until: dt.datetime | None,
+    action: str,
+    name: str = "",
 ):
     """An archived book, or one outside its validity window (redemption.book_refusal's reasons)."""
     subject = f"book:{book_id}"
     if reason == "BOOK_ARCHIVED":
         return FailedPrecondition(
-            f"Cannot {action} a coupon of book {book_id}: the book is archived.",
+            f"Cannot {action} a coupon of {_book(book_id, name)}: the book is archived.",
             reason=reason,
             metadata={"book_id": book_id},
             violations=[PreconditionViolation(reason, subject, "the book is archived")],
         )
     if reason == "BOOK_NOT_YET_VALID":
         return FailedPrecondition(
-            f"Cannot {action} a coupon of book {book_id} before {_when(valid_from)}: the book is not valid yet.",
+            f"Cannot {action} a coupon of {_book(book_id, name)} before {_when(valid_from)}: the book is not valid "
+            "yet.",
             reason=reason,
             metadata={"book_id": book_id, "valid_from": _when(valid_from)},
             violations=[PreconditionViolation(reason, subject, "the book is not valid yet")],
         )
     return FailedPrecondition(
-        f"Cannot {action} a coupon of book {book_id}: the book expired at {_when(valid_until)}.",
+        f"Cannot {action} a coupon of {_book(book_id, name)}: the book expired at {_when(valid_until)}.",
         reason="BOOK_EXPIRED",
         metadata={"book_id": book_id, "valid_until": _when(valid_until)},
         violations=[PreconditionViolation("BOOK_EXPIRED", subject, "the book's validity window has ended")],
     )
 
 
-def self_claim_not_allowed(book_id: str) -> PermissionDenied:
+def self_claim_not_allowed(book_id: str, name: str = "") -> PermissionDenied:
     """A USER takes codes of a book only when the book says so; an ADMIN hands out any book's codes."""
     return PermissionDenied(
-        f"Book {book_id} does not allow self-service claims (its rule allow_self_claim is off); "
+        f"{_book(book_id, name, 'Book')} does not allow self-service claims (its rule allow_self_claim is off); "
         "an administrator hands its codes out.",
         reason="SELF_CLAIM_NOT_ALLOWED",
     )
 
 
-def book_shared(book_id: str) -> FailedPrecondition:
+def book_shared(book_id: str, name: str = "") -> FailedPrecondition:
     return FailedPrecondition(
-        f"Book {book_id} holds shared codes, which have no holder: any signed-in user redeems them directly.",
+        f"{_book(book_id, name, 'Book')} holds shared codes, which have no holder: any signed-in user redeems "
+        "them directly.",
         reason="BOOK_SHARED",
         metadata={"book_id": book_id},
         violations=[PreconditionViolation("BOOK_SHARED", f"book:{book_id}", "shared codes are not assigned")],
@@ -272,23 +290,23 @@ def coupon_busy(code: str) -> Aborted:
     )
 
 
-def book_busy(book_id: str) -> Aborted:
+def book_busy(book_id: str, name: str = "") -> Aborted:
     return Aborted(
-        f"Codes of book {book_id} are being assigned concurrently; retry.",
+        f"Codes of {_book(book_id, name)} are being assigned concurrently; retry.",
         reason="CONCURRENT_OPERATION",
         metadata={"book_id": book_id},
     )
 
 
-def too_few_codes(book_id: str, available: int, needed: int) -> FailedPrecondition:
+def too_few_codes(book_id: str, available: int, needed: int, name: str = "") -> FailedPrecondition:
     if available == 0:
         return FailedPrecondition(
-            f"Book {book_id} has no available codes.",
+            f"{_book(book_id, name, 'Book')} has no available codes.",
             reason="NO_CODES_AVAILABLE",
             metadata={"book_id": book_id, "available": 0, "needed": needed},
         )
     return FailedPrecondition(
-        f"Book {book_id} has {available} available codes, the distribution needs {needed}.",
+        f"{_book(book_id, name, 'Book')} has {available} available codes, the distribution needs {needed}.",
         reason="INSUFFICIENT_CODES",
         metadata={"book_id": book_id, "available": available, "needed": needed},
     )
@@ -416,7 +434,7 @@ def _locked(row: CouponRow, reason: str) -> FailedPrecondition:
 
 def refusal(outcome: Outcome, action: str) -> DomainError:
     """The error for a hot-path function's refusal (outcome.outcome names the reason)."""
-    reason, row, book_id = outcome.outcome, outcome.coupon(), outcome.book_id or ""
+    reason, row, book_id, name = outcome.outcome, outcome.coupon(), outcome.book_id or "", outcome.book_name or ""
     match reason:
         case "BUSY":
             return coupon_busy(row.code)
@@ -425,9 +443,9 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
         case "BOOK_NOT_FOUND":
             return book_not_found(book_id)
         case "BOOK_ARCHIVED" | "BOOK_NOT_YET_VALID" | "BOOK_EXPIRED":
-            return book_closed(reason, book_id, outcome.valid_from, outcome.valid_until, action)
+            return book_closed(reason, book_id, outcome.valid_from, outcome.valid_until, action, name)
         case "BOOK_SHARED":
-            return book_shared(book_id)
+            return book_shared(book_id, name)
         case "COUPON_SHARED":
             return FailedPrecondition(
                 f"Cannot {action} shared code {row.code}: shared codes have no holder and no lock; "
@@ -443,11 +461,11 @@ def refusal(outcome: Outcome, action: str) -> DomainError:
         case "REDEMPTION_NOT_FOUND" | "ALREADY_ROLLED_BACK" | "ROLLBACK_WINDOW_PASSED":
             return _rollback_refused(reason, outcome)
         case "SELF_CLAIM_NOT_ALLOWED":
-            return self_claim_not_allowed(book_id)
+            return self_claim_not_allowed(book_id, name)
         case "BOOK_BUSY":
-            return book_busy(book_id)
+            return book_busy(book_id, name)
         case "NO_CODES_AVAILABLE":
-            return too_few_codes(book_id, 0, 1)
+            return too_few_codes(book_id, 0, 1, name)
         case "ASSIGNMENT_LIMIT_REACHED":
             return assignment_limit(row.user_id or "", outcome.held or 0, outcome.assignment_limit or 0)
         case "REQUEST_ID_REUSED":

@@ -63,6 +63,7 @@ def coupon_message(coupon: Coupon) -> pb.Coupon:
         last_redeem_time=to_timestamp(coupon.last_redeemed_at),
         remaining_redemptions=coupon.remaining_redemptions,
         shared=coupon.shared,
+        book_name=coupon.book_name,
     )
 
 
@@ -87,6 +88,7 @@ def _rules_message(rules: BookRules) -> pb.BookRules:
         min_order_amount=money.text(rules.min_order_amount),
         currency=rules.currency,
         rollback_window_seconds=rules.rollback_window_seconds,
+        book_name=rules.book_name,
     )
 
 
@@ -111,12 +113,20 @@ def _rules(message: pb.BookRules) -> BookRules:
         min_order_amount=money.parse(message.min_order_amount, "rules.min_order_amount"),
         currency=message.currency,
         rollback_window_seconds=message.rollback_window_seconds,
+        book_name=message.book_name,
     )
 
 
-def _history(entries: list[HistoryRow], next_token: str) -> pb.ListHistoryResponse:
+def _coupons(coupons: list[Coupon], next_token: str, total: int) -> pb.ListCouponsResponse:
+    return pb.ListCouponsResponse(
+        coupons=[coupon_message(c) for c in coupons], next_page_token=next_token, total_size=total
+    )
+
+
+def _history(entries: list[HistoryRow], next_token: str, total: int) -> pb.ListHistoryResponse:
     return pb.ListHistoryResponse(
         next_page_token=next_token,
+        total_size=total,
         entries=[
             pb.HistoryEntry(
                 id=e.id,
@@ -216,21 +226,23 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
         return coupon_message(await self.queries.get(current_principal(), request.code))
 
     async def ListUserCoupons(self, request, context):
-        coupons, token = await self.queries.list_user_coupons(
-            current_principal(),
-            request.user_id,
-            _state(request.state),
-            request.book_id,
-            request.page_size,
-            request.page_token,
+        return _coupons(
+            *await self.queries.list_user_coupons(
+                current_principal(),
+                request.user_id,
+                _state(request.state),
+                request.book_id,
+                request.page_size,
+                request.page_token,
+            )
         )
-        return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListBookCoupons(self, request, context):
-        coupons, token = await self.queries.list_book_coupons(
-            request.book_id, _state(request.state), request.page_size, request.page_token
+        return _coupons(
+            *await self.queries.list_book_coupons(
+                request.book_id, _state(request.state), request.page_size, request.page_token
+            )
         )
-        return pb.ListCouponsResponse(coupons=[coupon_message(c) for c in coupons], next_page_token=token)
 
     async def ListCouponHistory(self, request, context):
         return _history(*await self.queries.coupon_history(request.code, request.page_size, request.page_token))
