@@ -4,11 +4,17 @@ As in grpc-gateway: `body: "*"` maps the whole JSON body and leaves nothing to t
 `body: "<field>"` maps the body to that top-level field; every field neither in the path nor in the
 body may come as a query parameter, named by its dotted path (proto or JSON names), repeated fields by
 repeating the parameter, enums by name (or number). An unknown or doubly-bound parameter is refused.
+
+Also as grpc-gateway: a PATCH whose body is a field (the resource) and whose request has an `update_mask`
+the query left empty gets the mask of the fields the body names, so `PATCH {"max_assignments_per_user": 0}`
+sets that field to 0 instead of being read as "nothing set" (AIP-134's implied mask, which a JSON body
+can state and a proto3 message cannot).
 """
 
 import json
 import re
 
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2
@@ -49,6 +55,36 @@ _KIND = {
 }
 # The JSON a body bound to a field of these types must be (None: any; a message type not listed: an object).
 _FORM_OF_TYPE = {**dict.fromkeys(SCALAR_LIKE), "google.protobuf.Value": None, "google.protobuf.ListValue": list}
+
+
+_NOT_UPDATED = {field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IDENTIFIER}
+
+
+def _mask_paths(message: descriptor.Descriptor, document: dict, prefix: str = "") -> list[str]:
+    """The field mask paths a JSON object names (proto names), into nested messages but not into
+    well-known types or maps, whose values replace the whole field (grpc-gateway's FieldMaskFromRequestBody).
+    Output-only and identifier fields are left out (AIP-203), so a resource sent back as it was read, with
+    its id and times, updates what it may."""
+    paths = []
+    for key, value in document.items():
+        field = _field_named(message, key)
+        if field is None:  # json_format accepted the body, so this is an ignored key such as "@type"
+            continue
+        if _NOT_UPDATED.intersection(field.GetOptions().Extensions[field_behavior_pb2.field_behavior]):  # type: ignore[index]
+            continue
+        nested = field.message_type
+        if (
+            nested is not None
+            and isinstance(value, dict)
+            and value
+            and nested.full_name not in _FORM_OF_TYPE
+            and not nested.GetOptions().map_entry
+            and not field.is_repeated
+        ):
+            paths += _mask_paths(nested, value, f"{prefix}{field.name}.")
+        else:
+            paths.append(prefix + field.name)
+    return paths
 
 
 def _field_named(message: descriptor.Descriptor, name: str) -> descriptor.FieldDescriptor | None:
@@ -167,7 +203,9 @@ def _decode(body: bytes):
 class RequestBinder:
     """Per-route, precomputed: which fields the path and the body own, and how query names resolve."""
 
-    def __init__(self, request_class: type[Message], path_fields: list[FieldPath], body: str):
+    def __init__(
+        self, request_class: type[Message], path_fields: list[FieldPath], body: str, infer_update_mask: bool = False
+    ):
         self.request_class = request_class
         self.message = descriptor_of(request_class)
         self.body = body  # "", "*" or a top-level field name
@@ -178,6 +216,14 @@ class RequestBinder:
         self._body_key = field.name if field else None  # None: the body is the whole request
         self._body_form = _json_form(field) if field else dict
         self._body_is = f"the request's {field.name} field" if field else "the request message"
+        mask = self.message.fields_by_name.get("update_mask")
+        mask_type = mask.message_type.full_name if mask is not None and mask.message_type else ""
+        # The resource whose fields a PATCH body names, when the mask is inferred from them.
+        self._masked: descriptor.Descriptor | None = (
+            field.message_type
+            if infer_update_mask and field is not None and mask_type == "google.protobuf.FieldMask"
+            else None
+        )
 
     def _path_setter(self, path: FieldPath):
         fields = resolve_field_path(self.message, path)  # raises KeyError: the route is refused at build
@@ -204,10 +250,14 @@ class RequestBinder:
 
     def bind(self, body: bytes, query: MultiMapping[str], path_values: dict[FieldPath, str]) -> Message:
         message = self.request_class()
-        if self.body and body.strip():
-            self._bind_body(message, body)
+        document = self._bind_body(message, body) if self.body and body.strip() else None
         if query:
             self._bind_query(message, query)
+        if self._masked is not None and isinstance(document, dict):
+            mask = message.update_mask  # type: ignore[attr-defined]  # a FieldMask, checked at build
+            if not mask.paths:  # fields the URL path sets (the resource's id) are not the body's to change
+                bound = {".".join(path[1:]) for path in self._path_setters if path[0] == self.body}
+                mask.paths.extend(p for p in _mask_paths(self._masked, document) if p not in bound)
         for path, value in path_values.items():
             try:
                 self._path_setters[path](message, value)
@@ -215,7 +265,8 @@ class RequestBinder:
                 raise _bad_request("INVALID_PATH_PARAMETER", {".".join(path): str(error)}) from error
         return message
 
-    def _bind_body(self, message: Message, body: bytes) -> None:
+    def _bind_body(self, message: Message, body: bytes) -> object:
+        """Binds the body; returns its JSON document."""
         document = _decode(body)
         if self._body_form is not None and not isinstance(document, self._body_form):
             raise _bad_request(
@@ -228,6 +279,7 @@ class RequestBinder:
             raise _bad_request(
                 "INVALID_BODY", {"body": str(error)}, f"The body does not fit {self.message.full_name}: {error}"
             ) from error
+        return document
 
     def _bind_query(self, message: Message, query: MultiMapping[str]) -> None:
         tree: dict = {}

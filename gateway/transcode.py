@@ -144,7 +144,9 @@ def _route(backend, pool, channel, method, grpc_method, http_method, path, body,
     response_class = message_factory.GetMessageClass(method.output_type)
     if response_body and response_body not in method.output_type.fields_by_name:
         raise KeyError(f"response_body {response_body!r} is not a field of {method.output_type.full_name}")
-    binder = RequestBinder(request_class, [v.field_path for v in template.variables], body)
+    binder = RequestBinder(
+        request_class, [v.field_path for v in template.variables], body, infer_update_mask=http_method == "PATCH"
+    )
     codec = {"request_serializer": request_class.SerializeToString, "response_deserializer": response_class.FromString}
     call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(grpc_method, **codec)
     return Route(

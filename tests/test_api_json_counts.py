@@ -1,6 +1,7 @@
-"""What a web client meets in the JSON of the auth, books and pools APIs, through the suite's gateway: every
-list of theirs tells its total_size, and counts that fit 32 bits are JSON numbers, the same in every message
-(Pool.member_count was a string while DistributionPlan.member_count was a number)."""
+"""What a web client meets in the JSON of the APIs, through the suite's gateway: every list tells its
+total_size, counts that fit 32 bits are JSON numbers, the same in every message (Pool.member_count was a
+string while DistributionPlan.member_count was a number), coupons name their book, and a PATCH changes the
+fields its body names, zero values included."""
 
 import json
 import uuid
@@ -36,10 +37,46 @@ async def _count_all(admin_api, path: str, items: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "path, items", [("/api/v1/pools", "pools"), ("/api/v1/books", "books"), ("/api/v1/users", "users")]
+    "path, items",
+    [
+        ("/api/v1/pools", "pools"),
+        ("/api/v1/books", "books"),
+        ("/api/v1/users", "users"),
+        ("/api/v1/users/{alice}/coupons", "coupons"),
+        ("/api/v1/books/{summer}/coupons", "coupons"),
+        ("/api/v1/books/{summer}/history", "entries"),
+        ("/api/v1/coupons/{code}/history", "entries"),
+    ],
 )
 async def test_every_list_has_its_total_size_as_a_number(admin_api, path, items):
+    alice = await admin_api("GET", "/api/v1/users/search/by-email?email=alice@example.com")
+    summer = (await admin_api("GET", "/api/v1/books?name_contains=Summer%20Sale%202026"))["books"][0]
+    code = (await admin_api("GET", f"/api/v1/books/{summer['id']}/coupons?page_size=1"))["coupons"][0]["code"]
+    path = path.format(alice=alice["id"], summer=summer["id"], code=code)
     assert isinstance(await _count_all(admin_api, path, items), int)
+
+
+async def test_a_coupon_names_its_book(admin_api):
+    alice = await admin_api("GET", "/api/v1/users/search/by-email?email=alice@example.com")
+    coupons = (await admin_api("GET", f"/users/{alice['id']}/coupons"))["coupons"]
+    books = {b["id"]: b["name"] for b in (await admin_api("GET", "/api/v1/books?page_size=1000"))["books"]}
+    assert coupons and all(c["book_name"] == books[c["book_id"]] for c in coupons)
+
+
+async def test_a_patch_changes_the_fields_its_body_names_zero_values_too(admin_api):
+    """The gateway infers update_mask from the body's keys (as grpc-gateway does), leaving out the output-only
+    fields a client sends back as it read them; an update_mask in the query wins."""
+    book = await admin_api(
+        "POST", "/api/v1/books", {"name": f"Masked {uuid.uuid4().hex[:8]}", "max_assignments_per_user": 3}
+    )
+    path = f"/api/v1/books/{book['id']}"
+    cleared = await admin_api("PATCH", path, {"max_assignments_per_user": 0, "allow_self_claim": False})
+    assert (cleared["max_assignments_per_user"], cleared["name"]) == (0, book["name"])
+    as_read = {**cleared, "description": "sent back whole", "code_count": "99", "status": "ARCHIVED"}
+    updated = await admin_api("PATCH", path, as_read)
+    assert (updated["description"], updated["code_count"], updated["status"]) == ("sent back whole", "0", "ACTIVE")
+    only = await admin_api("PATCH", f"{path}?update_mask=name", {"name": "Only the name", "description": "ignored"})
+    assert (only["name"], only["description"]) == ("Only the name", "sent back whole")
 
 
 async def test_pool_member_counts_are_numbers_in_every_message(admin_api):
