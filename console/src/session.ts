@@ -47,21 +47,26 @@ export function signOut(): void {
   forget();
 }
 
+// The one refresh in flight, shared by every caller. It is cleared when it settles, in a later microtask:
+// a finally inside the async function would run before `??=` stores the promise when it settles at once
+// (no stored token), and the settled promise would then answer every later refresh.
 export function refresh(): Promise<boolean> {
-  refreshing ??= (async () => {
-    const token = sessionStorage.getItem(REFRESH_KEY);
-    if (!token) return false;
-    try {
-      adopt(await api<Session>("POST", "/api/v1/auth/refresh", { refresh_token: token }));
-      return true;
-    } catch {
-      forget();
-      return false;
-    } finally {
-      refreshing = null;
-    }
-  })();
+  refreshing ??= renew().finally(() => {
+    refreshing = null;
+  });
   return refreshing;
+}
+
+async function renew(): Promise<boolean> {
+  const token = sessionStorage.getItem(REFRESH_KEY);
+  if (!token) return false;
+  try {
+    adopt(await api<Session>("POST", "/api/v1/auth/refresh", { refresh_token: token }));
+    return true;
+  } catch {
+    forget();
+    return false;
+  }
 }
 
 useTokens({ accessToken: () => accessToken, refresh });
