@@ -359,6 +359,34 @@ async def test_an_expired_access_token_is_refreshed_with_the_rotating_refresh_to
             assert response.status == 200  # the console holds the live token
 
 
+async def test_the_access_token_is_refreshed_before_it_expires(pages, console_url):
+    """On the browser's clock (Playwright's, installed before sign-in) the console refreshes 30 s before the
+    access token's expires_in, with no 401 first, and keeps the rotated refresh token; API calls go on working."""
+    email = f"early-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "early-pass-1"})
+    page = await pages.open("/")
+    await page.clock.install()
+    await page.reload()
+    refreshes, unauthorized = [], []
+    page.on("request", lambda request: request.url.endswith("/api/v1/auth/refresh") and refreshes.append(request))
+    page.on("response", lambda response: response.status == 401 and unauthorized.append(response.url))
+    async with page.expect_response("**/api/v1/auth/login") as login:
+        await _sign_in(page, email, "early-pass-1")
+    expires_in = (await (await login.value).json())["expires_in"]
+    await expect(page.get_by_text("You have no coupons yet.")).to_be_visible()
+    first = await page.evaluate("sessionStorage.getItem('coupons.refresh_token')")
+    await page.clock.fast_forward((expires_in - 31) * 1000)
+    await page.wait_for_timeout(500)
+    assert refreshes == []  # not yet: 31 s before expiry
+    async with page.expect_response("**/api/v1/auth/refresh") as refreshed:
+        await page.clock.fast_forward(2000)
+    assert (await refreshed.value).status == 200 and unauthorized == []
+    rotated = await page.evaluate("sessionStorage.getItem('coupons.refresh_token')")
+    assert rotated and rotated != first
+    await page.get_by_role("link", name="My coupons").click()
+    await expect(page.get_by_text("You have no coupons yet.")).to_be_visible()
+
+
 async def test_admin_registers_a_webhook_rotates_its_secret_and_disables_it(pages, console_url):
     page = await pages.open("/webhooks")
     await _sign_in(page, "admin@example.com", "admin123")
@@ -406,3 +434,65 @@ async def test_admin_watches_events_arrive(pages, console_url):
     await pages.shot(page, "events")
     await page.get_by_role("button", name="Pause").click()
     await expect(page.get_by_role("status").filter(has_text="Paused")).to_be_visible()
+
+
+async def test_a_shared_code_is_checked_redeemed_for_an_order_and_rolled_back(pages, console_url, tmp_path):
+    """An admin creates a shared book with a fixed discount and a minimum order in the form; a person checks the
+    code (refused below the minimum, in words), redeems it for an order and is refused a second time; the admin
+    rolls that redemption back from the book's history, and the person may use the code again."""
+    name, code = f"Shared {uuid.uuid4().hex[:6]}", f"SHARED{uuid.uuid4().hex[:8].upper()}"
+    order = f"ORDER-{uuid.uuid4().hex[:6]}"
+    email = f"shopper-{uuid.uuid4().hex[:8]}@example.com"
+    await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "shopper-pass-1"})
+    admin = await pages.open("/books")
+    await _sign_in(admin, "admin@example.com", "admin123")
+    await admin.get_by_role("button", name="New book").click()
+    await admin.get_by_label("Name", exact=True).fill(name)
+    await admin.get_by_label("Shared codes").check()
+    await admin.get_by_label("Uses of each code in all").fill("5")
+    await admin.get_by_label("Discount").select_option(label="A fixed amount")
+    await admin.get_by_label("Amount off").fill("5.00")
+    await admin.get_by_label("Minimum order").fill("20")
+    await admin.get_by_label("Currency").fill("EUR")
+    await admin.get_by_role("button", name="Create book").click()
+    await expect(admin.get_by_role("heading", name=name)).to_be_visible()
+    await expect(admin.get_by_label("Shared codes")).to_be_disabled()  # a book's kind is fixed
+    csv = tmp_path / "shared.csv"
+    csv.write_text(f"{code}\n")
+    await admin.get_by_label("CSV file").set_input_files(str(csv))
+    await expect(admin.get_by_role("status").filter(has_text="codes accepted")).to_contain_text("1 of 1")
+
+    shopper = await pages.open("/", viewport=PHONE)
+    await _sign_in(shopper, email, "shopper-pass-1")
+    await shopper.get_by_label("Code", exact=True).fill(code)
+    await shopper.get_by_label("Order amount").fill("10")
+    await shopper.get_by_label("Currency").fill("EUR")
+    await shopper.get_by_role("button", name="Check").click()
+    await expect(shopper.get_by_role("alert")).to_contain_text("The order is below this code's minimum")
+    await shopper.get_by_label("Order amount").fill("59.90")
+    await shopper.get_by_role("button", name="Check").click()
+    answer = shopper.locator(".note.ok")
+    await expect(answer).to_have_text(f"{code} of {name} can be used: 5.00 EUR off the order; uses left after it: 0.")
+    await shopper.get_by_label("Order reference").fill(order)
+    await shopper.get_by_role("button", name="Redeem", exact=True).click()
+    await expect(answer).to_have_text(f"Redeemed {code} of {name}: 5.00 EUR off the order; uses left: 0.")
+    await pages.shot(shopper, "my-coupons-use-code")
+    await shopper.get_by_role("button", name="Redeem", exact=True).click()
+    await expect(shopper.get_by_role("alert")).to_contain_text("You have used this code as often as allowed")
+
+    await admin.reload()
+    entry = admin.get_by_role("listitem").filter(has_text=f"order {order}")
+    await expect(entry).to_contain_text(f"redeemed for {email}, order {order}, 5.00 EUR off")
+    await entry.get_by_role("button", name="Roll back").click()
+    await entry.get_by_label("Why").fill("order cancelled")
+    await entry.get_by_role("button", name="Roll back the redemption").click()
+    undone = admin.get_by_role("status").filter(has_text="is undone")
+    await expect(undone).to_have_text(
+        f"The redemption of {code} for order {order} is undone (it had given 5.00 EUR off)."
+    )
+    await expect(admin.get_by_role("listitem").filter(has_text="“order cancelled”")).to_contain_text("rolled back")
+    await expect(admin.get_by_role("button", name="Roll back")).to_have_count(0)  # undone once
+    await pages.shot(admin, "book-rollback")
+
+    await shopper.get_by_role("button", name="Check").click()
+    await expect(answer).to_contain_text("can be used")

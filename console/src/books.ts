@@ -1,5 +1,5 @@
-// The books, loaded once and shared by the screens, so "My coupons" names each coupon's book without a
-// call per coupon. An admin's change to a book reloads them.
+// The books, loaded once and shared by the screens that name a book by its id (events, distributions) or
+// offer books (the claim form), without a call per item. An admin's change to a book reloads them.
 import { ref } from "vue";
 import { api, withQuery } from "./api/client";
 import type { Book, ListBooksResponse } from "./api/types";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { codesFromCsv } from "./csv";
-import { countdown, percent, usesLeft } from "./format";
+import { countdown, localTimes, percent, usesLeft, when } from "./format";
 import { withQuery } from "./api/client";
 
 describe("countdown", () => {
@@ -8,6 +8,16 @@ describe("countdown", () => {
   it("shows minutes and seconds left", () => expect(countdown("2026-12-02T14:04:05Z", now)).toBe("4:05"));
   it("says expired once the time has passed", () => expect(countdown("2026-12-02T13:59:59Z", now)).toBe("expired"));
   it("is empty without a lock", () => expect(countdown(undefined, now)).toBe(""));
+});
+
+describe("localTimes", () => {
+  it("puts a service's UTC times in the reader's own words", () => {
+    const sentence = "Coupon A-1 is locked until 2026-12-03T17:12:19Z: unlock it first.";
+    const local = when("2026-12-03T17:12:19Z");
+    expect(local).not.toContain("T17:12:19Z");
+    expect(localTimes(sentence)).toBe(`Coupon A-1 is locked until ${local}: unlock it first.`);
+  });
+  it("leaves other numbers alone", () => expect(localTimes("holds 2 of at most 2")).toBe("holds 2 of at most 2"));
 });
 
 describe("usesLeft", () => {

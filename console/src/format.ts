@@ -33,3 +33,11 @@ export function percent(done: number, total: number): number {
 export function when(time: string | undefined): string {
   return time ? new Date(time).toLocaleString() : "";
 }
+
+// A service's sentence with its UTC timestamps ("locked until 2026-12-03T17:12:19Z") in the reader's own
+// date and time.
+const UTC_TIME = /\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|\+00:00)/g;
+
+export function localTimes(text: string): string {
+  return text.replace(UTC_TIME, (time) => when(time));
+}

@@ -1362,6 +1362,11 @@ export interface components {
              *     cap and redemption_count counts every user's redemptions. AVAILABLE while below the cap.
              */
             shared?: boolean;
+            /**
+             * @description The book's name as of its last change (books sends it with the rules), so a list of coupons needs no
+             *     call per book.
+             */
+            book_name?: string;
         };
         "coupons.redemption.v1.AssignCouponRequest": {
             code?: string;
@@ -1441,10 +1446,20 @@ export interface components {
         "coupons.redemption.v1.ListCouponsResponse": {
             coupons?: components["schemas"]["coupons.redemption.v1.Coupon"][];
             next_page_token?: string;
+            /**
+             * Format: int32
+             * @description How many coupons the list holds in all (with its filters), counted with each page.
+             */
+            total_size?: number;
         };
         "coupons.redemption.v1.ListHistoryResponse": {
             entries?: components["schemas"]["coupons.redemption.v1.HistoryEntry"][];
             next_page_token?: string;
+            /**
+             * Format: int32
+             * @description How many entries the code's or the book's history holds in all, counted with each page.
+             */
+            total_size?: number;
         };
         "coupons.redemption.v1.HistoryEntry": {
             /** Format: int64 */
