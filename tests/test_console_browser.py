@@ -131,6 +131,53 @@ async def test_my_coupons_lock_redeem_and_the_refusals_in_words(pages, console_u
     await pages.shot(page, "my-coupons")
 
 
+async def test_alice_redeems_a_coupon(pages, console_url):
+    """The original's first scenario, as alice: a Summer Sale code handed to her (so the demo coupons other
+    tests use stay as they are) is redeemed from My coupons; a second press is refused in words."""
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    alice = await _api(console_url, "GET", "/api/v1/users/search/by-email?email=alice@example.com", admin)
+    summer = (await _api(console_url, "GET", "/api/v1/books?name_contains=Summer%20Sale", admin))["books"][0]
+    body = {"book_id": summer["id"], "user_id": alice["id"]}
+    code = (await _api(console_url, "POST", "/api/v1/coupons/assign", admin, body))["code"]
+    page = await pages.open("/")
+    await _sign_in(page, "alice@example.com", "demo123")
+    card = _card(page, code)
+    await expect(card).to_contain_text("Summer Sale 2026")
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card).to_contain_text("Redeemed. Uses left: 0.")
+    await card.get_by_role("button", name="Redeem").click()
+    await expect(card.get_by_role("alert")).to_contain_text("This coupon has been used")
+
+
+async def test_admin_distributes_random_10_to_beta_testers_after_the_preview(pages, console_url):
+    """The original's distribution scenario on the demo pool: RANDOM 10 codes to "Beta Testers", previewed with
+    the members by e-mail, then confirmed. The codes come from a book of the test's own, so the demo books'
+    per-person limits other tests meet stay as they are."""
+    admin = await _token(console_url, "admin@example.com", "admin123")
+    book = await _api(console_url, "POST", "/api/v1/books", admin, {"name": f"Beta gift {uuid.uuid4().hex[:6]}"})
+    async with aiohttp.ClientSession() as http:
+        generate = f"{console_url}/api/v1/books/{book['id']}/codes/generate"
+        async with http.post(generate, json={"count": 20}, headers={"Authorization": f"Bearer {admin}"}) as answer:
+            assert answer.status == 200 and '"done":true' in (await answer.text()).replace(" ", "")
+    page = await pages.open("/pools")
+    await _sign_in(page, "admin@example.com", "admin123")
+    await page.get_by_role("link", name="Beta Testers").click()
+    await expect(page.get_by_role("heading", name="Beta Testers")).to_be_visible()
+    await page.get_by_label("Book").select_option(label=book["name"])
+    await page.get_by_label("Mode").select_option("RANDOM")
+    await page.get_by_label("Codes in all").fill("10")
+    await page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview")
+    await expect(preview).to_contain_text(re.compile(rf"10 codes of {book['name']} for \d+ members"))
+    for member in ("alice@example.com", "bob@example.com", "charlie@example.com"):
+        await expect(preview.get_by_role("table")).to_contain_text(member)
+    await preview.get_by_role("button", name="Confirm distribution").click()
+    done = page.get_by_role("status").filter(has_text="Distributed")
+    await expect(done).to_contain_text(re.compile(rf"Distributed 10 codes of {book['name']} to \d+ members\."))
+    counts = await _api(console_url, "GET", f"/api/v1/books/{book['id']}/stats", admin)
+    assert (counts["assigned"], counts["available"]) == ("10", "10")
+
+
 async def test_claim_from_a_self_service_book(pages, console_url):
     email = f"claimer-{uuid.uuid4().hex[:8]}@example.com"
     await _api(console_url, "POST", "/api/v1/auth/register", body={"email": email, "password": "claimer-pass-1"})
