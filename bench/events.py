@@ -2,7 +2,11 @@
 endpoint and with one that takes every coupon.redeemed (the CLI's receiver in its own process on loopback,
 checking every signature), interleaved; after each run, how long until every redemption of it is an event
 (ingested) and, with the endpoint, delivered. The endpoint is disabled, not deleted, between runs: a
-disabled endpoint gets no deliveries, so the runs without it do no webhook work."""
+disabled endpoint gets no deliveries, so the runs without it do no webhook work.
+
+The ratio is the median of each pair's (a run with the endpoint over the run without it just before): this
+machine's speed drifts by more than the effect between runs of one variant (306 to 442 calls/s in one
+section), and adjacent runs share the drift. At least PAIRS pairs, so one disturbed pair does not decide."""
 
 import subprocess
 import sys
@@ -21,6 +25,8 @@ from kernel.localdb import free_port
 SECTION = "11. Events and webhooks"
 DRAIN_LIMIT_SECONDS = 120.0
 DRAIN_TARGET_SECONDS = 10.0
+PAIRS = 5
+RATIO_TARGET = 0.9
 
 
 def _counts(bench: Bench, after_history_id: int, endpoint_id: str) -> tuple[int, int, int]:
@@ -99,7 +105,8 @@ async def events(bench: Bench) -> None:
     rates: list[float] = []
     try:
         time.sleep(1.0)  # the receiver starts listening
-        for run in range(bench.config.runs):
+        pairs = max(bench.config.runs, PAIRS) if bench.config.runs > 1 else 1  # --quick: one, a smoke test
+        for run in range(pairs):
             for variant in ("off", "on"):
                 state = pb.WEBHOOK_ENDPOINT_STATE_ENABLED if variant == "on" else pb.WEBHOOK_ENDPOINT_STATE_DISABLED
                 await _set_state(webhooks, bench, endpoint.id, state)
@@ -124,7 +131,7 @@ async def events(bench: Bench) -> None:
 def _figures(
     bench: Bench, runs: dict[str, list], drains: dict[str, list[tuple[float, int]]], rates: list[float]
 ) -> None:
-    off = bench.closed_loop_figures(
+    bench.closed_loop_figures(
         "events.redeem_without_webhook", SECTION, "redeem, 32 callers, no webhook endpoint", runs["off"]
     )
     on = bench.closed_loop_figures(
@@ -133,7 +140,14 @@ def _figures(
         "redeem, 32 callers, a webhook endpoint for every redemption (receiver on this machine)",
         runs["on"],
     )
-    bench.ratio(on, off, target=">= 0.9 of the throughput without the endpoint", at_least=0.9)
+    pairs = [
+        with_endpoint.throughput / without.throughput
+        for without, with_endpoint in zip(runs["off"], runs["on"], strict=True)
+    ]
+    on.ratio = median(pairs)
+    on.target = f">= {RATIO_TARGET} of the throughput without the endpoint (median over pairs of adjacent runs)"
+    on.met = on.ratio >= RATIO_TARGET
+    on.note = "each pair's ratio: " + ", ".join(f"{p:.2f}" for p in pairs)
     bench.figure(
         key="events.delivered_rate",
         section=SECTION,
