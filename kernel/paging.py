@@ -11,6 +11,9 @@ from kernel.validation import is_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A counted list's page tokens carry its total_size under this key (an int32 in the responses).
+TOTAL_KEY = "n"
+MAX_TOTAL = 2**31 - 1
 
 _Item = TypeVar("_Item")
 
@@ -51,6 +54,20 @@ def decode_cursor(token: str, keys: dict[str, type], field: str = "page_token") 
     return {key: cursor[key] for key in keys}
 
 
+def decode_counted_cursor(
+    token: str, keys: dict[str, type], field: str = "page_token"
+) -> tuple[dict | None, int | None]:
+    """decode_cursor of a list whose tokens carry the total counted with its first page: (position, total),
+    (None, None) for the first page. A total no count can be is a foreign token, not an INTERNAL later."""
+    cursor = decode_cursor(token, {**keys, TOTAL_KEY: int}, field)
+    if cursor is None:
+        return None, None
+    total = cursor.pop(TOTAL_KEY)
+    if not 0 <= total <= MAX_TOTAL:
+        raise _foreign_token(field)
+    return cursor, total
+
+
 def decode_time_id(token: str, field: str = "page_token") -> tuple[dt.datetime, str] | None:
     """The (creation time, id) cursor of lists ordered by creation; None for the first page."""
     cursor = decode_cursor(token, {"t": str, "id": str}, field)
@@ -75,6 +92,13 @@ def next_page(items: list[_Item], size: int, cursor_of: Callable[[_Item], dict])
         return items, ""
     items = items[:size]
     return items, encode_token(cursor_of(items[-1]))
+
+
+def next_counted_page(
+    items: list[_Item], size: int, cursor_of: Callable[[_Item], dict], total: int
+) -> tuple[list[_Item], str]:
+    """next_page whose token carries `total` on, so later pages report it without counting again."""
+    return next_page(items, size, lambda item: {**cursor_of(item), TOTAL_KEY: total})
 
 
 def next_page_by_creation(items: list[_Item], size: int) -> tuple[list[_Item], str]:

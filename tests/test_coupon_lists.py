@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2
 
 from coupons.books.v1 import books_pb2
 from coupons.redemption.v1 import redemption_pb2 as pb
+from kernel import paging
 from tests.support import bearer, expect_error
 from tests.test_books_crud import create, new_name
 
@@ -141,3 +142,20 @@ async def test_a_book_name_the_ledger_cannot_keep_is_refused_naming_the_field(le
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert error.field_violations == {"rules.book_name": "at most 200 characters, no control characters"}
+
+
+async def test_a_page_token_carrying_a_total_no_list_can_have_is_refused(ledger):
+    """The total rides in the token; one edited past int32 is the caller's error, not an INTERNAL."""
+    book_id, _ = await ledger.book(3)
+    first = await ledger.stub.ListBookCoupons(
+        pb.ListBookCouponsRequest(book_id=book_id, page_size=1), metadata=ledger.admin.metadata
+    )
+    cursor = paging.decode_token(first.next_page_token)
+    forged = paging.encode_token({**cursor, paging.TOTAL_KEY: 2**40})
+    await expect_error(
+        ledger.stub.ListBookCoupons(
+            pb.ListBookCouponsRequest(book_id=book_id, page_token=forged), metadata=ledger.admin.metadata
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+    )

@@ -1,6 +1,7 @@
 """Reads of the ledger: a coupon, a user's or a book's coupons, history, counts. Keyset-paged.
 
-A list's total_size is counted once, with its first page, and carried in the page token ("n"): paging
+A list's total_size is counted once, with its first page, and carried in the page token
+(paging.decode_counted_cursor, next_counted_page): paging
 through a book of a million codes does not count them again per page, and every page of one listing
 reports the same total (a snapshot, as AIP-132 allows; a new listing counts again).
 """
@@ -39,17 +40,14 @@ class LedgerQueries:
             raise PermissionDenied("A user may only list their own coupons.", reason="NOT_YOUR_ACCOUNT")
         of_book = rules.check_uuid(book_id, "book_id", "a book id") if book_id else None
         size = paging.page_size(page_size)
-        after = paging.decode_cursor(page_token, {"code": str, "n": int})
+        after, total = paging.decode_counted_cursor(page_token, {"code": str})
         async with self.repo.transaction() as conn:
             rows = await self.repo.list_coupons(
-                conn, size + 1, user_id=user_id, book_id=of_book, state=state, after=_keys(after)
+                conn, size + 1, user_id=user_id, book_id=of_book, state=state, after=after
             )
-            total = (
-                after["n"]
-                if after
-                else await self.repo.count_coupons(conn, user_id=user_id, book_id=of_book, state=state)
-            )
-        rows, token = paging.next_page(rows, size, lambda row: {"code": row.code, "n": total})
+            if total is None:
+                total = await self.repo.count_coupons(conn, user_id=user_id, book_id=of_book, state=state)
+        rows, token = paging.next_counted_page(rows, size, lambda row: {"code": row.code}, total)
         return [Coupon.of(row) for row in rows], token, total
 
     async def list_book_coupons(
@@ -57,13 +55,14 @@ class LedgerQueries:
     ) -> tuple[list[Coupon], str, int]:
         book_id = rules.check_uuid(book_id, "book_id", "a book id")
         size = paging.page_size(page_size)
-        after = paging.decode_cursor(page_token, {"state": str, "code": str, "n": int})
+        after, total = paging.decode_counted_cursor(page_token, {"state": str, "code": str})
         async with self.repo.transaction() as conn:
             if await self.repo.rules(conn, book_id) is None:
                 raise rules.book_not_found(book_id)
-            rows = await self.repo.list_coupons(conn, size + 1, book_id=book_id, state=state, after=_keys(after))
-            total = after["n"] if after else await self.repo.count_coupons(conn, book_id=book_id, state=state)
-        rows, token = paging.next_page(rows, size, lambda row: {"state": row.state, "code": row.code, "n": total})
+            rows = await self.repo.list_coupons(conn, size + 1, book_id=book_id, state=state, after=after)
+            if total is None:
+                total = await self.repo.count_coupons(conn, book_id=book_id, state=state)
+        rows, token = paging.next_counted_page(rows, size, lambda row: {"state": row.state, "code": row.code}, total)
         return [Coupon.of(row) for row in rows], token, total
 
     async def coupon_history(self, code: str, page_size: int, page_token: str) -> tuple[list[HistoryRow], str, int]:
@@ -85,13 +84,14 @@ class LedgerQueries:
     async def _history(self, missing, page_size: int, page_token: str, **subject) -> tuple[list[HistoryRow], str, int]:
         """One page of a code's or a book's history; NOT_FOUND (from missing(conn)) when the subject is unknown."""
         size = paging.page_size(page_size)
-        after = paging.decode_cursor(page_token, {"id": int, "n": int})
+        after, total = paging.decode_counted_cursor(page_token, {"id": int})
         async with self.repo.transaction() as conn:
             if (error := await missing(conn)) is not None:
                 raise error
             entries = await self.repo.list_history(conn, size + 1, after["id"] if after else 0, **subject)
-            total = after["n"] if after else await self.repo.count_history(conn, **subject)
-        entries, token = paging.next_page(entries, size, lambda entry: {"id": entry.id, "n": total})
+            if total is None:
+                total = await self.repo.count_history(conn, **subject)
+        entries, token = paging.next_counted_page(entries, size, lambda entry: {"id": entry.id}, total)
         return entries, token, total
 
     # internal (books, pools)
@@ -115,8 +115,3 @@ class LedgerQueries:
             held = await self.repo.holdings(conn, book_id, users)
             available = await self.repo.count_available(conn, book_id)
         return {user: held.get(user, 0) for user in users}, available, book
-
-
-def _keys(cursor: dict | None) -> dict | None:
-    """A page token's keyset position, without the total it carries."""
-    return None if cursor is None else {key: value for key, value in cursor.items() if key != "n"}
