@@ -224,6 +224,8 @@ class RequestBinder:
             if infer_update_mask and field is not None and mask_type == "google.protobuf.FieldMask"
             else None
         )
+        # Fields of the resource the URL path sets (its id): not the body's to change.
+        self._path_set = {".".join(path[1:]) for path in path_fields if path[0] == body}
 
     def _path_setter(self, path: FieldPath):
         fields = resolve_field_path(self.message, path)  # raises KeyError: the route is refused at build
@@ -255,9 +257,8 @@ class RequestBinder:
             self._bind_query(message, query)
         if self._masked is not None and isinstance(document, dict):
             mask = message.update_mask  # type: ignore[attr-defined]  # a FieldMask, checked at build
-            if not mask.paths:  # fields the URL path sets (the resource's id) are not the body's to change
-                bound = {".".join(path[1:]) for path in self._path_setters if path[0] == self.body}
-                mask.paths.extend(p for p in _mask_paths(self._masked, document) if p not in bound)
+            if not mask.paths:
+                mask.paths.extend(p for p in _mask_paths(self._masked, document) if p not in self._path_set)
         for path, value in path_values.items():
             try:
                 self._path_setters[path](message, value)
