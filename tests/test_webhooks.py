@@ -6,6 +6,7 @@ The events service here has a database of its own (so no other test's dispatcher
 deliveries) and no dispatcher of its own: each test drives one, with a clock it moves."""
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 
@@ -17,7 +18,7 @@ from coupons.events.v1 import webhooks_pb2 as pb
 from coupons.events.v1 import webhooks_pb2_grpc
 from coupons.redemption.v1 import redemption_pb2
 from kernel import webhook_signature
-from kernel.db import create_engine
+from kernel.db import create_engine, create_statement_pool
 from kernel.errors import InvalidArgument
 from services.events.app import build
 from services.events.dispatcher import Dispatcher
@@ -65,16 +66,27 @@ async def webhooks(webhook_database, auth_server, redemption_server):
             yield webhooks_pb2_grpc.WebhookServiceStub(channel)
 
 
+@contextlib.asynccontextmanager
+async def dispatching(settings, *args):
+    """A dispatcher of these settings (and clock, random), with its own connections."""
+    engine, statements = create_engine(settings), create_statement_pool(settings)
+    await statements.open()
+    dispatcher = Dispatcher(WebhookRepository(engine, statements), settings, *args)
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.close()
+        await statements.close()
+        await engine.dispose()
+
+
 @pytest.fixture
 async def dispatcher(webhook_database):
     settings = settings_for(
         "events", webhook_database, webhook_timeout_seconds=TIMEOUT, webhook_lease_seconds=5, webhook_concurrency=4
     )
-    engine = create_engine(settings)
-    dispatcher = Dispatcher(WebhookRepository(engine), settings, SteppedClock(), random.Random(13))
-    yield dispatcher
-    await dispatcher.close()
-    await engine.dispose()
+    async with dispatching(settings, SteppedClock(), random.Random(13)) as dispatcher:
+        yield dispatcher
 
 
 @pytest.fixture
@@ -282,13 +294,8 @@ async def test_a_target_refused_at_the_attempt_is_recorded_and_retried(webhook_d
     deliveries to targets that were allowed when they were registered."""
     endpoint, delivery = await one_delivery(webhooks, ledger, ledger.admin, receiver.url)
     settings = settings_for("events", webhook_database, webhook_allowed_networks=(), webhook_timeout_seconds=TIMEOUT)
-    engine = create_engine(settings)
-    strict = Dispatcher(WebhookRepository(engine), settings)
-    try:
+    async with dispatching(settings) as strict:
         assert await strict.dispatch_once() == 1
-    finally:
-        await strict.close()
-        await engine.dispose()
     refused = await get(webhooks, ledger.admin, delivery.id)
     assert refused.state == PENDING and refused.attempts[0].outcome == pb.WEBHOOK_ATTEMPT_OUTCOME_TARGET_REFUSED
     assert receiver.received == []

@@ -4,7 +4,7 @@ the shared server."""
 from coupons.events.v1 import events_pb2_grpc, webhooks_pb2_grpc
 from kernel import db
 from kernel.components import EVENT_SOURCES
-from kernel.db import create_engine
+from kernel.db import create_engine, create_statement_pool
 from kernel.grpc_clients import identity_of, remote_verifier
 from kernel.purge import Purger, idempotency_keys
 from kernel.server import GrpcServer, ServiceSpec
@@ -22,6 +22,8 @@ from services.events.webhooks import WebhooksDomain
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
+    statements = create_statement_pool(settings)
+    await statements.open(wait=False)  # connects in the background: a database still starting is no failure
     purger = Purger(
         settings,
         [
@@ -31,7 +33,7 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         ],
     )
     identity = identity_of(settings)
-    repository, webhook_repository = EventsRepository(engine), WebhookRepository(engine)
+    repository, webhook_repository = EventsRepository(engine), WebhookRepository(engine, statements)
     sources = {name: getattr(settings, f"{name}_addr") for name in EVENT_SOURCES}
     ingester = Ingester(repository, webhook_repository, sources, identity, settings.events_poll_seconds)
     dispatcher = Dispatcher(webhook_repository, settings)
@@ -63,6 +65,7 @@ async def build(settings: Settings, verifier: TokenVerifier | None = None):
         await ingester.close()
         await dispatcher.close()
         await identity.close()
+        await statements.close()
         await engine.dispose()
 
     server = GrpcServer(

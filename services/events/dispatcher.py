@@ -4,7 +4,7 @@ next try or the dead letter.
 A claim is committed before the request is sent and lasts WEBHOOK_LEASE_SECONDS (longer than an attempt
 may take), so replicas never try one delivery at the same time, and a dispatcher killed mid-attempt
 leaves the delivery to be tried again, with the same delivery id, when its lease runs out: at least once.
-Finished attempts are recorded together, a round at a time (one transaction for all), not one by one.
+Finished attempts are recorded together with the next claims, a round at a time in one statement.
 The clock is injectable: the schedule is computed from it, so tests can step through it.
 """
 
@@ -32,7 +32,7 @@ from services.events.webhooks import Schedule
 log = logging.getLogger("services.events.dispatcher")
 BACKLOG_EVERY_SECONDS = 5.0
 RETRY_SECONDS = 1.0
-ROUND_SECONDS = 0.02  # at most ~50 rounds (two transactions each) a second per dispatcher, however busy
+ROUND_SECONDS = 0.02  # at most ~50 rounds (one statement each) a second per dispatcher, however busy
 USER_AGENT = "coupons-webhooks/1"
 
 
@@ -76,20 +76,18 @@ class Dispatcher:
 
     async def run(self) -> None:
         """The background job: keeps up to WEBHOOK_CONCURRENCY attempts in flight. Each round records the
-        attempts finished since the last one and claims more in two short transactions, however many."""
+        attempts finished since the last one and claims more, in one statement however many."""
         in_flight: set[asyncio.Task] = set()
         finished: list[Outcome] = []
         backlog_at = 0.0
         while True:
             finished += [task.result() for task in in_flight if task.done()]
             in_flight = {task for task in in_flight if not task.done()}
-            free, claims = self.concurrency - len(in_flight), []
+            free = self.concurrency - len(in_flight)
+            wanted = free if free >= self.claim_at_least or not in_flight else 0  # no one-row claims while busy
             try:
-                await self.record(finished)
+                claims = await self.round(finished, wanted) if finished or wanted else []
                 finished = []
-                if free >= self.claim_at_least or not in_flight:  # no one-row claims while busy
-                    now = self.clock()
-                    claims = await self.repo.claim(now, now + self.lease, free)
                 if time.monotonic() - backlog_at > BACKLOG_EVERY_SECONDS:
                     backlog_at = time.monotonic()
                     await self.report_backlog()
@@ -107,20 +105,22 @@ class Dispatcher:
 
     async def dispatch_once(self) -> int:
         """Claims what is due now, makes those attempts and records them; how many (for tests and tools)."""
-        now = self.clock()
-        claims = await self.repo.claim(now, now + self.lease, max(self.concurrency, 1))
-        await self.record(list(await asyncio.gather(*(self.attempt(claim) for claim in claims))))
+        claims = await self.round([], max(self.concurrency, 1))
+        await self.round(list(await asyncio.gather(*(self.attempt(claim) for claim in claims))), 0)
         return len(claims)
 
-    async def record(self, outcomes: list[Outcome]) -> None:
-        await self.repo.acknowledge(outcomes)
-        for outcome in outcomes:
+    async def round(self, finished: list[Outcome], wanted: int) -> list[Claim]:
+        """Records what finished and claims up to `wanted` due deliveries, in one statement."""
+        now = self.clock()
+        claims = await self.repo.settle_and_claim(finished, now, now + self.lease, wanted)
+        for outcome in finished:
             WEBHOOK_ATTEMPTS.labels(outcome.attempt.outcome.value).inc()
             if outcome.state is DeliveryState.DEAD_LETTER:
                 fields = {"delivery_id": outcome.claim.delivery_id, "endpoint_id": outcome.claim.endpoint_id}
                 log.warning(
                     "webhook delivery dead-lettered", extra={"fields": {**fields, "error": outcome.attempt.error}}
                 )
+        return claims
 
     async def report_backlog(self) -> None:
         pending, oldest = await self.repo.backlog(self.clock())

@@ -2,8 +2,12 @@
 and attempts; the dispatcher's claims and acknowledgements."""
 
 import datetime as dt
+import json
+from typing import Any
 
+import psycopg_pool
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kernel import db
@@ -59,6 +63,23 @@ def _delivery(row, attempts: tuple[Attempt, ...] = ()) -> Delivery:
     )
 
 
+def _record(outcome: Outcome) -> dict:
+    """One finished attempt as events.settle_and_claim reads it."""
+    attempt = outcome.attempt
+    return {
+        "id": outcome.claim.delivery_id,
+        "number": attempt.number,
+        "started_at": attempt.started_at.isoformat(),
+        "duration_ms": attempt.duration_ms,
+        "outcome": attempt.outcome.value,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "state": outcome.state.value,
+        "next_attempt_at": outcome.next_attempt_at.isoformat(),
+        "recorded_at": outcome.recorded_at.isoformat(),
+    }
+
+
 def finished_deliveries(retention_seconds: int) -> Target:
     """Delivered and dead-lettered deliveries past their retention (their attempts go with them), for the purge."""
     return Target(
@@ -68,8 +89,9 @@ def finished_deliveries(retention_seconds: int) -> Target:
 
 
 class WebhookRepository:
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, statements: psycopg_pool.AsyncConnectionPool):
         self.engine = engine
+        self.statements = statements  # the dispatcher's rounds, one statement each
         self.idempotency = IdempotencyStore("events")
 
     def transaction(self):
@@ -148,70 +170,23 @@ class WebhookRepository:
         )
         return result.rowcount
 
-    async def claim(self, now: dt.datetime, lease_until: dt.datetime, limit: int) -> list[Claim]:
-        """Takes up to `limit` due deliveries of enabled endpoints for one attempt each: their next attempt
-        moves to the lease's end (a second dispatcher skips them; a crashed claimer's run out), the attempt is
-        counted. Committed before any request is sent."""
-        statement = sa.text(
-            "WITH due AS (SELECT d.id FROM events.webhook_deliveries d"
-            " JOIN events.webhook_endpoints e ON e.id = d.endpoint_id AND e.state = 'ENABLED'"
-            " WHERE d.state = 'PENDING' AND d.next_attempt_at <= :now"
-            " ORDER BY d.next_attempt_at LIMIT :limit FOR UPDATE OF d SKIP LOCKED)"
-            " UPDATE events.webhook_deliveries d SET next_attempt_at = :lease_until,"
-            " attempt_count = d.attempt_count + 1, round_tries = d.round_tries + 1"
-            " FROM due, events.webhook_endpoints e, events.events ev"
-            " WHERE d.id = due.id AND e.id = d.endpoint_id AND ev.seq = d.event_seq"
-            f" RETURNING d.id::text AS delivery_id, d.endpoint_id::text AS endpoint_id, e.url, e.secret,"
-            f" d.attempt_count, d.round_tries, {event_columns('ev')}"
-        )
-        async with self.transaction() as conn:
-            rows = await conn.execute(statement, {"now": now, "lease_until": lease_until, "limit": limit})
-            return [
-                Claim(r.delivery_id, r.endpoint_id, r.url, r.secret, r.attempt_count, r.round_tries, r) for r in rows
-            ]
-
-    async def acknowledge(self, outcomes: list[Outcome]) -> int:
-        """Records attempts and their deliveries' outcomes, in one transaction of two statements however
-        many. A delivery whose claim ran out and was claimed again since keeps the newer claim's state (the
-        fence: attempt_count); its attempt is still recorded. Returns how many deliveries were updated."""
-        if not outcomes:
-            return 0
-        columns = {
-            "ids": [o.claim.delivery_id for o in outcomes],
-            "numbers": [o.attempt.number for o in outcomes],
-            "started": [o.attempt.started_at for o in outcomes],
-            "ms": [o.attempt.duration_ms for o in outcomes],
-            "outcomes": [o.attempt.outcome.value for o in outcomes],
-            "statuses": [o.attempt.status_code for o in outcomes],
-            "errors": [o.attempt.error for o in outcomes],
-            "states": [o.state.value for o in outcomes],
-            "nexts": [o.next_attempt_at for o in outcomes],
-            "nows": [o.recorded_at for o in outcomes],
-        }
-        async with self.transaction() as conn:
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO events.webhook_attempts (delivery_id, number, started_at, duration_ms, outcome,"
-                    " status_code, error) SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS int[]),"
-                    " CAST(:started AS timestamptz[]), CAST(:ms AS int[]), CAST(:outcomes AS text[]),"
-                    " CAST(:statuses AS int[]), CAST(:errors AS text[])) ON CONFLICT DO NOTHING"
-                ),
-                columns,
+    async def settle_and_claim(
+        self, finished: list[Outcome], now: dt.datetime, lease_until: dt.datetime, limit: int
+    ) -> list[Claim]:
+        """A dispatcher's round in one statement (events.settle_and_claim, migration 0003), committed before
+        any request is sent: records the finished attempts and their deliveries' outcomes, then takes up to
+        `limit` due deliveries of enabled endpoints for one attempt each. A claimed delivery's next attempt
+        moves to the lease's end (a second dispatcher skips it; a crashed claimer's runs out) and the attempt
+        is counted."""
+        records = json.dumps([_record(outcome) for outcome in finished])
+        async with db.statement_connection(self.statements) as conn:
+            cursor = conn.cursor(row_factory=namedtuple_row)
+            await cursor.execute(
+                "SELECT * FROM events.settle_and_claim(CAST(%s AS jsonb), %s, %s, %s)",
+                (records, now, lease_until, limit),
             )
-            result = await conn.execute(
-                sa.text(
-                    "UPDATE events.webhook_deliveries d SET state = a.state, next_attempt_at = a.next,"
-                    " last_status_code = a.status, last_error = a.error,"
-                    " delivered_at = CASE WHEN a.state = 'DELIVERED' THEN a.now ELSE d.delivered_at END,"
-                    " finished_at = CASE WHEN a.state <> 'PENDING' THEN a.now END"
-                    " FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS int[]), CAST(:states AS text[]),"
-                    " CAST(:nexts AS timestamptz[]), CAST(:statuses AS int[]), CAST(:errors AS text[]),"
-                    " CAST(:nows AS timestamptz[])) AS a(id, number, state, next, status, error, now)"
-                    " WHERE d.id = a.id AND d.attempt_count = a.number AND d.state = 'PENDING'"
-                ),
-                columns,
-            )
-            return result.rowcount
+            rows: list[Any] = await cursor.fetchall()  # named tuples: the event's columns by name
+        return [Claim(r.delivery_id, r.endpoint_id, r.url, r.secret, r.attempt_count, r.round_tries, r) for r in rows]
 
     async def list_deliveries(
         self,
