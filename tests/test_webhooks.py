@@ -11,6 +11,7 @@ import datetime as dt
 import random
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 
@@ -159,6 +160,29 @@ async def test_a_matching_event_arrives_signed_with_its_delivery_id(webhooks, le
     assert delivered.state == DELIVERED and delivered.last_status_code == 200 and delivered.attempt_count == 1
     assert [a.outcome for a in delivered.attempts] == [pb.WEBHOOK_ATTEMPT_OUTCOME_SUCCEEDED]
     assert await dispatcher.dispatch_once() == 0  # nothing else was due: one event matched
+
+
+async def test_an_attempt_failing_inside_the_dispatcher_is_left_to_its_lease(
+    webhook_database, webhooks, ledger, dispatcher, receiver
+):
+    """A claim the dispatcher cannot even send (here a stored secret that cannot sign) stops neither it
+    nor the other deliveries: it is left as a crash would leave it, and tried again after its lease."""
+    endpoint, broken = await one_delivery(webhooks, ledger, ledger.admin, receiver.url)
+    _, healthy = await one_delivery(webhooks, ledger, ledger.admin, receiver.url)
+    with psycopg.connect(webhook_database, autocommit=True) as conn:
+        conn.execute("UPDATE events.webhook_endpoints SET secret = 'whsec_x' WHERE id = %s", (endpoint.id,))
+    assert await dispatcher.dispatch_once() == 2
+    assert [r.delivery_id for r in receiver.received] == [healthy.id]
+    left = await get(webhooks, ledger.admin, broken.id)
+    assert left.state == PENDING and left.attempt_count == 1 and list(left.attempts) == []
+    assert await dispatcher.dispatch_once() == 0  # still leased
+
+    with psycopg.connect(webhook_database, autocommit=True) as conn:
+        conn.execute("UPDATE events.webhook_endpoints SET secret = %s WHERE id = %s", (endpoint.secret, endpoint.id))
+    dispatcher.clock.move_to(dt.datetime.now(dt.UTC) + dispatcher.lease)
+    assert await dispatcher.dispatch_once() == 1
+    delivered = await get(webhooks, ledger.admin, broken.id)
+    assert delivered.state == DELIVERED and [a.number for a in delivered.attempts] == [2]
 
 
 async def test_a_failed_try_is_retried_on_the_schedule(webhooks, ledger, dispatcher, receiver):

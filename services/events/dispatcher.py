@@ -46,6 +46,20 @@ def body_of(claim: Claim) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def answered(attempts) -> list[Outcome]:
+    """The outcomes of finished attempt tasks. One that failed inside the dispatcher (a bug, a stored secret
+    that cannot sign) is logged and left unrecorded, like a crash: its delivery is tried again when its
+    lease runs out, and the dispatcher goes on with the others."""
+    outcomes = []
+    for task in attempts:
+        if task.exception() is None:
+            outcomes.append(task.result())
+        else:
+            error = task.exception()
+            log.error("a webhook attempt failed in the dispatcher", extra={"fields": {"error": repr(error)[:300]}})
+    return outcomes
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -81,8 +95,9 @@ class Dispatcher:
         finished: list[Outcome] = []
         backlog_at = 0.0
         while True:
-            finished += [task.result() for task in in_flight if task.done()]
-            in_flight = {task for task in in_flight if not task.done()}
+            done = {task for task in in_flight if task.done()}
+            finished += answered(done)
+            in_flight -= done
             free = self.concurrency - len(in_flight)
             wanted = free if free >= self.claim_at_least or not in_flight else 0  # no one-row claims while busy
             try:
@@ -106,7 +121,10 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Claims what is due now, makes those attempts and records them; how many (for tests and tools)."""
         claims = await self.round([], max(self.concurrency, 1))
-        await self.round(list(await asyncio.gather(*(self.attempt(claim) for claim in claims))), 0)
+        attempts = [asyncio.create_task(self.attempt(claim)) for claim in claims]
+        if attempts:
+            await asyncio.wait(attempts)
+        await self.round(answered(attempts), 0)
         return len(claims)
 
     async def round(self, finished: list[Outcome], wanted: int) -> list[Claim]:
