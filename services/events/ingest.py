@@ -68,8 +68,8 @@ class Ingester:
                 )
             events = list(response.events)
             if events:
-                await self.repository.store(conn, source, events, events[-1].cursor)
-                await self.webhooks.fan_out(conn)  # the deliveries commit with the events they deliver
+                stored = await self.repository.store(conn, source, events, events[-1].cursor)
+                await self.webhooks.fan_out(conn, stored)  # the deliveries commit with the events they deliver
                 EVENTS_INGEST_LAG.labels(source).set(max(0.0, time.time() - events[-1].time.ToSeconds()))
             return len(events)
 

@@ -1,6 +1,5 @@
 """The events schema: the gathered events, and how far each source's feed has been read."""
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -34,20 +33,28 @@ class WatchFilter:
     book_id: str
 
 
-def _row_of(source: str, event: events_pb2.Event) -> dict:
+def _row_of(event: events_pb2.Event) -> dict:
     return {
-        "source": source,
         "source_id": int(event.id.rsplit("-", 1)[1]),
         "type": event.type,
-        "occurred_at": event.time.ToDatetime(dt.UTC),
+        "occurred_at": event.time.ToJsonString(),
         "subject_type": event.subject_type,
         "subject_id": event.subject_id,
         "book_id": event.book_id,
         "actor": event.actor,
         "request_id": event.request_id,
         "data_schema": event.data_schema,
-        "data": json.dumps(json_format.MessageToDict(event.data)),
+        "data": json_format.MessageToDict(event.data),
     }
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event kept by this transaction, as the webhook fan-out matches it."""
+
+    seq: int
+    type: str
+    book_id: str | None
 
 
 def old_events(retention_seconds: int) -> Target:
@@ -72,23 +79,32 @@ class EventsRepository:
         ).first()
         return None if row is None else row.after_cursor
 
-    async def store(self, conn: AsyncConnection, source: str, events: list[events_pb2.Event], cursor: str) -> None:
-        """Keeps the events (an entry read twice is kept once) and moves the source's cursor past them."""
+    async def store(
+        self, conn: AsyncConnection, source: str, events: list[events_pb2.Event], cursor: str
+    ) -> list[StoredEvent]:
+        """Keeps the events in one statement (an entry read twice is kept once) and moves the source's
+        cursor past them; answers the events newly kept."""
+        stored: list[StoredEvent] = []
         if events:
-            await conn.execute(
+            rows = await conn.execute(
                 sa.text(
                     "INSERT INTO events.events (source, source_id, type, occurred_at, subject_type, subject_id,"
-                    " book_id, actor, request_id, data_schema, data) VALUES (:source, :source_id, :type,"
-                    " :occurred_at, :subject_type, :subject_id, CAST(NULLIF(:book_id, '') AS uuid), :actor,"
-                    " :request_id, :data_schema, CAST(:data AS jsonb))"
+                    " book_id, actor, request_id, data_schema, data) SELECT :source, r.source_id, r.type,"
+                    " r.occurred_at, r.subject_type, r.subject_id, CAST(NULLIF(r.book_id, '') AS uuid), r.actor,"
+                    " r.request_id, r.data_schema, r.data FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS"
+                    " r(source_id bigint, type text, occurred_at timestamptz, subject_type text, subject_id text,"
+                    " book_id text, actor text, request_id text, data_schema text, data jsonb)"
                     " ON CONFLICT ON CONSTRAINT events_once_per_source_entry DO NOTHING"
+                    " RETURNING seq, type, book_id::text AS book_id"
                 ),
-                [_row_of(source, event) for event in events],
+                {"source": source, "rows": json.dumps([_row_of(event) for event in events])},
             )
+            stored = [StoredEvent(row.seq, row.type, row.book_id) for row in rows]
         await conn.execute(
             sa.text("UPDATE events.source_cursors SET after_cursor = :c, read_at = now() WHERE source = :s"),
             {"c": cursor, "s": source},
         )
+        return stored
 
     async def after(self, txid: str, seq: int, where: WatchFilter, limit: int) -> tuple[list[sa.Row], tuple[str, int]]:
         """Up to `limit` matching events after (txid, seq) in stream order, and, from the same snapshot, the

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from kernel import db
 from kernel.idempotency import IdempotencyStore
 from kernel.purge import Target
-from services.events.repository import event_columns
+from services.events.repository import StoredEvent, event_columns
 from services.events.webhook_model import (
     Attempt,
     AttemptOutcome,
@@ -157,16 +157,24 @@ class WebhookRepository:
 
     # deliveries
 
-    async def fan_out(self, conn: AsyncConnection) -> int:
-        """One delivery per enabled, matching endpoint for each event this transaction stored (their txid is
-        this transaction's), in the transaction that stores them: an event kept is an event delivered."""
+    async def fan_out(self, conn: AsyncConnection, stored: list[StoredEvent]) -> int:
+        """One delivery per enabled, matching endpoint for each event just stored, in the transaction that
+        stores them: an event kept is an event delivered. The events come as arrays, not from a join with
+        the events table, so no plan of this statement can scan that table."""
+        if not stored:
+            return 0
         result = await conn.execute(
             sa.text(
                 "INSERT INTO events.webhook_deliveries (endpoint_id, event_seq, next_attempt_at)"
-                " SELECT e.id, ev.seq, now() FROM events.events ev JOIN events.webhook_endpoints e"
-                f" ON {_MATCHES} WHERE ev.txid = pg_current_xact_id()"
-                " ON CONFLICT ON CONSTRAINT webhook_deliveries_once_per_event DO NOTHING"
-            )
+                " SELECT e.id, ev.seq, now() FROM unnest(CAST(:seqs AS bigint[]), CAST(:types AS text[]),"
+                " CAST(:book_ids AS uuid[])) AS ev(seq, type, book_id) JOIN events.webhook_endpoints e"
+                f" ON {_MATCHES} ON CONFLICT ON CONSTRAINT webhook_deliveries_once_per_event DO NOTHING"
+            ),
+            {
+                "seqs": [event.seq for event in stored],
+                "types": [event.type for event in stored],
+                "book_ids": [event.book_id for event in stored],
+            },
         )
         return result.rowcount
 

@@ -27,7 +27,7 @@ RETURNS TABLE (delivery_id text, endpoint_id text, url text, secret text, attemp
     round_tries integer, seq bigint, txid_text text, source text, source_id bigint, type text,
     occurred_at timestamptz, subject_type text, subject_id text, book_id text, actor text, request_id text,
     data_schema text, data text)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
     WITH f AS (
         SELECT * FROM jsonb_to_recordset(finished) AS f(id uuid, number integer, started_at timestamptz,
             duration_ms integer, outcome text, status_code integer, error text, state text,
@@ -43,8 +43,7 @@ LANGUAGE sql VOLATILE AS $$
         delivered_at = CASE WHEN f.state = 'DELIVERED' THEN f.recorded_at ELSE d.delivered_at END,
         finished_at = CASE WHEN f.state <> 'PENDING' THEN f.recorded_at END
     FROM f
-    WHERE d.id = ANY (ARRAY(SELECT f.id FROM f)) AND d.id = f.id AND d.attempt_count = f.number
-        AND d.state = 'PENDING';
+    WHERE d.id = f.id AND d.attempt_count = f.number AND d.state = 'PENDING';
 
     WITH due AS (
         SELECT d.id FROM events.webhook_deliveries d
@@ -54,8 +53,8 @@ LANGUAGE sql VOLATILE AS $$
     )
     UPDATE events.webhook_deliveries d SET leased_until = lease_until, attempt_count = d.attempt_count + 1,
         round_tries = d.round_tries + 1
-    FROM events.webhook_endpoints e, events.events ev
-    WHERE d.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = d.endpoint_id AND ev.seq = d.event_seq
+    FROM due, events.webhook_endpoints e, events.events ev
+    WHERE d.id = due.id AND e.id = d.endpoint_id AND ev.seq = d.event_seq
     RETURNING d.id::text, d.endpoint_id::text, e.url, e.secret, d.attempt_count, d.round_tries, ev.seq,
         ev.txid::text, ev.source, ev.source_id, ev.type, ev.occurred_at, ev.subject_type, ev.subject_id,
         ev.book_id::text, ev.actor, ev.request_id, ev.data_schema, ev.data::text;
