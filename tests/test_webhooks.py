@@ -185,6 +185,48 @@ async def test_an_attempt_failing_inside_the_dispatcher_is_left_to_its_lease(
     assert delivered.state == DELIVERED and [a.number for a in delivered.attempts] == [2]
 
 
+def _grow(conn, endpoint: str, events: int) -> None:
+    """`events` more events, each with a pending delivery to the endpoint."""
+    conn.execute(
+        "INSERT INTO events.events (source, source_id, type, occurred_at, subject_type, subject_id, actor,"
+        " data_schema, data) SELECT 'plans', coalesce((SELECT max(source_id) FROM events.events), 0) + g,"
+        " 'coupon.redeemed', now(), 'coupon', 'C' || g, '', 's', '{}' FROM generate_series(1, %s) g",
+        (events,),
+    )
+    conn.execute(
+        "INSERT INTO events.webhook_deliveries (endpoint_id, event_seq, next_attempt_at) SELECT %s, seq, now()"
+        " FROM events.events ON CONFLICT DO NOTHING",
+        (endpoint,),
+    )
+
+
+async def test_a_round_reads_by_key_however_small_the_tables_were_when_it_was_planned(database_server_url):
+    """A connection keeps the plans it made: made while the tables were small (a new install, the
+    benchmark's first seconds), a round's statements must still find their rows by key once the tables
+    have grown (no ANALYZE in between)."""
+    plans: list[str] = []
+    call = "SELECT count(*) FROM events.settle_and_claim(CAST(%s AS jsonb), now(), now() + interval '1 minute', 16)"
+    with fresh_database(database_server_url, ("events",)) as url:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
+            conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+            conn.execute("ALTER TABLE events.events SET (autovacuum_enabled = false)")
+            conn.execute("ALTER TABLE events.webhook_deliveries SET (autovacuum_enabled = false)")
+            endpoint = conn.execute(
+                "INSERT INTO events.webhook_endpoints (url, secret) VALUES ('http://127.0.0.1:9/', 'whsec_AAAA')"
+                " RETURNING id"
+            ).fetchone()[0]
+            _grow(conn, endpoint, 300)
+            for _ in range(10):  # the server caches a plan after a few calls
+                conn.execute(call, ("[]",))
+            _grow(conn, endpoint, 30000)
+            conn.execute("LOAD 'auto_explain'")
+            for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
+                conn.execute(f"SET auto_explain.{setting}")
+            assert conn.execute(call, ("[]",)).fetchone()[0] == 16
+    scans = [line.strip() for plan in plans for line in plan.splitlines() if "Seq Scan" in line]
+    assert plans and not [s for s in scans if " events " in s or "webhook_deliveries" in s], scans
+
+
 async def test_a_failed_try_is_retried_on_the_schedule(webhooks, ledger, dispatcher, receiver):
     endpoint, delivery = await one_delivery(webhooks, ledger, ledger.admin, receiver.url)
     receiver.answers = [500, 503]

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,16 +46,16 @@ def body_of(claim: Claim) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def answered(attempts) -> list[Outcome]:
+def answered(attempts: Iterable[asyncio.Task]) -> list[Outcome]:
     """The outcomes of finished attempt tasks. One that failed inside the dispatcher (a bug, a stored secret
     that cannot sign) is logged and left unrecorded, like a crash: its delivery is tried again when its
     lease runs out, and the dispatcher goes on with the others."""
     outcomes = []
     for task in attempts:
-        if task.exception() is None:
+        error = task.exception()
+        if error is None:
             outcomes.append(task.result())
         else:
-            error = task.exception()
             log.error("a webhook attempt failed in the dispatcher", extra={"fields": {"error": repr(error)[:300]}})
     return outcomes
 

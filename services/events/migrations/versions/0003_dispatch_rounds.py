@@ -17,9 +17,11 @@ down_revision = "0002"
 # `finished` is a JSON array of the attempts' records (WebhookRepository.settle_and_claim writes it). A
 # delivery whose claim ran out and was claimed again since keeps the newer claim's state (the fence:
 # attempt_count); its attempt is still recorded. Each statement of a VOLATILE SQL function sees the ones
-# before it: a delivery settled here is claimed again only if its next try is already due. The claimed ids
-# and settled ids are taken as arrays so that they are found by the primary key, whatever the planner
-# guesses of their number (joined as a CTE or a function's rows, it chose to scan the whole table).
+# before it: a delivery settled here is claimed again only if its next try is already due.
+# Every statement touches a round's few rows by key, so the function plans nothing else: a connection
+# keeps its plans, and one made while the tables were small (a new install, the benchmark's start) may
+# hash-join whole tables and go on doing so as they grow (a first version of this function did: 35-73 ms
+# a round in the redeem benchmark, 10 ms at 100,000 events; tests/test_webhooks.py guards against it).
 SETTLE_AND_CLAIM = """
 CREATE FUNCTION events.settle_and_claim(finished jsonb, claim_at timestamptz, lease_until timestamptz,
     claim_limit integer)
