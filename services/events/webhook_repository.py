@@ -1,5 +1,5 @@
 """The webhooks' tables in the events schema: endpoints, deliveries (one per endpoint and matching event)
-and attempts; the dispatcher's claims and acknowledgements."""
+and attempts; the dispatcher's rounds (claims and settlements)."""
 
 import datetime as dt
 import json
@@ -183,9 +183,9 @@ class WebhookRepository:
     ) -> list[Claim]:
         """A dispatcher's round in one statement (events.settle_and_claim, migration 0003), committed before
         any request is sent: records the finished attempts and their deliveries' outcomes, then takes up to
-        `limit` due deliveries of enabled endpoints for one attempt each. A claimed delivery's next attempt
-        moves to the lease's end (a second dispatcher skips it; a crashed claimer's runs out) and the attempt
-        is counted."""
+        `limit` due deliveries of enabled endpoints for one attempt each. A claimed delivery is leased until
+        `lease_until` (a second dispatcher skips it; a crashed claimer's lease runs out), its next_attempt_at
+        left as it was, and the attempt is counted."""
         records = json.dumps([_record(outcome) for outcome in finished])
         async with db.statement_connection(self.statements) as conn:
             cursor = conn.cursor(row_factory=namedtuple_row)
