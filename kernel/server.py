@@ -46,7 +46,8 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server], None]
     # Whether what the service needs (its database) answers now; polled for readiness.
     ready: Callable[[], Awaitable[bool]] | None = None
-    # Jobs that run beside the server from start to stop (the retention purge), each a coroutine function.
+    # Jobs that run beside the server from start to stop (the retention purge), each a coroutine function;
+    # with WORKERS > 1 only the first worker runs them (kernel/workers.py).
     background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()
 
 
@@ -121,8 +122,10 @@ class GrpcServer:
         await self._set_ready(ready)
         if self.spec.ready is not None:
             self._background.append(asyncio.create_task(self._watch_readiness(self.spec.ready, ready)))
-        self._background += [asyncio.create_task(job()) for job in self.spec.background]
-        log.info("serving", extra={"fields": {"component": self.spec.component, "port": self.port}})
+        jobs = self.spec.background if workers.runs_background_jobs() else ()  # one worker runs them
+        self._background += [asyncio.create_task(job()) for job in jobs]
+        fields = {"component": self.spec.component, "port": self.port, "background_jobs": len(jobs)}
+        log.info("serving", extra={"fields": fields})
         return self.port
 
     async def _set_ready(self, ready: bool) -> None:

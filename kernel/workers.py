@@ -12,6 +12,12 @@ exited before it served, at most 30 s. A worker that exits before it served at t
 
 Each worker holds one end of a socket pair with the supervisor: it writes a byte once it serves, and it
 stops gracefully when the supervisor's end closes (the supervisor was killed), so none outlives it.
+
+Only the first worker (index 0, and its replacements) runs the service's background jobs (retention
+purges, the events service's feed readers and webhook dispatcher): the workers are there to serve calls.
+One dispatcher a process set makes full rounds where N would split them, N idle pollers would query the
+database N times as often, and under a saturating load the jobs take one process's share of the CPU, not
+N's, so they trail the calls instead of slowing them. More background capacity comes with more replicas.
 """
 
 import asyncio
@@ -35,6 +41,7 @@ from kernel.settings import Settings
 log = logging.getLogger("kernel.workers")
 
 LINK_ENV = "COUPONS_WORKER_LINK_FD"  # set only in a worker: its end of the socket pair
+INDEX_ENV = "COUPONS_WORKER_INDEX"  # set only in a worker: 0 to WORKERS - 1, kept by its replacements
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 _SERVING = b"1"
@@ -43,6 +50,11 @@ _SERVING = b"1"
 def is_worker() -> bool:
     """Whether this process is one of a supervisor's workers (which share their port with SO_REUSEPORT)."""
     return LINK_ENV in os.environ
+
+
+def runs_background_jobs() -> bool:
+    """Whether this process runs its service's background jobs: a process of its own, or the first worker."""
+    return os.environ.get(INDEX_ENV, "0") == "0"
 
 
 class WorkerLink:
@@ -142,7 +154,9 @@ class Supervisor:
         mine, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command, env={**self.env, LINK_ENV: str(theirs.fileno())}, pass_fds=(theirs.fileno(),)
+                *self.command,
+                env={**self.env, LINK_ENV: str(theirs.fileno()), INDEX_ENV: str(index)},
+                pass_fds=(theirs.fileno(),),
             )
         finally:
             theirs.close()

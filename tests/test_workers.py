@@ -256,3 +256,24 @@ async def test_a_taken_port_is_refused_with_the_variable_to_change(database_url,
     assert done.returncode == 1, done.stderr
     assert f"AUTH_PORT (auth): port {supervised.port} on 127.0.0.1 is already in use" in done.stderr
     assert "Traceback" not in done.stderr and "worker started" not in done.stderr
+
+
+async def test_only_the_first_worker_runs_the_background_jobs_and_so_does_its_replacement(workers):
+    """auth's one background job (its retention purge) runs in worker 0 alone, and in whatever replaces it."""
+
+    def live_workers() -> dict[int, tuple[int, int]]:
+        """Each live worker's index: its pid and how many background jobs it started."""
+        lines = workers.lines()
+        jobs = {line["pid"]: line["background_jobs"] for line in lines if line.get("message") == "serving"}
+        live = workers.worker_pids()
+        started = [line for line in lines if line.get("message") == "worker started" and line["pid"] in live]
+        return {line["worker"]: (line["pid"], jobs[line["pid"]]) for line in started}
+
+    before = live_workers()
+    assert {index: jobs for index, (_, jobs) in before.items()} == {0: 1, 1: 0}
+    os.kill(before[0][0], signal.SIGKILL)
+    await workers.wait_for_line("worker exited")
+    await workers.wait_for_workers(2)
+    after = live_workers()
+    assert after[0][0] != before[0][0] and after[1] == before[1]  # a new first worker, the other untouched
+    assert {index: jobs for index, (_, jobs) in after.items()} == {0: 1, 1: 0}
