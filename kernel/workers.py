@@ -15,9 +15,9 @@ stops gracefully when the supervisor's end closes (the supervisor was killed), s
 
 Only the first worker (index 0, and its replacements) runs the service's background jobs (retention
 purges, the events service's feed readers and webhook dispatcher): the workers are there to serve calls.
-One dispatcher a process set makes full rounds where N would split them, N idle pollers would query the
-database N times as often, and under a saturating load the jobs take one process's share of the CPU, not
-N's, so they trail the calls instead of slowing them. More background capacity comes with more replicas.
+One dispatcher makes full rounds where N would split them, N idle pollers would query the database N
+times as often, and under a saturating load the jobs take one process's share of the CPU, not N's, so
+they trail the calls instead of slowing them. More background capacity comes with more replicas.
 """
 
 import asyncio
