@@ -99,9 +99,10 @@ IDLE_CHECK_SECONDS = 1.0
 _returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
 
-def create_statement_pool(settings: Settings) -> psycopg_pool.AsyncConnectionPool:
+def create_statement_pool(settings: Settings, min_size: int = 1) -> psycopg_pool.AsyncConnectionPool:
     """Autocommit psycopg connections for one-statement calls (a server-side function each): no transaction
-    block, no SQLAlchemy in between. Opened by open_statement_pool; at most DB_POOL_SIZE connections."""
+    block, no SQLAlchemy in between. Its caller opens it; at most DB_POOL_SIZE + DB_MAX_OVERFLOW connections,
+    and `min_size` of them kept open from the start."""
 
     async def check(conn: psycopg.AsyncConnection) -> None:
         if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
@@ -116,7 +117,7 @@ def create_statement_pool(settings: Settings) -> psycopg_pool.AsyncConnectionPoo
             # Prepared at first use (each function call is one statement); never behind a transaction pooler.
             "prepare_threshold": 0 if settings.db_prepared_statements else None,
         },
-        min_size=1,
+        min_size=min_size,
         max_size=settings.db_pool_size + settings.db_max_overflow,
         timeout=settings.db_pool_timeout_seconds,
         max_lifetime=1800,

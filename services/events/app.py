@@ -22,8 +22,9 @@ from services.events.webhooks import WebhooksDomain
 
 async def build(settings: Settings, verifier: TokenVerifier | None = None):
     engine = create_engine(settings)
-    statements = create_statement_pool(settings)
-    await statements.open(wait=False)  # connects in the background: a database still starting is no failure
+    # The dispatcher's rounds: only the worker that runs the background jobs connects, at its first round.
+    statements = create_statement_pool(settings, min_size=0)
+    await statements.open(wait=False)
     purger = Purger(
         settings,
         [
